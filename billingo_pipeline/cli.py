@@ -1,0 +1,284 @@
+"""`billingo-pipeline`: company administration, syncs and status from the terminal.
+
+Every failure is one clear line on stderr and a non-zero exit; nothing is stored half-way:
+a key is validated live and encrypted before the single write that stores it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import pandas as pd
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from . import settings
+from .billingo_client import BillingoApiError, BillingoClient
+from .credentials import CredentialError, api_key_fingerprint, decrypt_api_key, encrypt_api_key, generate_fernet_key, load_fernet
+from .resources import BillingoResource
+from .runner import dagster_instance, ensure_company_partitions, run_company_syncs
+from .warehouse import companies as company_store
+from .warehouse.companies import CompanyError
+from .warehouse.engine import get_engine
+from .warehouse.sync_log import sync_rows
+
+API_KEY_ENV = "BILLINGO_API_KEY"
+
+
+class Context:
+    def __init__(self, warehouse_url: str, api_base_url: str):
+        self.warehouse_url = warehouse_url
+        self.api_base_url = api_base_url
+
+    @property
+    def engine(self):
+        try:
+            return get_engine(self.warehouse_url)
+        except (SQLAlchemyError, ArgumentError) as exc:
+            shown = make_url(self.warehouse_url).render_as_string(hide_password=True)
+            _fail(f"cannot open the warehouse at {shown}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _check_key_live(ctx: Context, slug: str, api_key: str) -> str:
+    """Returns the organization's tax code; raises BillingoApiError on a refused key."""
+    with BillingoClient(ctx.api_base_url, api_key, company=slug, max_retries=1, backoff_seconds=0.5) as client:
+        organization = client.get_organization()
+    return str(organization.get("tax_code") or "?")
+
+
+def _add_partition(slug: str) -> None:
+    if not os.environ.get("DAGSTER_HOME"):
+        click.echo(f"note: DAGSTER_HOME is not set; partition '{slug}' is added when the company is first synced.")
+        return
+    ensure_company_partitions(dagster_instance(), [slug])
+    click.echo(f"partition '{slug}' added to the Dagster instance.")
+
+
+@click.group()
+@click.option("--warehouse-url", envvar=settings.WAREHOUSE_URL_ENV, default=None, help="SQLAlchemy URL of the warehouse.")
+@click.option("--api-base-url", envvar=settings.API_BASE_URL_ENV, default=settings.DEFAULT_API_BASE_URL, show_default=True)
+@click.pass_context
+def main(click_ctx: click.Context, warehouse_url: str | None, api_base_url: str) -> None:
+    """Sync Billingo invoices into the warehouse and administer companies."""
+    click_ctx.obj = Context(warehouse_url or settings.warehouse_url(), api_base_url)
+
+
+@main.command("generate-fernet-key")
+def generate_fernet_key_command() -> None:
+    """Print a new Fernet key for BILLINGO_FERNET_KEY."""
+    click.echo(generate_fernet_key())
+
+
+@main.group()
+def company() -> None:
+    """Add, list, update and disable companies; manage their Billingo API keys."""
+
+
+api_key_option = click.option(
+    "--api-key",
+    envvar=API_KEY_ENV,
+    prompt="Billingo API key",
+    hide_input=True,
+    help=f"Read from ${API_KEY_ENV} or a hidden prompt (never pass it on the command line in shared shells).",
+)
+
+
+@company.command("add")
+@click.argument("slug")
+@click.option("--name", required=True, help="Display name of the company.")
+@api_key_option
+@click.option("--disabled", is_flag=True, help="Store the company with the BILLINGO_SYNC flag off.")
+@click.option("--no-verify", is_flag=True, help="Skip the live key check (offline set-up).")
+@click.pass_obj
+def company_add(ctx: Context, slug: str, name: str, api_key: str, disabled: bool, no_verify: bool) -> None:
+    """Add a company with its Billingo API key (checked live, stored encrypted)."""
+    try:
+        company_store.validate_slug(slug)
+        fernet = load_fernet()
+        engine = ctx.engine
+        if any(c.slug == slug for c in company_store.list_companies(engine)):
+            raise CompanyError(f"company '{slug}' already exists (use `company update` or `company rotate-key`).")
+        tax_code = None if no_verify else _check_key_live(ctx, slug, api_key)
+        company_store.add_company(
+            engine,
+            slug,
+            name,
+            api_key_encrypted=encrypt_api_key(api_key, fernet),
+            api_key_fingerprint=api_key_fingerprint(api_key),
+            billingo_sync_enabled=not disabled,
+            key_checked=not no_verify,
+        )
+    except (CompanyError, CredentialError, BillingoApiError) as exc:
+        _fail(str(exc))
+    verified = f"key verified (organization tax code {tax_code})" if tax_code else "key NOT verified"
+    click.echo(f"company '{slug}' added; {verified}; fingerprint {api_key_fingerprint(api_key)}.")
+    _add_partition(slug)
+
+
+@company.command("list")
+@click.pass_obj
+def company_list(ctx: Context) -> None:
+    """List companies: flags, whether a key is configured, and its fingerprint (never the key)."""
+    rows = [
+        {
+            "slug": c.slug,
+            "name": c.name,
+            "sync": "on" if c.billingo_sync_enabled else "off",
+            "active": "yes" if c.is_active else "no",
+            "api key": "configured" if c.has_api_key else "not configured",
+            "fingerprint": c.api_key_fingerprint or "-",
+            "key checked": c.api_key_checked_at.strftime("%Y-%m-%d %H:%M") if c.api_key_checked_at else "-",
+        }
+        for c in company_store.list_companies(ctx.engine)
+    ]
+    if not rows:
+        click.echo("no companies yet: add one with `billingo-pipeline company add SLUG --name NAME`.")
+        return
+    click.echo(pd.DataFrame(rows).to_string(index=False))
+
+
+@company.command("update")
+@click.argument("slug")
+@click.option("--name", default=None)
+@click.option("--enable/--disable", "sync_enabled", default=None, help="Turn the BILLINGO_SYNC flag on or off.")
+@click.option("--active/--inactive", "active", default=None)
+@click.pass_obj
+def company_update(ctx: Context, slug: str, name: str | None, sync_enabled: bool | None, active: bool | None) -> None:
+    """Change a company's name or flags."""
+    try:
+        updated = company_store.update_company(
+            ctx.engine, slug, name=name, billingo_sync_enabled=sync_enabled, is_active=active
+        )
+    except CompanyError as exc:
+        _fail(str(exc))
+    click.echo(
+        f"company '{slug}': name={updated.name!r}, sync={'on' if updated.billingo_sync_enabled else 'off'}, "
+        f"active={'yes' if updated.is_active else 'no'}."
+    )
+
+
+@company.command("disable")
+@click.argument("slug")
+@click.pass_obj
+def company_disable(ctx: Context, slug: str) -> None:
+    """Stop syncing a company (its data stays in the warehouse)."""
+    try:
+        company_store.update_company(ctx.engine, slug, billingo_sync_enabled=False)
+    except CompanyError as exc:
+        _fail(str(exc))
+    click.echo(f"company '{slug}': Billingo sync disabled; its data stays in the warehouse.")
+
+
+@company.command("rotate-key")
+@click.argument("slug")
+@api_key_option
+@click.option("--no-verify", is_flag=True, help="Skip the live key check.")
+@click.pass_obj
+def company_rotate_key(ctx: Context, slug: str, api_key: str, no_verify: bool) -> None:
+    """Replace a company's Billingo API key (the new one is checked live first)."""
+    try:
+        fernet = load_fernet()
+        company_store.get_company(ctx.engine, slug)
+        tax_code = None if no_verify else _check_key_live(ctx, slug, api_key)
+        company_store.set_api_key(
+            ctx.engine,
+            slug,
+            api_key_encrypted=encrypt_api_key(api_key, fernet),
+            api_key_fingerprint=api_key_fingerprint(api_key),
+            key_checked=not no_verify,
+        )
+    except (CompanyError, CredentialError, BillingoApiError) as exc:
+        _fail(str(exc))
+    verified = f"verified (organization tax code {tax_code})" if tax_code else "NOT verified"
+    click.echo(f"company '{slug}': API key replaced, {verified}; fingerprint {api_key_fingerprint(api_key)}.")
+    _add_partition(slug)
+
+
+@company.command("test-key")
+@click.argument("slug")
+@click.pass_obj
+def company_test_key(ctx: Context, slug: str) -> None:
+    """Check the stored key against Billingo (GET /organization)."""
+    try:
+        stored = company_store.get_company(ctx.engine, slug)
+        api_key = decrypt_api_key(stored.api_key_encrypted or "", slug)
+        tax_code = _check_key_live(ctx, slug, api_key)
+        company_store.mark_key_checked(ctx.engine, slug)
+    except (CompanyError, CredentialError, BillingoApiError) as exc:
+        _fail(str(exc))
+    click.echo(f"company '{slug}': key OK (organization tax code {tax_code}).")
+
+
+@main.command("sync")
+@click.argument("slugs", nargs=-1)
+@click.option("--all", "sync_all", is_flag=True, help="Every company with sync enabled, active and a key.")
+@click.pass_obj
+def sync_command(ctx: Context, slugs: tuple[str, ...], sync_all: bool) -> None:
+    """Run the Billingo sync (through Dagster) for the given companies."""
+    engine = ctx.engine
+    if sync_all:
+        slugs = tuple(company_store.syncable_company_slugs(engine))
+    if not slugs:
+        _fail("name one or more companies, or pass --all.")
+    try:
+        for slug in slugs:
+            company_store.get_company(engine, slug).require_syncable()
+    except CompanyError as exc:
+        _fail(str(exc))
+    results = run_company_syncs(
+        list(slugs),
+        warehouse_url=ctx.warehouse_url,
+        billingo=BillingoResource(base_url=ctx.api_base_url),
+        instance=dagster_instance(),
+    )
+    for result in results:
+        line = f"{result.company}: {result.sync_status or 'NOT STARTED'} (run {result.run_id})"
+        click.echo(line + (f" - {result.error}" if result.error else ""))
+    if not all(r.success for r in results):
+        sys.exit(1)
+
+
+@main.command("status")
+@click.argument("slug", required=False)
+@click.option("--limit", default=20, show_default=True)
+@click.pass_obj
+def status_command(ctx: Context, slug: str | None, limit: int) -> None:
+    """Recent sync-log rows, newest first."""
+    rows = sync_rows(ctx.engine, company_slug=slug, limit=limit)
+    if not rows:
+        click.echo("no syncs recorded yet.")
+        return
+    click.echo(format_sync_rows(rows))
+
+
+def format_sync_rows(rows: list[dict]) -> str:
+    frame = pd.DataFrame(
+        [
+            {
+                "company": r["company"],
+                "status": r["status"],
+                "started (UTC)": r["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
+                "seconds": f"{r['duration_seconds']:.1f}" if r["duration_seconds"] is not None else "-",
+                "processed": r["invoices_processed"],
+                "created": r["invoices_created"],
+                "updated": r["invoices_updated"],
+                "skipped": r["invoices_skipped"],
+                "failed": r["invoices_failed"],
+                "api calls": r["api_calls"],
+                "error": (r["error_message"] or "")[:60],
+            }
+            for r in rows
+        ]
+    )
+    return frame.to_string(index=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,444 @@
+"""Turn one Billingo API v3 ``Document`` payload into warehouse rows: the pure core of the sync.
+
+Standard library only: no Dagster, no SQLAlchemy, no I/O, so the rules below can be tested in
+milliseconds and reused by any caller. The contract is the published spec (3.0.14) plus the live
+quirks in ``shared/billingo-api-v3/FACTS.md``.
+
+Where each column comes from
+    ``INVOICE_FIELDS`` and ``ITEM_FIELDS`` are the mapping (column <- source path in the Document,
+    with its converter); ``normalize_document`` only walks them, so the table cannot drift from the
+    code. ``MAPPED_FIELDS`` is the same mapping keyed by source path, and ``RAW_ONLY_FIELDS`` lists,
+    with a reason, every spec field deliberately left in the raw payload
+    (``billingo_documents_raw.payload``). A test walks the spec and fails on any field in neither.
+    Paths are dotted; ``items[].`` prefixes a field of each ``DocumentItem``.
+
+Decisions
+- Amounts are JSON numbers. They become ``Decimal`` through ``str`` (``to_decimal``), so ``1234.56``
+  stays ``Decimal("1234.56")``; no float arithmetic happens anywhere. Plain decimal strings such as
+  ``"12.5"`` are accepted too (unambiguous, and some PHP serializers emit them); locale or currency
+  formats (``"12.700,00 Ft"``, ``"12,5"``), exponents in strings, booleans, NaN and infinities raise.
+- Enums (type, payment status/method, currency, language, round, vat, entitlement, ...) are kept as
+  text as received: the live API returns values the spec does not list.
+- Types are strict: a string field holding a number or object, a boolean holding ``"yes"`` or ``1``,
+  an id holding ``"12"`` or ``12.0`` raises. A contract change should fail loudly per document
+  rather than be guessed around. Unknown fields are ignored.
+- Only stored values are validated: fields that stay raw-only (including the deprecated
+  ``partner``) and a ``paid_date`` that is discarded are never inspected, so they cannot fail a
+  document.
+- ``paid_date`` is kept only for ``paid`` / ``partially_paid``: otherwise the API shows "today".
+- ``cancelled`` null or absent means ``False`` (the column is NOT NULL); ``electronic`` may be None.
+- Empty date strings mean "no date" (a date column cannot hold ``""``); empty text stays ``""``.
+- ``partner_emails`` joins the non-blank addresses with ``","``; no address gives None.
+- Error paths use 0-based JSON indexes (``items[0]`` is position 1), like jq / JSON Pointer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+__all__ = [
+    "DocumentError",
+    "NormalizedDocument",
+    "FieldMapping",
+    "INVOICE_FIELDS",
+    "ITEM_FIELDS",
+    "MAPPED_FIELDS",
+    "RAW_ONLY_FIELDS",
+    "PAID_STATUSES",
+    "content_hash",
+    "normalize_document",
+    "parse_vat_percent",
+    "to_decimal",
+]
+
+
+class DocumentError(ValueError):
+    """One document cannot be normalized; the rest of the batch can still be.
+
+    ``message`` names the field and the problem (``"items[2].quantity: 'abc' is not a number"``);
+    ``document_id`` is None when the document has no usable id. ``str()`` combines both, and the
+    pair is what ``sync_log.errors`` stores.
+    """
+
+    document_id: int | None
+    message: str
+
+    def __init__(self, message: str, document_id: int | None = None) -> None:
+        # Both go into args so the exception pickles and unpickles intact (multiprocess executors).
+        super().__init__(message, document_id)
+        self.message = message
+        self.document_id = document_id
+
+    def __str__(self) -> str:
+        where = f"document {self.document_id}" if self.document_id is not None else "document (no valid id)"
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class NormalizedDocument:
+    """The rows one Document yields.
+
+    ``invoice`` has the ``billingo_invoices`` columns except ``id``, ``company_id``, ``source_hash``,
+    ``first_seen_at``, ``last_changed_at`` and ``deleted_in_source_at`` (the writer owns those);
+    ``items`` have the ``billingo_invoice_items`` columns except ``id``, ``company_id`` and
+    ``document_id``, in document order.
+    """
+
+    document_id: int
+    invoice: dict[str, object]
+    items: tuple[dict[str, object], ...]
+
+
+# --- value converters: (value, field path for messages) -> column value ---------------------------
+
+_PLAIN_DECIMAL = re.compile(r"[+-]?\d+(?:\.\d+)?")
+# "27%", "5,5%" (Hungarian decimal comma) and, defensively, "5.5%"; everything else is a code.
+_VAT_PERCENT = re.compile(r"(\d+(?:[.,]\d+)?)\s*%")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a value's type, for messages a reader of the payload understands."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float, Decimal)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return type(value).__name__
+
+
+def _show(value: object) -> str:
+    """A short repr: a message must stay readable even when the bad value is huge."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def to_decimal(value: object, field: str) -> Decimal | None:
+    """A JSON number as an exact ``Decimal``; None stays None.
+
+    Floats go through ``str`` (the shortest round-tripping text, i.e. what the JSON said), so
+    ``0.1`` gives ``Decimal("0.1")``, not the binary expansion. Plain decimal strings (``"12.5"``,
+    ``"-3"``) are accepted; booleans, NaN, infinities, locale/currency strings and other types raise
+    ``DocumentError`` naming ``field``.
+    """
+    if value is None:
+        return None
+    # bool is an int subclass: without this check True would silently become Decimal(1).
+    if isinstance(value, bool):
+        return _fail(f"{field}: {value!r} is not a number")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return _fail(f"{field}: {value!r} is not a finite number")
+        return Decimal(str(value))
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return _fail(f"{field}: {value!r} is not a finite number")
+        return value
+    if isinstance(value, str):
+        if _PLAIN_DECIMAL.fullmatch(value):
+            return Decimal(value)
+        return _fail(f"{field}: {_show(value)} is not a number")
+    return _fail(f"{field}: expected a number, got {_json_type(value)}")
+
+
+def parse_vat_percent(vat: str | None) -> Decimal | None:
+    """The numeric rate of a Billingo ``vat`` text: ``"27%"`` -> 27, ``"5,5%"`` -> 5.5.
+
+    Codes without a percentage (``AAM``, ``TAM``, ``EU``, ``EUK``, ``F.AFA``, ``ÁKK``, ... and any
+    future code) and None give None: they are exemption or reverse-charge categories, not rates.
+    """
+    if vat is None:
+        return None
+    if not isinstance(vat, str):
+        raise TypeError(f"vat must be a string or None, got {type(vat).__name__}")
+    match = _VAT_PERCENT.fullmatch(vat.strip())
+    return Decimal(match.group(1).replace(",", ".")) if match else None
+
+
+def _fail(message: str) -> Any:
+    """Raise a DocumentError without an id; ``normalize_document`` attaches the id."""
+    raise DocumentError(message)
+
+
+def _text(value: object, field: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return _fail(f"{field}: expected a string, got {_json_type(value)}")
+
+
+def _integer(value: object, field: str) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return _fail(f"{field}: expected an integer, got {_json_type(value)} {_show(value)}")
+
+
+def _flag(value: object, field: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    return _fail(f"{field}: expected a boolean, got {_json_type(value)} {_show(value)}")
+
+
+def _flag_default_false(value: object, field: str) -> bool:
+    flag = _flag(value, field)
+    return False if flag is None else flag
+
+
+def _date(value: object, field: str) -> dt.date | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return _fail(f"{field}: expected a date string, got {_json_type(value)}")
+    if not value.strip():
+        return None
+    # fromisoformat alone would also take "20240305" or "2024-W10-2"; the spec says YYYY-MM-DD.
+    if _ISO_DATE.fullmatch(value):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    return _fail(f"{field}: {_show(value)} is not a date (YYYY-MM-DD)")
+
+
+def _emails(value: object, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        return _fail(f"{field}: expected an array of strings, got {_json_type(value)}")
+    addresses = []
+    for index, email in enumerate(value):
+        email = _text(email, f"{field}[{index}]")
+        if email and email.strip():
+            addresses.append(email.strip())
+    return ",".join(addresses) or None
+
+
+def _vat_percent(value: object, field: str) -> Decimal | None:
+    return parse_vat_percent(_text(value, field))
+
+
+# --- the mapping ----------------------------------------------------------------------------------
+
+PAID_STATUSES = frozenset({"paid", "partially_paid"})
+
+
+def _is_paid(document: Mapping[str, object]) -> bool:
+    return document.get("payment_status") in PAID_STATUSES
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    """One column: where it comes from in the payload and how the value is checked and converted."""
+
+    column: str
+    source: tuple[str, ...]  # path of keys from the Document (or from one item for ITEM_FIELDS)
+    convert: Callable[[object, str], object]
+    # When given and false for the document, the column is None and the source is not inspected.
+    stored_if: Callable[[Mapping[str, object]], bool] | None = None
+
+
+def _map(
+    column: str,
+    source: str,
+    convert: Callable[[object, str], object],
+    stored_if: Callable[[Mapping[str, object]], bool] | None = None,
+) -> FieldMapping:
+    return FieldMapping(column, tuple(source.split(".")), convert, stored_if)
+
+
+# ``document_id`` (from ``id``) is not listed: it is validated first, since every error needs it.
+INVOICE_FIELDS: tuple[FieldMapping, ...] = (
+    _map("invoice_number", "invoice_number", _text),
+    _map("document_type", "type", _text),
+    _map("correction_type", "correction_type", _text),
+    _map("block_id", "block_id", _integer),
+    _map("cancelled", "cancelled", _flag_default_false),
+    _map("invoice_date", "invoice_date", _date),
+    _map("fulfillment_date", "fulfillment_date", _date),
+    _map("due_date", "due_date", _date),
+    # The live API fills paid_date with the current date for unpaid documents.
+    _map("paid_date", "paid_date", _date, stored_if=_is_paid),
+    _map("currency", "currency", _text),
+    _map("conversion_rate", "conversion_rate", to_decimal),
+    _map("net_total", "summary.net_amount", to_decimal),
+    _map("vat_total", "summary.vat_amount", to_decimal),
+    # The summary has no gross in document currency; the top-level gross_total is it.
+    _map("gross_total", "gross_total", to_decimal),
+    _map("net_total_local", "summary.net_amount_local", to_decimal),
+    _map("vat_total_local", "summary.vat_amount_local", to_decimal),
+    _map("gross_total_local", "summary.gross_amount_local", to_decimal),
+    _map("payment_method", "payment_method", _text),
+    _map("payment_status", "payment_status", _text),
+    _map("rounding", "settings.round", _text),
+    _map("language", "language", _text),
+    _map("electronic", "electronic", _flag),
+    # document_partner, never the deprecated partner (which may disagree with it).
+    _map("partner_id", "document_partner.id", _integer),
+    _map("partner_name", "document_partner.name", _text),
+    _map("partner_tax_number", "document_partner.taxcode", _text),
+    _map("partner_iban", "document_partner.iban", _text),
+    _map("partner_swift", "document_partner.swift", _text),
+    _map("partner_account_number", "document_partner.account_number", _text),
+    _map("partner_country_code", "document_partner.address.country_code", _text),
+    _map("partner_post_code", "document_partner.address.post_code", _text),
+    _map("partner_city", "document_partner.address.city", _text),
+    _map("partner_address", "document_partner.address.address", _text),
+    _map("partner_emails", "document_partner.emails", _emails),
+    _map("comment", "comment", _text),
+)
+
+# ``position`` is not listed: it is the 1-based index of the item in ``items``.
+ITEM_FIELDS: tuple[FieldMapping, ...] = (
+    _map("product_id", "product_id", _integer),
+    _map("name", "name", _text),
+    _map("quantity", "quantity", to_decimal),
+    _map("unit", "unit", _text),
+    _map("net_unit_price", "net_unit_amount", to_decimal),
+    _map("vat_rate", "vat", _text),  # as written: "27%", "5,5%", "AAM"
+    _map("vat_percent", "vat", _vat_percent),  # numeric, None for codes
+    _map("entitlement", "entitlement", _text),
+    _map("net_amount", "net_amount", to_decimal),
+    _map("vat_amount", "vat_amount", to_decimal),
+    _map("gross_amount", "gross_amount", to_decimal),
+    _map("comment", "comment", _text),
+)
+
+
+def _mapped_fields() -> dict[str, tuple[str, ...]]:
+    mapped: dict[str, tuple[str, ...]] = {"id": ("document_id",)}
+    for prefix, fields in (("", INVOICE_FIELDS), ("items[].", ITEM_FIELDS)):
+        for mapping in fields:
+            path = prefix + ".".join(mapping.source)
+            mapped[path] = (*mapped.get(path, ()), mapping.column)
+    return mapped
+
+
+#: Source path in the Document -> the column(s) it fills. Derived from the tables above.
+MAPPED_FIELDS: Mapping[str, tuple[str, ...]] = _mapped_fields()
+
+#: Every spec field that deliberately stays only in the raw payload, with the reason. Objects that
+#: are mapped field by field (summary, settings, document_partner, its address, items[]) are not
+#: listed themselves; their unmapped fields are.
+RAW_ONLY_FIELDS: Mapping[str, str] = {
+    "organization": "the issuer, i.e. the company itself: the same on every document",
+    "partner": "deprecated duplicate of document_partner; ignored even when present",
+    "tags": "free-form labels, a list: query the raw payload",
+    "notification_status": "e-mail delivery state of the document, not invoice data",
+    "online_szamla_status": "NAV (tax authority) reporting state, operational",
+    "related_documents": "links to cancellations/corrections, a list: query the raw payload",
+    "discount": "document-level discount; item and summary amounts already include it",
+    "summary.vat_rate_summary": "per-rate breakdown, derivable from the items",
+    "settings.mediated_service": "invoice display/legal setting",
+    "settings.without_financial_fulfillment": "invoice display/legal setting",
+    "settings.online_payment": "payment provider offered on the invoice",
+    "settings.no_send_onlineszamla_by_user": "NAV reporting setting",
+    "settings.order_number": "buyer's order reference, free text",
+    "settings.place_id": "issuing site id",
+    "settings.instant_payment": "instant-transfer QR setting",
+    "settings.selected_type": "type chosen in the UI; `type` is the document's type",
+    "document_partner.phone": "contact detail with no column",
+    "document_partner.tax_type": "partner tax category with no column",
+}
+
+
+# --- entry points ---------------------------------------------------------------------------------
+
+
+def content_hash(payload: Mapping[str, Any]) -> str:
+    """sha256 hex of the payload's canonical JSON: sorted keys, no whitespace, UTF-8.
+
+    Key order and the formatting of the received text do not change it; any value change does.
+    """
+    canonical = json.dumps(
+        payload,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=_plain_mapping,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _plain_mapping(value: object) -> dict[str, Any]:
+    # json only serializes dicts; accept any Mapping (e.g. a read-only proxy) with the same text.
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"content_hash: {type(value).__name__} is not JSON")
+
+
+def normalize_document(payload: Mapping[str, Any]) -> NormalizedDocument:
+    """The invoice row and item rows of one Document; raises ``DocumentError`` (with the id)."""
+    if not isinstance(payload, Mapping):
+        raise DocumentError(f"document: expected an object, got {_json_type(payload)}")
+    document_id = payload.get("id")
+    if isinstance(document_id, bool) or not isinstance(document_id, int) or document_id <= 0:
+        problem = "missing" if document_id is None else f"{_show(document_id)} is not a positive integer"
+        raise DocumentError(f"id: {problem}")
+
+    try:
+        invoice: dict[str, object] = {"document_id": document_id}
+        invoice.update(_row(payload, INVOICE_FIELDS, prefix="", document=payload))
+        items = tuple(_items(payload))
+    except DocumentError as error:
+        raise DocumentError(error.message, document_id) from None
+    return NormalizedDocument(document_id=document_id, invoice=invoice, items=items)
+
+
+def _items(document: Mapping[str, Any]):
+    items = document.get("items")
+    if items is None:
+        return
+    if not isinstance(items, list):
+        _fail(f"items: expected an array, got {_json_type(items)}")
+    for index, item in enumerate(items):
+        prefix = f"items[{index}]"
+        if not isinstance(item, Mapping):
+            _fail(f"{prefix}: expected an object, got {_json_type(item)}")
+        yield {"position": index + 1, **_row(item, ITEM_FIELDS, prefix=prefix, document=document)}
+
+
+def _row(
+    source: Mapping[str, Any],
+    fields: tuple[FieldMapping, ...],
+    *,
+    prefix: str,
+    document: Mapping[str, Any],
+) -> dict[str, object]:
+    row: dict[str, object] = {}
+    for mapping in fields:
+        if mapping.stored_if is not None and not mapping.stored_if(document):
+            row[mapping.column] = None
+            continue
+        value, field = _lookup(source, mapping.source, prefix)
+        row[mapping.column] = mapping.convert(value, field)
+    return row
+
+
+def _lookup(source: Mapping[str, Any], path: tuple[str, ...], prefix: str) -> tuple[object, str]:
+    """The value at ``path`` and its display path; an absent or null object on the way gives None."""
+    value: object = source
+    walked = prefix
+    for key in path:
+        if value is None:
+            break
+        if not isinstance(value, Mapping):
+            _fail(f"{walked}: expected an object, got {_json_type(value)}")
+        value = value.get(key)
+        walked = f"{walked}.{key}" if walked else key
+    return value, prefix + ("." if prefix else "") + ".".join(path)

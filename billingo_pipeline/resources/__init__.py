@@ -1,0 +1,4 @@
+from .billingo import BillingoResource
+from .warehouse import WarehouseResource
+
+__all__ = ["BillingoResource", "WarehouseResource"]

@@ -1,0 +1,44 @@
+"""The Billingo resource: per-company clients with the key decrypted only when a sync calls."""
+
+from __future__ import annotations
+
+import logging
+
+import dagster as dg
+from pydantic import Field
+
+from ..billingo_client import MAX_PER_PAGE, BillingoClient
+from ..credentials import decrypt_api_key
+from ..settings import DEFAULT_API_BASE_URL
+from ..warehouse.companies import Company
+
+
+class BillingoResource(dg.ConfigurableResource):
+    """Talks to Billingo API v3 for one company at a time.
+
+    API keys are stored Fernet-encrypted per company in the warehouse; the Fernet key is read
+    from ``BILLINGO_FERNET_KEY`` at call time and never becomes part of this resource's config.
+    """
+
+    base_url: str = Field(default=DEFAULT_API_BASE_URL, description="Billingo API v3 base URL")
+    page_size: int = Field(default=MAX_PER_PAGE, ge=1, le=MAX_PER_PAGE, description="documents per page (max 100)")
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    read_timeout_seconds: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, description="retries of a GET on 429, 5xx or a broken connection")
+    backoff_seconds: float = Field(default=1.0, ge=0, description="first retry delay; doubles each retry")
+    max_backoff_seconds: float = Field(default=60.0, ge=0)
+
+    def client_for(self, company: Company, logger: logging.Logger | logging.LoggerAdapter | None = None) -> BillingoClient:
+        api_key = decrypt_api_key(company.api_key_encrypted or "", company.slug)
+        return BillingoClient(
+            self.base_url,
+            api_key,
+            company=company.slug,
+            page_size=self.page_size,
+            connect_timeout=self.connect_timeout_seconds,
+            read_timeout=self.read_timeout_seconds,
+            max_retries=self.max_retries,
+            backoff_seconds=self.backoff_seconds,
+            max_backoff_seconds=self.max_backoff_seconds,
+            logger=logger,
+        )

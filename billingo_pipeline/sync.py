@@ -1,0 +1,174 @@
+"""The sync of one company, as two plain steps the Dagster assets (and the CLI) call.
+
+1. ``fetch_raw_documents``: sweep ``GET /documents`` page by page and upsert each page's payloads
+   into the raw table as it arrives (memory holds one page). A complete sweep marks documents
+   Billingo no longer returns as missing.
+2. ``normalize_raw_documents``: compare every raw document's hash with the hash its invoice was
+   built from; normalize only new or changed ones (pure functions), write invoices and items in
+   bulk, one transaction per batch; record per-document errors without stopping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy.engine import Engine
+
+from .billingo_client import BillingoClient, SweepResult, sweep_documents
+from .normalize import DocumentError, content_hash, normalize_document
+from .warehouse import documents as store
+from .warehouse.companies import Company
+from .warehouse.sync_log import SyncCounts, record_fetch, utcnow
+
+# Bump when normalization changes meaning: every invoice is then rebuilt once from its raw payload,
+# even though Billingo's content did not change.
+NORMALIZATION_REVISION = 1
+NORMALIZE_BATCH_SIZE = 500
+
+T = TypeVar("T")
+
+
+def chunked(values: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def invoice_source_hash(raw_content_hash: str) -> str:
+    """What an invoice row remembers it was built from: the raw hash under this normalization."""
+    return hashlib.sha256(f"{NORMALIZATION_REVISION}:{raw_content_hash}".encode()).hexdigest()
+
+
+@dataclass
+class FetchOutcome:
+    api_calls: int
+    pages_fetched: int
+    documents_fetched: int
+    complete: bool
+    marked_missing: int
+    duration_seconds: float
+    errors: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def fetch_raw_documents(engine: Engine, company: Company, client: BillingoClient, sync_id: int) -> FetchOutcome:
+    started = time.monotonic()
+    sweep = SweepResult()
+    errors: list[dict] = []
+    fetched = 0
+
+    def store_batch(batch: list[tuple[int, dict, str]]) -> None:
+        with engine.begin() as conn:
+            store.upsert_raw_documents(conn, company.id, sync_id, batch, utcnow())
+
+    pending: list[tuple[int, dict, str]] = []
+    for document in sweep_documents(client, sweep):
+        document_id = document.get("id") if isinstance(document, dict) else None
+        if not isinstance(document_id, int) or isinstance(document_id, bool) or document_id <= 0:
+            errors.append({"document_id": None, "message": f"document without a usable id (id={document_id!r}): not stored"})
+            continue
+        pending.append((document_id, document, content_hash(document)))
+        fetched += 1
+        if len(pending) >= client.page_size:
+            store_batch(pending)
+            pending = []
+    if pending:
+        store_batch(pending)
+
+    marked_missing = 0
+    if sweep.complete:
+        with engine.begin() as conn:
+            marked_missing = store.mark_unseen_raw_documents(conn, company.id, sync_id, utcnow())
+    outcome = FetchOutcome(
+        api_calls=client.stats.api_calls,
+        pages_fetched=client.stats.pages_fetched,
+        documents_fetched=fetched,
+        complete=sweep.complete,
+        marked_missing=marked_missing,
+        duration_seconds=time.monotonic() - started,
+        errors=errors,
+        notes=sweep.notes,
+    )
+    record_fetch(
+        engine,
+        sync_id,
+        api_calls=outcome.api_calls,
+        pages_fetched=outcome.pages_fetched,
+        documents_fetched=outcome.documents_fetched,
+        fetch_complete=outcome.complete,
+        errors=errors,
+    )
+    return outcome
+
+
+@dataclass
+class NormalizeOutcome:
+    counts: SyncCounts
+    restored: int
+    duration_seconds: float
+    errors: list[dict] = field(default_factory=list)
+
+
+def normalize_raw_documents(engine: Engine, company_id: int, *, batch_size: int = NORMALIZE_BATCH_SIZE) -> NormalizeOutcome:
+    started = time.monotonic()
+    with engine.connect() as conn:
+        states = store.raw_document_states(conn, company_id)
+
+    present = [s for s in states if s.missing_since is None]
+    changed = [s for s in present if s.source_hash != invoice_source_hash(s.content_hash)]
+    is_new = {s.document_id: s.source_hash is None for s in changed}
+    newly_missing = [s.document_id for s in states if s.missing_since is not None and s.source_hash is not None and s.deleted_in_source_at is None]
+    seen_again = [s.document_id for s in present if s.deleted_in_source_at is not None]
+
+    created = updated = items_written = 0
+    errors: list[dict] = []
+    for batch_ids in chunked((s.document_id for s in changed), batch_size):
+        with engine.connect() as conn:
+            payloads = store.raw_payloads(conn, company_id, batch_ids)
+        invoice_rows: list[dict] = []
+        item_rows: list[dict] = []
+        for row in payloads:
+            try:
+                normalized = normalize_document(row.payload)
+            except DocumentError as exc:
+                errors.append({"document_id": row.document_id, "message": exc.message})
+                continue
+            if normalized.document_id != row.document_id:
+                errors.append({"document_id": row.document_id, "message": "payload id differs from the stored id"})
+                continue
+            invoice_rows.append({**normalized.invoice, "source_hash": invoice_source_hash(row.content_hash)})
+            item_rows.extend({**item, "document_id": normalized.document_id} for item in normalized.items)
+            if is_new[row.document_id]:
+                created += 1
+            else:
+                updated += 1
+        with engine.begin() as conn:
+            store.write_invoices_with_items(conn, company_id, invoice_rows, item_rows, utcnow())
+        items_written += len(item_rows)
+
+    marked_deleted = restored = 0
+    with engine.begin() as conn:
+        for ids in chunked(newly_missing, batch_size):
+            marked_deleted += store.mark_invoices_deleted_in_source(conn, company_id, ids, utcnow())
+        for ids in chunked(seen_again, batch_size):
+            restored += store.restore_invoices_seen_again(conn, company_id, ids, utcnow())
+
+    counts = SyncCounts(
+        processed=len(present),
+        created=created,
+        updated=updated,
+        skipped=len(present) - len(changed),
+        failed=len(errors),
+        marked_deleted=marked_deleted,
+        items_written=items_written,
+    )
+    return NormalizeOutcome(counts=counts, restored=restored, duration_seconds=time.monotonic() - started, errors=errors)

@@ -1,0 +1,140 @@
+"""Writes of raw documents, invoices and items: bulk, idempotent, one company at a time."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .schema import billingo_documents_raw as raw
+from .schema import billingo_invoice_items as items
+from .schema import billingo_invoices as invoices
+from .upsert import upsert
+
+
+def upsert_raw_documents(
+    conn: Connection, company_id: int, sync_id: int, documents: Sequence[tuple[int, dict, str]], now: dt.datetime
+) -> None:
+    """Store ``(document_id, payload, content_hash)`` as received; re-seen documents lose ``missing_since``."""
+    rows = [
+        {
+            "company_id": company_id,
+            "document_id": document_id,
+            "payload": payload,
+            "content_hash": content_hash,
+            "first_fetched_at": now,
+            "last_fetched_at": now,
+            "last_seen_sync_id": sync_id,
+            "missing_since": None,
+        }
+        for document_id, payload, content_hash in documents
+    ]
+    upsert(
+        conn,
+        raw,
+        rows,
+        conflict_columns=("company_id", "document_id"),
+        update_columns=("payload", "content_hash", "last_fetched_at", "last_seen_sync_id", "missing_since"),
+    )
+
+
+def mark_unseen_raw_documents(conn: Connection, company_id: int, sync_id: int, now: dt.datetime) -> int:
+    """After a complete fetch: documents it did not return are missing in Billingo from now on."""
+    result = conn.execute(
+        raw.update()
+        .where(
+            raw.c.company_id == company_id,
+            raw.c.missing_since.is_(None),
+            sa.or_(raw.c.last_seen_sync_id.is_(None), raw.c.last_seen_sync_id != sync_id),
+        )
+        .values(missing_since=now)
+    )
+    return result.rowcount
+
+
+def raw_document_states(conn: Connection, company_id: int) -> list[sa.Row]:
+    """One small row per raw document: ids and hashes only, so deciding what to do needs no payloads."""
+    joined = raw.outerjoin(
+        invoices, sa.and_(invoices.c.company_id == raw.c.company_id, invoices.c.document_id == raw.c.document_id)
+    )
+    return conn.execute(
+        sa.select(
+            raw.c.document_id,
+            raw.c.content_hash,
+            raw.c.missing_since,
+            invoices.c.source_hash,
+            invoices.c.deleted_in_source_at,
+        )
+        .select_from(joined)
+        .where(raw.c.company_id == company_id)
+        .order_by(raw.c.document_id)
+    ).all()
+
+
+def raw_payloads(conn: Connection, company_id: int, document_ids: Iterable[int]) -> list[sa.Row]:
+    return conn.execute(
+        sa.select(raw.c.document_id, raw.c.payload, raw.c.content_hash).where(
+            raw.c.company_id == company_id, raw.c.document_id.in_(list(document_ids))
+        )
+    ).all()
+
+
+INVOICE_UPDATE_EXCLUDED = ("id", "company_id", "document_id", "first_seen_at")
+
+
+def write_invoices_with_items(
+    conn: Connection, company_id: int, invoice_rows: Sequence[dict], item_rows: Sequence[dict], now: dt.datetime
+) -> None:
+    """Upsert invoices and replace their items, inside the caller's transaction.
+
+    Items are deleted and re-inserted per invoice rather than upserted by position: a document
+    that lost an item must not keep the stale one, and the transaction means no reader ever sees
+    an invoice without its items or with a mix of old and new ones.
+    """
+    if not invoice_rows:
+        return
+    rows = [
+        {**row, "company_id": company_id, "first_seen_at": now, "last_changed_at": now, "deleted_in_source_at": None}
+        for row in invoice_rows
+    ]
+    upsert(
+        conn,
+        invoices,
+        rows,
+        conflict_columns=("company_id", "document_id"),
+        update_columns=[c.name for c in invoices.columns if c.name not in INVOICE_UPDATE_EXCLUDED],
+    )
+    document_ids = [row["document_id"] for row in invoice_rows]
+    conn.execute(items.delete().where(items.c.company_id == company_id, items.c.document_id.in_(document_ids)))
+    if item_rows:
+        conn.execute(items.insert(), [{**row, "company_id": company_id} for row in item_rows])
+
+
+def mark_invoices_deleted_in_source(conn: Connection, company_id: int, document_ids: Sequence[int], now: dt.datetime) -> int:
+    if not document_ids:
+        return 0
+    return conn.execute(
+        invoices.update()
+        .where(
+            invoices.c.company_id == company_id,
+            invoices.c.document_id.in_(list(document_ids)),
+            invoices.c.deleted_in_source_at.is_(None),
+        )
+        .values(deleted_in_source_at=now, last_changed_at=now)
+    ).rowcount
+
+
+def restore_invoices_seen_again(conn: Connection, company_id: int, document_ids: Sequence[int], now: dt.datetime) -> int:
+    if not document_ids:
+        return 0
+    return conn.execute(
+        invoices.update()
+        .where(
+            invoices.c.company_id == company_id,
+            invoices.c.document_id.in_(list(document_ids)),
+            invoices.c.deleted_in_source_at.is_not(None),
+        )
+        .values(deleted_in_source_at=None, last_changed_at=now)
+    ).rowcount

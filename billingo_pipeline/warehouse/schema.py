@@ -1,0 +1,240 @@
+"""The warehouse schema: every table the pipeline writes, in one place.
+
+Alembic migrations under ``migrations/versions`` create exactly this schema; a test compares the
+migrated database with this metadata on SQLite and PostgreSQL, so the two cannot drift.
+
+Conventions
+- Every row carries ``company_id``: one company's data never shares a key with another's.
+- Money and quantities are exact decimals (``ExactDecimal``), never floats.
+- Timestamps are timezone-aware UTC (``UtcDateTime``) on both dialects.
+- Billingo enums (type, payment status/method, currency, VAT) are stored as text, because the live
+  API returns values the published spec does not list.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.types import TypeDecorator
+
+# Constraint names are fixed so migrations on both dialects can refer to them.
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class ExactDecimal(TypeDecorator):
+    """NUMERIC on PostgreSQL; canonical decimal text on SQLite, whose NUMERIC is a binary float."""
+
+    impl = sa.Numeric
+    cache_ok = True
+
+    def __init__(self, precision: int = 20, scale: int = 6):
+        super().__init__()
+        self.precision = precision
+        self.scale = scale
+
+    def __repr__(self) -> str:
+        return f"ExactDecimal({self.precision}, {self.scale})"
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String(self.precision + 2))
+        return dialect.type_descriptor(sa.Numeric(self.precision, self.scale, asdecimal=True))
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            raise TypeError(f"ExactDecimal takes Decimal values, got {type(value).__name__}")
+        return format(value, "f") if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+class UtcDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out; SQLite stores them naive (in UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("UtcDateTime needs an aware datetime")
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+# JSON documents: JSONB on PostgreSQL so analysts can query the payload; JSON text on SQLite.
+JsonDocument = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def Money() -> ExactDecimal:  # noqa: N802 - reads as a column type
+    return ExactDecimal(20, 6)
+
+
+def _now_column(name: str, **kw) -> sa.Column:
+    return sa.Column(name, UtcDateTime(), nullable=False, **kw)
+
+
+companies = sa.Table(
+    "companies",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("slug", sa.String(64), nullable=False, unique=True, comment="Dagster partition key"),
+    sa.Column("name", sa.String(255), nullable=False),
+    # The seed's BILLINGO_SYNC feature flag: a company is synced only when this and is_active hold.
+    sa.Column("billingo_sync_enabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("api_key_encrypted", sa.Text, nullable=True, comment="Fernet token, never plaintext"),
+    sa.Column("api_key_fingerprint", sa.String(32), nullable=True),
+    sa.Column("api_key_configured_at", UtcDateTime(), nullable=True),
+    sa.Column("api_key_checked_at", UtcDateTime(), nullable=True),
+    _now_column("created_at"),
+    _now_column("updated_at"),
+)
+
+sync_log = sa.Table(
+    "sync_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False, comment="Dagster run id (or cli-<uuid>)"),
+    sa.Column("trigger", sa.String(32), nullable=False, comment="schedule | manual | backfill | cli | sensor"),
+    sa.Column("status", sa.String(16), nullable=False, comment="RUNNING | COMPLETED | PARTIAL | FAILED"),
+    _now_column("started_at"),
+    sa.Column("finished_at", UtcDateTime(), nullable=True),
+    sa.Column("duration_seconds", sa.Float, nullable=True),
+    sa.Column("invoices_processed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("invoices_created", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("invoices_updated", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("invoices_skipped", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("invoices_failed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("invoices_marked_deleted", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("items_written", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("api_calls", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("pages_fetched", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("documents_fetched", sa.Integer, nullable=False, server_default="0"),
+    # False when paging could not prove it saw every document; vanished-marking is then skipped.
+    sa.Column("fetch_complete", sa.Boolean, nullable=True),
+    sa.Column("errors", JsonDocument, nullable=False, comment="[{document_id, message}]"),
+    sa.Column("error_message", sa.Text, nullable=True, comment="why a FAILED sync failed"),
+    sa.Column("check_results", JsonDocument, nullable=True, comment="asset-check outcomes"),
+    sa.UniqueConstraint("company_id", "run_id"),
+    sa.Index(None, "company_id", "started_at"),
+)
+
+billingo_documents_raw = sa.Table(
+    "billingo_documents_raw",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
+    sa.Column("document_id", sa.BigInteger, nullable=False, comment="Billingo document id"),
+    sa.Column("payload", JsonDocument, nullable=False, comment="the Document object as received"),
+    sa.Column("content_hash", sa.String(64), nullable=False, comment="sha256 of canonical JSON"),
+    _now_column("first_fetched_at"),
+    _now_column("last_fetched_at"),
+    sa.Column("last_seen_sync_id", sa.Integer, sa.ForeignKey("sync_log.id"), nullable=True),
+    # Set when a complete fetch no longer returns the document (Billingo deletes only drafts).
+    sa.Column("missing_since", UtcDateTime(), nullable=True),
+    sa.UniqueConstraint("company_id", "document_id"),
+)
+
+billingo_invoices = sa.Table(
+    "billingo_invoices",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
+    sa.Column("document_id", sa.BigInteger, nullable=False, comment="Billingo document id"),
+    sa.Column("invoice_number", sa.String(128), nullable=True),
+    sa.Column("document_type", sa.String(32), nullable=True, comment="Billingo DocumentType, as text"),
+    sa.Column("correction_type", sa.String(32), nullable=True),
+    sa.Column("block_id", sa.BigInteger, nullable=True),
+    sa.Column("cancelled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("invoice_date", sa.Date, nullable=True),
+    sa.Column("fulfillment_date", sa.Date, nullable=True),
+    sa.Column("due_date", sa.Date, nullable=True),
+    # Only kept for paid / partially_paid documents: Billingo shows "today" for unpaid ones.
+    sa.Column("paid_date", sa.Date, nullable=True),
+    sa.Column("currency", sa.String(8), nullable=True),
+    sa.Column("conversion_rate", ExactDecimal(20, 8), nullable=True),
+    sa.Column("net_total", Money(), nullable=True, comment="summary.net_amount"),
+    sa.Column("vat_total", Money(), nullable=True, comment="summary.vat_amount"),
+    sa.Column("gross_total", Money(), nullable=True, comment="gross_total"),
+    sa.Column("net_total_local", Money(), nullable=True, comment="summary.net_amount_local (HUF)"),
+    sa.Column("vat_total_local", Money(), nullable=True, comment="summary.vat_amount_local (HUF)"),
+    sa.Column("gross_total_local", Money(), nullable=True, comment="summary.gross_amount_local (HUF)"),
+    sa.Column("payment_method", sa.String(64), nullable=True),
+    sa.Column("payment_status", sa.String(32), nullable=True),
+    sa.Column("rounding", sa.String(16), nullable=True, comment="settings.round"),
+    sa.Column("language", sa.String(8), nullable=True),
+    sa.Column("electronic", sa.Boolean, nullable=True),
+    sa.Column("partner_id", sa.BigInteger, nullable=True),
+    sa.Column("partner_name", sa.String(255), nullable=True),
+    sa.Column("partner_tax_number", sa.String(64), nullable=True),
+    sa.Column("partner_iban", sa.String(64), nullable=True),
+    sa.Column("partner_swift", sa.String(32), nullable=True),
+    sa.Column("partner_account_number", sa.String(64), nullable=True),
+    sa.Column("partner_country_code", sa.String(8), nullable=True),
+    sa.Column("partner_post_code", sa.String(32), nullable=True),
+    sa.Column("partner_city", sa.String(128), nullable=True),
+    sa.Column("partner_address", sa.String(255), nullable=True),
+    sa.Column("partner_emails", sa.Text, nullable=True, comment="comma-separated"),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("source_hash", sa.String(64), nullable=False, comment="raw content_hash normalized from"),
+    _now_column("first_seen_at"),
+    _now_column("last_changed_at"),
+    sa.Column("deleted_in_source_at", UtcDateTime(), nullable=True),
+    sa.UniqueConstraint("company_id", "document_id"),
+    sa.Index(None, "company_id", "invoice_number"),
+    sa.Index(None, "company_id", "payment_status", "due_date"),
+)
+
+billingo_invoice_items = sa.Table(
+    "billingo_invoice_items",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("company_id", sa.Integer, nullable=False),
+    sa.Column("document_id", sa.BigInteger, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False, comment="1-based order on the document"),
+    sa.Column("product_id", sa.BigInteger, nullable=True),
+    sa.Column("name", sa.String(512), nullable=True),
+    sa.Column("quantity", Money(), nullable=True),
+    sa.Column("unit", sa.String(64), nullable=True),
+    sa.Column("net_unit_price", Money(), nullable=True),
+    sa.Column("vat_rate", sa.String(16), nullable=True, comment="as Billingo writes it: 27%, 5,5%, AAM"),
+    sa.Column("vat_percent", ExactDecimal(7, 4), nullable=True, comment="numeric rate; null for AAM etc."),
+    sa.Column("entitlement", sa.String(32), nullable=True),
+    sa.Column("net_amount", Money(), nullable=True),
+    sa.Column("vat_amount", Money(), nullable=True),
+    sa.Column("gross_amount", Money(), nullable=True),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.UniqueConstraint("company_id", "document_id", "position"),
+    # An item cannot outlive its invoice, nor point at another company's invoice.
+    sa.ForeignKeyConstraint(
+        ["company_id", "document_id"],
+        ["billingo_invoices.company_id", "billingo_invoices.document_id"],
+        ondelete="CASCADE",
+    ),
+)

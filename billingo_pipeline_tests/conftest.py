@@ -1,0 +1,81 @@
+"""Shared fixtures: a warehouse on SQLite *and* on the real PostgreSQL, the simulator, a Fernet key.
+
+PostgreSQL is never skipped: when the server on 127.0.0.1:5432 cannot be reached the tests that
+need it fail, because a skipped PostgreSQL test would hide exactly what CI is there to check.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from billingo_pipeline.credentials import generate_fernet_key
+from billingo_pipeline.settings import FERNET_KEY_ENV
+from billingo_pipeline.warehouse.engine import dispose_engines, get_engine
+from billingo_pipeline.warehouse.schema import metadata
+
+PG_ADMIN_URL = os.environ.get("BILLINGO_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+DIALECTS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url() -> Iterator[str]:
+    """A throwaway database on the real server for this test session (one per xdist worker)."""
+    name = f"billingo_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required and unreachable: {exc}")
+    url = sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    dispose_engines()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate_all(url: str) -> None:
+    engine = get_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=DIALECTS)
+def warehouse_url(request, tmp_path) -> str:
+    """An empty, migrated warehouse on each dialect."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+        get_engine(url)
+        return url
+    url = request.getfixturevalue("postgres_database_url")
+    _truncate_all(url)
+    return url
+
+
+@pytest.fixture
+def engine(warehouse_url):
+    return get_engine(warehouse_url)
+
+
+@pytest.fixture
+def fernet_key(monkeypatch) -> str:
+    key = generate_fernet_key()
+    monkeypatch.setenv(FERNET_KEY_ENV, key)
+    return key
+
+
+@pytest.fixture
+def simulator():
+    from billingo_pipeline.simulator import BillingoSimulator
+
+    sim = BillingoSimulator()
+    sim.start()
+    yield sim
+    sim.stop()

@@ -1,0 +1,41 @@
+from setuptools import find_packages, setup
+
+# The Dagster set is pinned together: dagster-postgres 0.29.27 is the newest on the registry and
+# needs dagster 1.13.27 exactly; an unpinned install silently resolves an ancient dagster-postgres.
+DAGSTER_PINS = [
+    "dagster==1.13.27",
+    "dagster-webserver==1.13.27",
+    "dagster-postgres==0.29.27",
+]
+
+setup(
+    name="billingo-pipeline",
+    version="0.1.0",
+    description="Dagster code location that syncs Billingo (API v3) invoices into a SQL warehouse.",
+    packages=find_packages(exclude=["billingo_pipeline_tests", "billingo_pipeline_tests.*"]),
+    package_data={"billingo_pipeline": ["warehouse/migrations/*.py", "warehouse/migrations/versions/*.py"]},
+    python_requires=">=3.10",
+    install_requires=[
+        *DAGSTER_PINS,
+        "requests>=2.31",
+        "pandas>=2.1",
+        "sqlalchemy>=2.0,<2.2",
+        # Schema changes after the first release must not need a hand-written ALTER per dialect.
+        "alembic>=1.13",
+        # psycopg 3: SQLAlchemy's `postgresql+psycopg` dialect for the warehouse.
+        "psycopg[binary]>=3.1",
+        "cryptography>=42",
+        "click>=8.1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            # Validates the simulator's and the client's traffic against the published OpenAPI spec.
+            "openapi-core>=0.19",
+        ],
+    },
+    entry_points={
+        "console_scripts": ["billingo-pipeline=billingo_pipeline.cli:main"],
+    },
+)
