@@ -15,8 +15,9 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from . import settings
-from .billingo_client import BillingoApiError, BillingoClient
-from .credentials import CredentialError, api_key_fingerprint, decrypt_api_key, encrypt_api_key, generate_fernet_key, load_fernet
+from .admin import register_company, replace_api_key, verify_stored_api_key
+from .billingo_client import BillingoApiError
+from .credentials import CredentialError, api_key_fingerprint, generate_fernet_key
 from .resources import BillingoResource
 from .runner import dagster_instance, ensure_company_partitions, run_company_syncs
 from .warehouse import companies as company_store
@@ -44,13 +45,6 @@ class Context:
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
-
-
-def _check_key_live(ctx: Context, slug: str, api_key: str) -> str:
-    """Returns the organization's tax code; raises BillingoApiError on a refused key."""
-    with BillingoClient(ctx.api_base_url, api_key, company=slug, max_retries=1, backoff_seconds=0.5) as client:
-        organization = client.get_organization()
-    return str(organization.get("tax_code") or "?")
 
 
 def _add_partition(slug: str) -> None:
@@ -100,20 +94,8 @@ api_key_option = click.option(
 def company_add(ctx: Context, slug: str, name: str, api_key: str, disabled: bool, no_verify: bool) -> None:
     """Add a company with its Billingo API key (checked live, stored encrypted)."""
     try:
-        company_store.validate_slug(slug)
-        fernet = load_fernet()
-        engine = ctx.engine
-        if any(c.slug == slug for c in company_store.list_companies(engine)):
-            raise CompanyError(f"company '{slug}' already exists (use `company update` or `company rotate-key`).")
-        tax_code = None if no_verify else _check_key_live(ctx, slug, api_key)
-        company_store.add_company(
-            engine,
-            slug,
-            name,
-            api_key_encrypted=encrypt_api_key(api_key, fernet),
-            api_key_fingerprint=api_key_fingerprint(api_key),
-            billingo_sync_enabled=not disabled,
-            key_checked=not no_verify,
+        _, tax_code = register_company(
+            ctx.engine, slug, name, api_key, api_base_url=ctx.api_base_url, verify=not no_verify, sync_enabled=not disabled
         )
     except (CompanyError, CredentialError, BillingoApiError) as exc:
         _fail(str(exc))
@@ -184,16 +166,7 @@ def company_disable(ctx: Context, slug: str) -> None:
 def company_rotate_key(ctx: Context, slug: str, api_key: str, no_verify: bool) -> None:
     """Replace a company's Billingo API key (the new one is checked live first)."""
     try:
-        fernet = load_fernet()
-        company_store.get_company(ctx.engine, slug)
-        tax_code = None if no_verify else _check_key_live(ctx, slug, api_key)
-        company_store.set_api_key(
-            ctx.engine,
-            slug,
-            api_key_encrypted=encrypt_api_key(api_key, fernet),
-            api_key_fingerprint=api_key_fingerprint(api_key),
-            key_checked=not no_verify,
-        )
+        _, tax_code = replace_api_key(ctx.engine, slug, api_key, api_base_url=ctx.api_base_url, verify=not no_verify)
     except (CompanyError, CredentialError, BillingoApiError) as exc:
         _fail(str(exc))
     verified = f"verified (organization tax code {tax_code})" if tax_code else "NOT verified"
@@ -207,10 +180,7 @@ def company_rotate_key(ctx: Context, slug: str, api_key: str, no_verify: bool) -
 def company_test_key(ctx: Context, slug: str) -> None:
     """Check the stored key against Billingo (GET /organization)."""
     try:
-        stored = company_store.get_company(ctx.engine, slug)
-        api_key = decrypt_api_key(stored.api_key_encrypted or "", slug)
-        tax_code = _check_key_live(ctx, slug, api_key)
-        company_store.mark_key_checked(ctx.engine, slug)
+        tax_code = verify_stored_api_key(ctx.engine, slug, api_base_url=ctx.api_base_url)
     except (CompanyError, CredentialError, BillingoApiError) as exc:
         _fail(str(exc))
     click.echo(f"company '{slug}': key OK (organization tax code {tax_code}).")

@@ -39,9 +39,10 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 __all__ = [
@@ -98,6 +99,7 @@ class NormalizedDocument:
 
 
 # --- value converters: (value, field path for messages) -> column value ---------------------------
+# They raise DocumentError without an id; normalize_document attaches the document's id.
 
 _PLAIN_DECIMAL = re.compile(r"[+-]?\d+(?:\.\d+)?")
 # "27%", "5,5%" (Hungarian decimal comma) and, defensively, "5.5%"; everything else is a code.
@@ -140,22 +142,22 @@ def to_decimal(value: object, field: str) -> Decimal | None:
         return None
     # bool is an int subclass: without this check True would silently become Decimal(1).
     if isinstance(value, bool):
-        return _fail(f"{field}: {value!r} is not a number")
+        raise DocumentError(f"{field}: {value!r} is not a number")
     if isinstance(value, int):
         return Decimal(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            return _fail(f"{field}: {value!r} is not a finite number")
+            raise DocumentError(f"{field}: {value!r} is not a finite number")
         return Decimal(str(value))
     if isinstance(value, Decimal):
         if not value.is_finite():
-            return _fail(f"{field}: {value!r} is not a finite number")
+            raise DocumentError(f"{field}: {value!r} is not a finite number")
         return value
     if isinstance(value, str):
         if _PLAIN_DECIMAL.fullmatch(value):
             return Decimal(value)
-        return _fail(f"{field}: {_show(value)} is not a number")
-    return _fail(f"{field}: expected a number, got {_json_type(value)}")
+        raise DocumentError(f"{field}: {_show(value)} is not a number")
+    raise DocumentError(f"{field}: expected a number, got {_json_type(value)}")
 
 
 def parse_vat_percent(vat: str | None) -> Decimal | None:
@@ -172,27 +174,22 @@ def parse_vat_percent(vat: str | None) -> Decimal | None:
     return Decimal(match.group(1).replace(",", ".")) if match else None
 
 
-def _fail(message: str) -> Any:
-    """Raise a DocumentError without an id; ``normalize_document`` attaches the id."""
-    raise DocumentError(message)
-
-
 def _text(value: object, field: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    return _fail(f"{field}: expected a string, got {_json_type(value)}")
+    raise DocumentError(f"{field}: expected a string, got {_json_type(value)}")
 
 
 def _integer(value: object, field: str) -> int | None:
     if value is None or (isinstance(value, int) and not isinstance(value, bool)):
         return value
-    return _fail(f"{field}: expected an integer, got {_json_type(value)} {_show(value)}")
+    raise DocumentError(f"{field}: expected an integer, got {_json_type(value)} {_show(value)}")
 
 
 def _flag(value: object, field: str) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
-    return _fail(f"{field}: expected a boolean, got {_json_type(value)} {_show(value)}")
+    raise DocumentError(f"{field}: expected a boolean, got {_json_type(value)} {_show(value)}")
 
 
 def _flag_default_false(value: object, field: str) -> bool:
@@ -204,7 +201,7 @@ def _date(value: object, field: str) -> dt.date | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        return _fail(f"{field}: expected a date string, got {_json_type(value)}")
+        raise DocumentError(f"{field}: expected a date string, got {_json_type(value)}")
     if not value.strip():
         return None
     # fromisoformat alone would also take "20240305" or "2024-W10-2"; the spec says YYYY-MM-DD.
@@ -213,14 +210,14 @@ def _date(value: object, field: str) -> dt.date | None:
             return dt.date.fromisoformat(value)
         except ValueError:
             pass
-    return _fail(f"{field}: {_show(value)} is not a date (YYYY-MM-DD)")
+    raise DocumentError(f"{field}: {_show(value)} is not a date (YYYY-MM-DD)")
 
 
 def _emails(value: object, field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, list):
-        return _fail(f"{field}: expected an array of strings, got {_json_type(value)}")
+        raise DocumentError(f"{field}: expected an array of strings, got {_json_type(value)}")
     addresses = []
     for index, email in enumerate(value):
         email = _text(email, f"{field}[{index}]")
@@ -330,31 +327,31 @@ def _mapped_fields() -> dict[str, tuple[str, ...]]:
 
 
 #: Source path in the Document -> the column(s) it fills. Derived from the tables above.
-MAPPED_FIELDS: Mapping[str, tuple[str, ...]] = _mapped_fields()
+MAPPED_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(_mapped_fields())
 
 #: Every spec field that deliberately stays only in the raw payload, with the reason. Objects that
 #: are mapped field by field (summary, settings, document_partner, its address, items[]) are not
 #: listed themselves; their unmapped fields are.
-RAW_ONLY_FIELDS: Mapping[str, str] = {
+RAW_ONLY_FIELDS: Mapping[str, str] = MappingProxyType({
     "organization": "the issuer, i.e. the company itself: the same on every document",
     "partner": "deprecated duplicate of document_partner; ignored even when present",
     "tags": "free-form labels, a list: query the raw payload",
     "notification_status": "e-mail delivery state of the document, not invoice data",
     "online_szamla_status": "NAV (tax authority) reporting state, operational",
     "related_documents": "links to cancellations/corrections, a list: query the raw payload",
-    "discount": "document-level discount; item and summary amounts already include it",
+    "discount": "document-level discount setting; the amounts are taken as reported in items and summary",
     "summary.vat_rate_summary": "per-rate breakdown, derivable from the items",
-    "settings.mediated_service": "invoice display/legal setting",
-    "settings.without_financial_fulfillment": "invoice display/legal setting",
-    "settings.online_payment": "payment provider offered on the invoice",
+    "settings.mediated_service": "document setting with no column",
+    "settings.without_financial_fulfillment": "document setting with no column",
+    "settings.online_payment": "online payment provider setting (Barion, SimplePay, ...)",
     "settings.no_send_onlineszamla_by_user": "NAV reporting setting",
     "settings.order_number": "buyer's order reference, free text",
-    "settings.place_id": "issuing site id",
-    "settings.instant_payment": "instant-transfer QR setting",
+    "settings.place_id": "Billingo place id, no column",
+    "settings.instant_payment": "instant payment setting, no column",
     "settings.selected_type": "type chosen in the UI; `type` is the document's type",
     "document_partner.phone": "contact detail with no column",
     "document_partner.tax_type": "partner tax category with no column",
-}
+})
 
 
 # --- entry points ---------------------------------------------------------------------------------
@@ -373,6 +370,17 @@ def content_hash(payload: Mapping[str, Any]) -> str:
         default=_plain_mapping,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def change_hash(payload: Mapping[str, Any]) -> str:
+    """The hash a re-sync compares to decide whether a document changed.
+
+    Like ``content_hash``, but blind to the ``paid_date`` Billingo fills with *today* for documents
+    that are not paid: otherwise every unpaid invoice would look changed on every new day.
+    """
+    if isinstance(payload, Mapping) and "paid_date" in payload and payload.get("payment_status") not in PAID_STATUSES:
+        payload = {key: value for key, value in payload.items() if key != "paid_date"}
+    return content_hash(payload)
 
 
 def _plain_mapping(value: object) -> dict[str, Any]:
@@ -400,16 +408,16 @@ def normalize_document(payload: Mapping[str, Any]) -> NormalizedDocument:
     return NormalizedDocument(document_id=document_id, invoice=invoice, items=items)
 
 
-def _items(document: Mapping[str, Any]):
+def _items(document: Mapping[str, Any]) -> Iterator[dict[str, object]]:
     items = document.get("items")
     if items is None:
         return
     if not isinstance(items, list):
-        _fail(f"items: expected an array, got {_json_type(items)}")
+        raise DocumentError(f"items: expected an array, got {_json_type(items)}")
     for index, item in enumerate(items):
         prefix = f"items[{index}]"
         if not isinstance(item, Mapping):
-            _fail(f"{prefix}: expected an object, got {_json_type(item)}")
+            raise DocumentError(f"{prefix}: expected an object, got {_json_type(item)}")
         yield {"position": index + 1, **_row(item, ITEM_FIELDS, prefix=prefix, document=document)}
 
 
@@ -436,9 +444,13 @@ def _lookup(source: Mapping[str, Any], path: tuple[str, ...], prefix: str) -> tu
     walked = prefix
     for key in path:
         if value is None:
-            break
+            return None, _join(prefix, *path)
         if not isinstance(value, Mapping):
-            _fail(f"{walked}: expected an object, got {_json_type(value)}")
+            raise DocumentError(f"{walked}: expected an object, got {_json_type(value)}")
         value = value.get(key)
-        walked = f"{walked}.{key}" if walked else key
-    return value, prefix + ("." if prefix else "") + ".".join(path)
+        walked = _join(walked, key)
+    return value, walked
+
+
+def _join(*parts: str) -> str:
+    return ".".join(part for part in parts if part)

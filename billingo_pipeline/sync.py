@@ -19,7 +19,7 @@ from typing import TypeVar
 from sqlalchemy.engine import Engine
 
 from .billingo_client import BillingoClient, SweepResult, sweep_documents
-from .normalize import DocumentError, content_hash, normalize_document
+from .normalize import DocumentError, change_hash, normalize_document
 from .warehouse import documents as store
 from .warehouse.companies import Company
 from .warehouse.sync_log import SyncCounts, record_fetch, utcnow
@@ -76,7 +76,7 @@ def fetch_raw_documents(engine: Engine, company: Company, client: BillingoClient
         if not isinstance(document_id, int) or isinstance(document_id, bool) or document_id <= 0:
             errors.append({"document_id": None, "message": f"document without a usable id (id={document_id!r}): not stored"})
             continue
-        pending.append((document_id, document, content_hash(document)))
+        pending.append((document_id, document, change_hash(document)))
         fetched += 1
         if len(pending) >= client.page_size:
             store_batch(pending)

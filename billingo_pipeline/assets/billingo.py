@@ -5,7 +5,6 @@ Invoices and items are one multi-asset because they are written in one transacti
 an invoice must never be visible without its items.
 """
 
-from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 

@@ -152,7 +152,7 @@ billingo_documents_raw = sa.Table(
     sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
     sa.Column("document_id", sa.BigInteger, nullable=False, comment="Billingo document id"),
     sa.Column("payload", JsonDocument, nullable=False, comment="the Document object as received"),
-    sa.Column("content_hash", sa.String(64), nullable=False, comment="sha256 of canonical JSON"),
+    sa.Column("content_hash", sa.String(64), nullable=False, comment="normalize.change_hash: canonical JSON, unpaid paid_date ignored"),
     _now_column("first_fetched_at"),
     _now_column("last_fetched_at"),
     sa.Column("last_seen_sync_id", sa.Integer, sa.ForeignKey("sync_log.id"), nullable=True),

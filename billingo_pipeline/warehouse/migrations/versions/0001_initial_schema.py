@@ -113,7 +113,7 @@ def upgrade() -> None:
     sa.Column('company_id', sa.Integer(), nullable=False),
     sa.Column('document_id', sa.BigInteger(), nullable=False, comment='Billingo document id'),
     sa.Column('payload', JsonDocument, nullable=False, comment='the Document object as received'),
-    sa.Column('content_hash', sa.String(length=64), nullable=False, comment='sha256 of canonical JSON'),
+    sa.Column('content_hash', sa.String(length=64), nullable=False, comment='normalize.change_hash: canonical JSON, unpaid paid_date ignored'),
     sa.Column('first_fetched_at', UtcDateTime(), nullable=False),
     sa.Column('last_fetched_at', UtcDateTime(), nullable=False),
     sa.Column('last_seen_sync_id', sa.Integer(), nullable=True),
