@@ -21,9 +21,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The Dagster UI over the demo's state (run `make demo` first).
+# The Dagster UI over the demo's state (run `make demo` first), with the demo's simulator
+# serving on a fixed port so partitions can be materialized from the UI.
+DEV_SIMULATOR_PORT ?= 8765
 dev: $(STAMP)
-	DAGSTER_HOME=$(CURDIR)/.demo/dagster_home BILLINGO_WAREHOUSE_URL=sqlite:///$(CURDIR)/.demo/warehouse.db \
+	@test -f .demo/fernet.key || { echo "run 'make demo' first"; exit 1; }
+	$(BIN)/python -m billingo_pipeline.demo serve-simulator $(DEV_SIMULATOR_PORT) & sim=$$!; \
+	trap "kill $$sim" EXIT INT TERM; \
+	DAGSTER_HOME=$(CURDIR)/.demo/dagster_home \
+	BILLINGO_WAREHOUSE_URL=sqlite:///$(CURDIR)/.demo/warehouse.db \
+	BILLINGO_FERNET_KEY=$$(cat .demo/fernet.key) \
+	BILLINGO_API_BASE_URL=http://127.0.0.1:$(DEV_SIMULATOR_PORT)/v3 \
 	  $(BIN)/dagster dev -w workspace.yaml
 
 clean:

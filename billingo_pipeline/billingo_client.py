@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 
 # Statuses that can succeed when asked again. 4xx other than 429 never will.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Refused/reset connections, timeouts, and a body cut off before its Content-Length.
+TRANSIENT_TRANSPORT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 MAX_PER_PAGE = 100
 
 _STATUS_MEANING = {
@@ -170,8 +177,7 @@ class BillingoClient:
             delay = self._backoff(attempt)
             try:
                 response = self._session.get(url, params=params, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                # ChunkedEncodingError (a body cut short) is a ConnectionError subclass too.
+            except TRANSIENT_TRANSPORT_ERRORS as exc:
                 last_problem = f"{type(exc).__name__} on GET {path}"
             else:
                 if response.status_code == 200:

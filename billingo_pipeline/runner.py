@@ -52,6 +52,7 @@ def run_company_syncs(
     billingo: BillingoResource,
     instance: dg.DagsterInstance,
     trigger: str = "cli",
+    console_log_level: str = "WARNING",
 ) -> list[SyncRunResult]:
     """One Dagster run per company; a failing company does not stop the others."""
     ensure_company_partitions(instance, slugs)
@@ -65,6 +66,8 @@ def run_company_syncs(
             instance=instance,
             resources=resources,
             tags={TRIGGER_TAG: trigger},
+            # The event log keeps everything; the terminal only needs warnings and errors.
+            run_config=dg.RunConfig(loggers={"console": {"config": {"log_level": console_log_level}}}),
             raise_on_error=False,
         )
         error = None

@@ -1,4 +1,4 @@
-"""The sync of one company, as two plain steps the Dagster assets (and the CLI) call.
+"""The sync of one company, in plain functions the Dagster asset calls (testable without Dagster).
 
 1. ``fetch_raw_documents``: sweep ``GET /documents`` page by page and upsert each page's payloads
    into the raw table as it arrives (memory holds one page). A complete sweep marks documents
@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 
-from .billingo_client import BillingoClient, SweepResult, sweep_documents
+from .billingo_client import BillingoApiError, BillingoClient, SweepResult, sweep_documents
+from .credentials import CredentialError
 from .normalize import DocumentError, change_hash, normalize_document
 from .warehouse import documents as store
-from .warehouse.companies import Company
-from .warehouse.sync_log import SyncCounts, record_fetch, utcnow
+from .warehouse.companies import Company, CompanyError
+from .warehouse.sync_log import SyncCounts, fail_sync, finish_sync, record_fetch, start_sync, utcnow
 
 # Bump when normalization changes meaning: every invoice is then rebuilt once from its raw payload,
 # even though Billingo's content did not change.
@@ -30,6 +31,9 @@ NORMALIZATION_REVISION = 1
 NORMALIZE_BATCH_SIZE = 500
 
 T = TypeVar("T")
+
+# Failures whose message is already a clear, key-free sentence for the UI and the sync log.
+EXPECTED_SYNC_ERRORS = (BillingoApiError, CredentialError, CompanyError)
 
 
 def chunked(values: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -172,3 +176,48 @@ def normalize_raw_documents(engine: Engine, company_id: int, *, batch_size: int 
         items_written=items_written,
     )
     return NormalizeOutcome(counts=counts, restored=restored, duration_seconds=time.monotonic() - started, errors=errors)
+
+
+class CompanySyncError(Exception):
+    """A company's sync failed; the message is key-free and already in the sync log."""
+
+
+@dataclass
+class CompanySyncResult:
+    company: str
+    sync_id: int
+    status: str
+    fetch: FetchOutcome | None
+    normalize: NormalizeOutcome | None
+
+
+def sync_company(
+    engine: Engine,
+    company: Company,
+    *,
+    run_id: str,
+    trigger: str,
+    open_client: Callable[[Company], BillingoClient] | None,
+) -> CompanySyncResult:
+    """One company's sync with its sync-log row: RUNNING first, then COMPLETED/PARTIAL/FAILED.
+
+    ``open_client=None`` re-normalizes what is already stored, without calling Billingo.
+    """
+    if open_client is not None:
+        company.require_syncable()
+    sync_id = start_sync(engine, company.id, run_id, trigger)
+    client: BillingoClient | None = None
+    try:
+        fetch = None
+        if open_client is not None:
+            client = open_client(company)
+            with client:
+                fetch = fetch_raw_documents(engine, company, client, sync_id)
+        normalized = normalize_raw_documents(engine, company.id)
+        status = finish_sync(engine, sync_id, normalized.counts, normalized.errors)
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, EXPECTED_SYNC_ERRORS) else f"{type(exc).__name__}: {exc}"
+        message = client.redact(message) if client is not None else message
+        fail_sync(engine, sync_id, message)
+        raise CompanySyncError(message) from None
+    return CompanySyncResult(company.slug, sync_id, status, fetch, normalized)

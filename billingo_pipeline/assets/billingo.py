@@ -1,28 +1,32 @@
 """Billingo assets, one partition per company: raw documents -> invoices -> invoice items.
 
-The assets are a thin shell: the work is in ``billingo_pipeline.sync`` (plain functions).
-Invoices and items are one multi-asset because they are written in one transaction per batch:
-an invoice must never be visible without its items.
-"""
+The three assets are one multi-asset because one company's sync is one unit: its sync-log row
+goes RUNNING -> COMPLETED/PARTIAL/FAILED inside one step, and invoices are written together
+with their items. The step accepts a range of company partitions (``BackfillPolicy``), so many
+companies sync in few runs: each company is synced on its own, a failing company does not stop
+the others, and materializations are recorded per company partition for those that synced.
 
+Selecting only ``billingo_invoices``/``billingo_invoice_items`` re-normalizes what is already
+stored without calling Billingo. Invoices and items are always written together.
+"""
 
 from collections.abc import Iterator, Mapping
 
 import dagster as dg
 
-from ..billingo_client import BillingoApiError
-from ..credentials import CredentialError
 from ..partitions import company_partitions
 from ..resources import BillingoResource, WarehouseResource
-from ..sync import fetch_raw_documents, normalize_raw_documents
+from ..sync import CompanySyncError, CompanySyncResult, sync_company
 from ..warehouse.companies import CompanyError, get_company
-from ..warehouse.sync_log import fail_sync, find_sync, finish_sync, start_sync
 
 TRIGGER_TAG = "billingo/trigger"
 GROUP = "billingo"
-
-# Errors whose message is already a clear, key-free sentence for the UI and the sync log.
-EXPECTED_ERRORS = (BillingoApiError, CredentialError, CompanyError)
+RAW = dg.AssetKey("billingo_documents_raw")
+INVOICES = dg.AssetKey("billingo_invoices")
+ITEMS = dg.AssetKey("billingo_invoice_items")
+# Companies per run in a backfill: few runs for many companies, and one slow company's run
+# does not hold up hundreds of others.
+COMPANIES_PER_RUN = 25
 
 
 def sync_trigger(tags: Mapping[str, str]) -> str:
@@ -47,111 +51,115 @@ def _errors_table(errors: list[dict], limit: int = 20) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-@dg.asset(
-    partitions_def=company_partitions,
-    group_name=GROUP,
-    kinds={"python", "sql"},
-    description="Every Billingo document of the company, as GET /documents returned it (JSON payload + hash).",
-)
-def billingo_documents_raw(
-    context: dg.AssetExecutionContext, billingo: BillingoResource, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    engine = warehouse.get_engine()
-    slug = context.partition_key
-    try:
-        company = get_company(engine, slug)
-        company.require_syncable()
-    except CompanyError as exc:
-        raise dg.Failure(description=str(exc)) from None
-    sync_id = start_sync(engine, company.id, context.run.run_id, sync_trigger(context.run.tags))
-    client = None
-    try:
-        client = billingo.client_for(company, logger=context.log)
-        with client:
-            outcome = fetch_raw_documents(engine, company, client, sync_id)
-    except Exception as exc:
-        message = str(exc) or type(exc).__name__
-        message = client.redact(message) if client is not None else message
-        fail_sync(engine, sync_id, message)
-        if isinstance(exc, EXPECTED_ERRORS):
-            # `from None`: the cause's traceback is not needed and must not carry anything secret.
-            raise dg.Failure(description=message) from None
-        raise dg.Failure(description=f"{type(exc).__name__}: {message}") from None
-
-    for note in outcome.notes:
-        context.log.warning(f"company '{slug}': {note}")
-    return dg.MaterializeResult(
-        metadata={
-            "company": slug,
-            "sync_log_id": dg.MetadataValue.int(sync_id),
-            "documents_fetched": dg.MetadataValue.int(outcome.documents_fetched),
-            "api_calls": dg.MetadataValue.int(outcome.api_calls),
-            "pages": dg.MetadataValue.int(outcome.pages_fetched),
-            "fetch_complete": dg.MetadataValue.bool(outcome.complete),
-            "marked_missing": dg.MetadataValue.int(outcome.marked_missing),
-            "unusable_documents": dg.MetadataValue.int(len(outcome.errors)),
-            "duration_seconds": dg.MetadataValue.float(round(outcome.duration_seconds, 3)),
-        }
-    )
+def _materializations(result: CompanySyncResult, selected: set[dg.AssetKey]) -> Iterator[dg.AssetMaterialization]:
+    common = {"company": result.company, "sync_log_id": dg.MetadataValue.int(result.sync_id), "sync_status": result.status}
+    if RAW in selected and result.fetch is not None:
+        fetch = result.fetch
+        yield dg.AssetMaterialization(
+            asset_key=RAW,
+            partition=result.company,
+            metadata={
+                **common,
+                "documents_fetched": dg.MetadataValue.int(fetch.documents_fetched),
+                "api_calls": dg.MetadataValue.int(fetch.api_calls),
+                "pages": dg.MetadataValue.int(fetch.pages_fetched),
+                "fetch_complete": dg.MetadataValue.bool(fetch.complete),
+                "marked_missing": dg.MetadataValue.int(fetch.marked_missing),
+                "unusable_documents": dg.MetadataValue.int(len(fetch.errors)),
+                "duration_seconds": dg.MetadataValue.float(round(fetch.duration_seconds, 3)),
+            },
+        )
+    normalized = result.normalize
+    if normalized is None:
+        return
+    counts = normalized.counts
+    if INVOICES in selected:
+        yield dg.AssetMaterialization(
+            asset_key=INVOICES,
+            partition=result.company,
+            metadata={
+                **common,
+                "processed": dg.MetadataValue.int(counts.processed),
+                "created": dg.MetadataValue.int(counts.created),
+                "updated": dg.MetadataValue.int(counts.updated),
+                "skipped": dg.MetadataValue.int(counts.skipped),
+                "failed": dg.MetadataValue.int(counts.failed),
+                "marked_deleted_in_source": dg.MetadataValue.int(counts.marked_deleted),
+                "restored": dg.MetadataValue.int(normalized.restored),
+                "duration_seconds": dg.MetadataValue.float(round(normalized.duration_seconds, 3)),
+                **({"errors": _errors_table(normalized.errors)} if normalized.errors else {}),
+            },
+        )
+    if ITEMS in selected:
+        yield dg.AssetMaterialization(
+            asset_key=ITEMS,
+            partition=result.company,
+            metadata={**common, "items_written": dg.MetadataValue.int(counts.items_written)},
+        )
 
 
 @dg.multi_asset(
+    name="billingo_sync",
     specs=[
         dg.AssetSpec(
-            "billingo_invoices",
-            deps=["billingo_documents_raw"],
+            RAW,
             group_name=GROUP,
             kinds={"python", "sql"},
+            skippable=True,
+            description="Every Billingo document of the company, as GET /documents returned it (JSON payload + hash).",
+        ),
+        dg.AssetSpec(
+            INVOICES,
+            deps=[RAW],
+            group_name=GROUP,
+            kinds={"python", "sql"},
+            skippable=True,
             description="Normalized invoice headers: dates, partner, payment status/method, exact totals.",
         ),
         dg.AssetSpec(
-            "billingo_invoice_items",
-            deps=["billingo_invoices"],
+            ITEMS,
+            deps=[INVOICES],
             group_name=GROUP,
             kinds={"python", "sql"},
+            skippable=True,
             description="Invoice line items: product, quantity, unit price, VAT, net/VAT/gross.",
         ),
     ],
     partitions_def=company_partitions,
+    can_subset=True,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=COMPANIES_PER_RUN),
 )
-def billingo_invoices_and_items(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
-) -> Iterator[dg.MaterializeResult]:
+def billingo_sync(
+    context: dg.AssetExecutionContext, billingo: BillingoResource, warehouse: WarehouseResource
+) -> Iterator[dg.AssetMaterialization]:
     engine = warehouse.get_engine()
-    slug = context.partition_key
-    company = get_company(engine, slug)
-    # Re-normalizing on its own (raw not materialized in this run) still gets a sync-log row.
-    sync_id = find_sync(engine, company.id, context.run.run_id) or start_sync(
-        engine, company.id, context.run.run_id, sync_trigger(context.run.tags)
-    )
-    try:
-        outcome = normalize_raw_documents(engine, company.id)
-        status = finish_sync(engine, sync_id, outcome.counts, outcome.errors)
-    except Exception as exc:
-        fail_sync(engine, sync_id, f"{type(exc).__name__}: {exc}")
-        raise
-
-    counts = outcome.counts
-    if outcome.errors:
-        context.log.warning(f"company '{slug}': {len(outcome.errors)} document(s) could not be normalized")
-    yield dg.MaterializeResult(
-        asset_key="billingo_invoices",
-        metadata={
-            "company": slug,
-            "sync_status": status,
-            "sync_log_id": dg.MetadataValue.int(sync_id),
-            "processed": dg.MetadataValue.int(counts.processed),
-            "created": dg.MetadataValue.int(counts.created),
-            "updated": dg.MetadataValue.int(counts.updated),
-            "skipped": dg.MetadataValue.int(counts.skipped),
-            "failed": dg.MetadataValue.int(counts.failed),
-            "marked_deleted_in_source": dg.MetadataValue.int(counts.marked_deleted),
-            "restored": dg.MetadataValue.int(outcome.restored),
-            "duration_seconds": dg.MetadataValue.float(round(outcome.duration_seconds, 3)),
-            **({"errors": _errors_table(outcome.errors)} if outcome.errors else {}),
-        },
-    )
-    yield dg.MaterializeResult(
-        asset_key="billingo_invoice_items",
-        metadata={"company": slug, "items_written": dg.MetadataValue.int(counts.items_written)},
-    )
+    selected = set(context.selected_asset_keys)
+    fetch = RAW in selected
+    trigger = sync_trigger(context.run.tags)
+    failures: dict[str, str] = {}
+    for slug in context.partition_keys:
+        try:
+            company = get_company(engine, slug)
+            result = sync_company(
+                engine,
+                company,
+                run_id=context.run.run_id,
+                trigger=trigger,
+                open_client=(lambda c: billingo.client_for(c, logger=context.log)) if fetch else None,
+            )
+        except (CompanyError, CompanySyncError) as exc:
+            failures[slug] = str(exc)
+            context.log.error(f"company '{slug}': sync failed: {exc}")
+            continue
+        if result.normalize and result.normalize.errors:
+            context.log.warning(f"company '{slug}': {len(result.normalize.errors)} document(s) could not be normalized")
+        for note in result.fetch.notes if result.fetch else []:
+            context.log.warning(f"company '{slug}': {note}")
+        context.log.info(f"company '{slug}': sync {result.status}")
+        yield from _materializations(result, selected)
+    if failures:
+        # `from None` and key-free messages: nothing secret reaches the event log.
+        raise dg.Failure(
+            description="; ".join(f"{slug}: {message}" for slug, message in failures.items()),
+            metadata={"failed_companies": dg.MetadataValue.json(sorted(failures))},
+        ) from None

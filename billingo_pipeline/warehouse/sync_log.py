@@ -65,13 +65,6 @@ def start_sync(engine: Engine, company_id: int, run_id: str, trigger: str) -> in
         ).scalar_one()
 
 
-def find_sync(engine: Engine, company_id: int, run_id: str) -> int | None:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(sync_log.c.id).where(sync_log.c.company_id == company_id, sync_log.c.run_id == run_id)
-        ).scalar()
-
-
 def record_fetch(
     engine: Engine,
     sync_id: int,

@@ -1,0 +1,126 @@
+"""The aging report of one company, as asset metadata: the UI shows it after each sync.
+
+It reads ``report_aging_by_company`` (migration 0002) and writes nothing to the warehouse: the
+table, a bar chart (PNG embedded as a data URI, so no file server is needed) and the headline
+figures as plottable numbers (their history is charted by the UI across materializations).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from decimal import Decimal
+
+import dagster as dg
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..partitions import company_partitions
+from ..reporting.queries import aging_by_company
+from ..resources import WarehouseResource
+
+GROUP = "reporting"
+# (label, column prefix in report_aging_by_company), oldest debt last.
+AGING_BUCKETS = (
+    ("current", "current"),
+    ("1-30", "days_1_30"),
+    ("31-60", "days_31_60"),
+    ("61-90", "days_61_90"),
+    ("90+", "days_over_90"),
+)
+_ZERO = Decimal("0.00")
+
+
+def _amount(value: Decimal) -> str:
+    return f"{value:,.2f}"
+
+
+def aging_markdown(aging: pd.DataFrame) -> str:
+    """One row per currency (amounts in that currency, plus the total in HUF) and a HUF total row."""
+    if aging.empty:
+        return "No open receivables."
+    header = ["currency", "open invoices", *(label for label, _ in AGING_BUCKETS), "total", "total (HUF)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" + " ---: |" * (len(header) - 1)]
+    for row in aging.itertuples(index=False):
+        cells = [
+            str(row.currency),
+            str(row.invoice_count),
+            *(_amount(getattr(row, f"{prefix}_amount")) for _, prefix in AGING_BUCKETS),
+            _amount(row.total_amount),
+            _amount(row.total_huf),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    totals = [
+        "**all, in HUF**",
+        str(int(aging["invoice_count"].sum())),
+        *(_amount(sum(aging[f"{prefix}_huf"], _ZERO)) for _, prefix in AGING_BUCKETS),
+        _amount(sum(aging["total_huf"], _ZERO)),
+        _amount(sum(aging["total_huf"], _ZERO)),
+    ]
+    lines.append("| " + " | ".join(totals) + " |")
+    partially_paid = int(aging["partially_paid_count"].sum())
+    if partially_paid:
+        lines.append(
+            f"\n{partially_paid} partially paid invoice(s) count with their whole gross: Billingo does not "
+            "report how much of them was paid."
+        )
+    return "\n".join(lines)
+
+
+def aging_chart_png(aging: pd.DataFrame, title: str) -> bytes:
+    """Open receivables per aging bucket in HUF, stacked by currency."""
+    # Figure without pyplot: no global state, no display needed, safe in any executor thread.
+    figure = Figure(figsize=(7, 3.5), dpi=100)
+    axes = figure.add_subplot()
+    labels = [label for label, _ in AGING_BUCKETS]
+    bottoms = [0.0] * len(labels)
+    for row in aging.itertuples(index=False):
+        heights = [float(getattr(row, f"{prefix}_huf")) for _, prefix in AGING_BUCKETS]
+        axes.bar(labels, heights, bottom=bottoms, label=str(row.currency))
+        bottoms = [b + h for b, h in zip(bottoms, heights)]
+    if aging.empty:
+        axes.bar(labels, bottoms)
+    else:
+        axes.legend(title="currency")
+    axes.set_title(title)
+    axes.set_xlabel("days overdue")
+    axes.set_ylabel("HUF")
+    axes.yaxis.set_major_formatter(lambda value, _position: f"{value:,.0f}")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+@dg.asset(
+    partitions_def=company_partitions,
+    deps=["billingo_invoices"],
+    group_name=GROUP,
+    kinds={"pandas", "sql"},
+    description="Aging of open receivables (current, 1-30, 31-60, 61-90, 90+ days overdue) per currency and "
+                "in HUF, with a chart: shown as metadata after each sync.",
+)
+def billingo_aging_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    slug = context.partition_key
+    aging = aging_by_company(warehouse.get_engine(), slug)
+    as_of = aging["as_of_date"].iloc[0].isoformat() if not aging.empty else None
+    title = f"Open receivables of {slug}" + (f" as of {as_of}" if as_of else "")
+    chart = base64.b64encode(aging_chart_png(aging, title)).decode("ascii")
+    total_huf = sum(aging["total_huf"], _ZERO)
+    overdue_huf = sum(aging["overdue_huf"], _ZERO)
+    return dg.MaterializeResult(
+        metadata={
+            "company": slug,
+            "as_of_date": as_of or "",
+            "aging": dg.MetadataValue.md(aging_markdown(aging)),
+            "aging_chart": dg.MetadataValue.md(f"![aging of {slug}](data:image/png;base64,{chart})"),
+            # Floats so the UI can plot them over time; the exact figures are in the table.
+            "total_outstanding_huf": dg.MetadataValue.float(float(total_huf)),
+            "overdue_huf": dg.MetadataValue.float(float(overdue_huf)),
+            "open_invoices": dg.MetadataValue.int(int(aging["invoice_count"].sum())),
+            "overdue_invoices": dg.MetadataValue.int(int(aging["overdue_invoice_count"].sum())),
+        }
+    )
+
+
+reporting_assets = [billingo_aging_report]

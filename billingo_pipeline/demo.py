@@ -1,0 +1,170 @@
+"""`make demo`: the whole product on one machine, no server needed.
+
+Starts the Billingo simulator, configures three companies (one serves a malformed document, so
+its sync ends PARTIAL), materializes every company partition through Dagster on an embedded
+SQLite instance, and prints the sync log and a per-company summary. State lives in ``.demo/``,
+so running it again re-syncs the same data (everything skipped) and `make dev` shows it in the UI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from .admin import register_company
+from .cli import format_sync_rows
+from .credentials import generate_fernet_key
+from .resources import BillingoResource
+from .runner import dagster_instance, run_company_syncs
+from .settings import FERNET_KEY_ENV
+from .simulator import BillingoSimulator, generate_api_key
+from .warehouse import companies as company_store
+from .warehouse.engine import get_engine
+from .warehouse.schema import billingo_invoice_items, billingo_invoices, companies
+from .warehouse.sync_log import sync_rows
+
+DEMO_DIR = Path(os.environ.get("BILLINGO_DEMO_DIR", ".demo")).resolve()
+
+
+@dataclass(frozen=True)
+class DemoCompany:
+    slug: str
+    name: str
+    seed: int
+    documents: int
+    malformed_document: bool = False
+
+
+DEMO_COMPANIES = (
+    DemoCompany("acme-kft", "ACME Kereskedelmi Kft.", seed=11, documents=240),
+    DemoCompany("duna-trade", "Duna Trade Zrt.", seed=22, documents=130),
+    DemoCompany("balaton-bistro", "Balaton Bisztró Bt.", seed=33, documents=60, malformed_document=True),
+)
+
+
+def _prepare_environment() -> str:
+    """Demo-only state under .demo/: a Dagster home, a SQLite warehouse and a Fernet key file."""
+    dagster_home = DEMO_DIR / "dagster_home"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    key_file = DEMO_DIR / "fernet.key"
+    if not key_file.exists():
+        # A real deployment keeps this key in a secret store and passes it as an environment variable.
+        key_file.write_text(generate_fernet_key())
+        key_file.chmod(0o600)
+    # The demo always uses its own key: its companies were encrypted with it on the first run.
+    os.environ[FERNET_KEY_ENV] = key_file.read_text().strip()
+    return f"sqlite:///{DEMO_DIR / 'warehouse.db'}"
+
+
+def _start_simulator(port: int = 0) -> BillingoSimulator:
+    simulator = BillingoSimulator()
+    for company in DEMO_COMPANIES:
+        simulator.add_organization(
+            generate_api_key(company.seed), name=company.name, seed=company.seed, document_count=company.documents
+        )
+        if company.malformed_document:
+            # One document whose amount is not a number, as a broken upstream record would be.
+            documents = simulator.documents(generate_api_key(company.seed))
+            victim = documents[len(documents) // 2]
+            simulator.corrupt_document(generate_api_key(company.seed), victim["id"], "gross_total", "12.700,00 Ft")
+    simulator.start(port)
+    return simulator
+
+
+def serve_simulator(port: int) -> None:
+    """The demo's simulator on a fixed port, for `make dev` (UI materializations reach it)."""
+    simulator = _start_simulator(port)
+    print(f"demo Billingo simulator on {simulator.base_url} (Ctrl-C to stop)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        simulator.stop()
+
+
+def _summary(engine: sa.Engine) -> pd.DataFrame:
+    open_statuses = ("outstanding", "expired", "partially_paid", "none")
+    inv, items = billingo_invoices, billingo_invoice_items
+    query = (
+        sa.select(
+            companies.c.slug.label("company"),
+            sa.func.count(sa.distinct(inv.c.id)).label("invoices"),
+            sa.func.count(sa.distinct(sa.case((inv.c.payment_status == "paid", inv.c.id)))).label("paid"),
+            sa.func.count(
+                sa.distinct(sa.case((sa.and_(inv.c.payment_status.in_(open_statuses), inv.c.cancelled.is_(False)), inv.c.id)))
+            ).label("open"),
+            sa.func.count(sa.distinct(sa.case((inv.c.cancelled.is_(True), inv.c.id)))).label("cancelled"),
+            sa.func.count(sa.distinct(sa.case((inv.c.currency != "HUF", inv.c.id)))).label("non-HUF"),
+        )
+        .select_from(companies.outerjoin(inv, inv.c.company_id == companies.c.id))
+        .group_by(companies.c.slug)
+        .order_by(companies.c.slug)
+    )
+    with engine.connect() as conn:
+        frame = pd.DataFrame([dict(r._mapping) for r in conn.execute(query)])
+        item_counts = dict(
+            conn.execute(
+                sa.select(companies.c.slug, sa.func.count(items.c.id))
+                .select_from(companies.outerjoin(items, items.c.company_id == companies.c.id))
+                .group_by(companies.c.slug)
+            ).all()
+        )
+    frame.insert(2, "line items", frame["company"].map(item_counts))
+    return frame
+
+
+def main() -> int:
+    warehouse_url = _prepare_environment()
+    engine = get_engine(warehouse_url)
+    simulator = _start_simulator()
+    try:
+        print(f"Billingo simulator listening on {simulator.base_url}")
+        for company in DEMO_COMPANIES:
+            try:
+                company_store.get_company(engine, company.slug)
+            except company_store.UnknownCompanyError:
+                register_company(
+                    engine, company.slug, company.name, generate_api_key(company.seed), api_base_url=simulator.base_url
+                )
+                print(f"configured company '{company.slug}' (API key checked live against the simulator, stored encrypted)")
+        started = dt.datetime.now(dt.timezone.utc)
+        results = run_company_syncs(
+            [c.slug for c in DEMO_COMPANIES],
+            warehouse_url=warehouse_url,
+            billingo=BillingoResource(base_url=simulator.base_url, backoff_seconds=0.2),
+            instance=dagster_instance(),
+            trigger="demo",
+        )
+    finally:
+        simulator.stop()
+
+    this_run = [r for r in sync_rows(engine, limit=50) if r["started_at"] >= started]
+    print("\nSync log (this demo run):")
+    print(format_sync_rows(this_run))
+    for row in this_run:
+        for error in row["errors"][:5]:
+            print(f"  {row['company']}: document {error['document_id']}: {error['message']}")
+    print("\nWarehouse summary:")
+    print(_summary(engine).to_string(index=False))
+    print(
+        f"\nState kept in {DEMO_DIR}. Run `make demo` again to re-sync the same data (everything skipped),"
+        " or `make dev` to open the Dagster UI on it."
+    )
+    return 0 if all(r.success for r in results) else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "serve-simulator":
+        serve_simulator(int(sys.argv[2]))
+    else:
+        raise SystemExit(main())

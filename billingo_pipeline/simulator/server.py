@@ -1,0 +1,907 @@
+"""An HTTP simulator of the Billingo API v3 read endpoints, for tests, the demo and benchmarks.
+
+No machine here reaches the real Billingo, so this server has to answer the way the published spec
+(v3.0.14) says: the same paths, field names, enums, paging envelope, error bodies and rate-limit
+headers. It is a real socket server (``http.server.ThreadingHTTPServer``) so that clients are tested
+with their real HTTP stack, including keep-alive, cut connections and bodies that are not JSON.
+
+Served endpoints (all ``GET``, all need the ``X-API-KEY`` header):
+
+* ``/v3/documents``: newest-created first, offset paging, every filter of the spec;
+* ``/v3/documents/{id}``;
+* ``/v3/organization`` and ``/v3/utils/time``: the cheap endpoints for checking a key.
+
+Choices where the spec is silent or cannot be followed literally:
+
+* ``prev_page_url`` and ``next_page_url`` are typed as (non-nullable) strings, so when there is no
+  such page the key is left out instead of being sent as ``null`` (which Laravel, and likely the
+  live API, would send). Clients must treat a missing key and ``null`` alike.
+* ``X-RateLimit-Reset`` is the Unix time (seconds) at which the current window ends, as the spec
+  describes it; ``Retry-After`` is a number of seconds. Both follow the real clock even when a
+  simulated ``today`` is set, because clients sleep in real time.
+* ``paid_date`` of an unpaid document is today's date at the time of the request (the live API's
+  quirk); the ``paid_start_date``/``paid_end_date`` filters only match paid or partially paid
+  documents, because the stored payment date of an unpaid document is empty.
+* ``last_modified_date`` means "modified at or after", in Budapest time; a naive value is read as
+  Budapest time. Mutations through this class bump a document's modification time.
+* Bad query values answer 422 with the field named; ``page`` below 1 is rejected too (Laravel would
+  quietly serve page 1), so that a client bug shows up in tests.
+
+Concurrency: one lock guards all state. Stored documents are never modified in place: a change
+replaces the stored dict (copy-on-write), so a page can be serialized outside the lock while another
+thread mutates the organization.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import math
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal, get_args
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from billingo_pipeline.simulator.data import (
+    BUDAPEST,
+    DOCUMENT_TYPES,
+    PAYMENT_METHODS,
+    PAYMENT_STATUSES,
+    UNPAID_STATUSES,
+    DocumentFactory,
+)
+
+FaultKind = Literal["rate_limit", "server_error", "unavailable", "slow", "truncated", "malformed_page"]
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+
+# Each organization gets its own block of ids, so documents of two organizations never collide.
+ORGANIZATION_ID_RANGE = 10_000_000
+
+PAID_STATUSES = frozenset({"paid", "partially_paid"})
+DEFAULT_PER_PAGE = 25
+MAX_PER_PAGE = 100
+
+# Generated history is dated at least this long before the organization was added, so that a
+# last_modified_date cut taken after setup never matches untouched documents.
+_HISTORY_GUARD = datetime.timedelta(minutes=1)
+_DOCUMENT_PATH = re.compile(r"^/v3/documents/([^/]+)$")
+_ENDPOINTS = ("/v3/documents", "/v3/organization", "/v3/utils/time")
+_UNAUTHORIZED = "Authorization information (Header: X-API-KEY) is missing or invalid."
+_NO_SUBSCRIPTION = "You do not have subscription for this operation"
+_SUBSCRIPTION_FEATURES = ["api_limit_standard", "subscription_standard"]
+
+
+class _Removed:
+    """The type of :data:`REMOVE`."""
+
+    def __repr__(self) -> str:
+        return "REMOVE"
+
+
+REMOVE: Any = _Removed()
+"""Pass as ``value`` to :meth:`BillingoSimulator.corrupt_document` to delete the field."""
+
+
+def generate_api_key(seed: int | str) -> str:
+    """A deterministic API key shaped like Billingo's (a UUID)."""
+    return str(uuid.UUID(int=random.Random(f"api-key:{seed}").getrandbits(128), version=4))
+
+
+@dataclass
+class Fault:
+    """A configured misbehaviour; see :meth:`BillingoSimulator.inject_fault`."""
+
+    kind: FaultKind
+    times: int = 1
+    after_requests: int = 0
+    path_prefix: str = "/v3/documents"
+    retry_after: int | None = None
+    delay_seconds: float = 0.0
+    api_key: str | None = field(default=None, repr=False)
+    fired: int = 0
+    """How often the fault has fired so far (it stops at ``times``)."""
+    skipped: int = 0
+    """How many matching requests it has let through before arming (up to ``after_requests``)."""
+
+    @property
+    def exhausted(self) -> bool:
+        return self.fired >= self.times
+
+    def matches(self, path: str, api_key: str | None) -> bool:
+        return path.startswith(self.path_prefix) and (self.api_key is None or self.api_key == api_key)
+
+
+@dataclass(frozen=True)
+class IncomingRequest:
+    """What an :meth:`BillingoSimulator.on_request` callback learns about a request."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One served request. The API key itself is never recorded, only whether one was sent."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+    organization: str | None
+    has_api_key: bool
+    fault: str | None
+
+
+@dataclass
+class _StoredDocument:
+    document: dict[str, Any]  # replaced, never modified in place
+    modified_at: datetime.datetime
+    # True while the document is unpaid: it then shows the current date as paid_date.
+    paid_date_follows_today: bool
+
+
+@dataclass
+class Organization:
+    """One Billingo account (one API key) and its documents."""
+
+    name: str
+    tax_code: str
+    has_subscription: bool
+    first_id: int
+    api_key: str = field(repr=False)
+    _factory: DocumentFactory = field(repr=False)
+    _documents: list[_StoredDocument] = field(default_factory=list, repr=False)  # creation (= id) order
+    _by_id: dict[int, _StoredDocument] = field(default_factory=dict, repr=False)
+
+    def _add(self, stored: _StoredDocument) -> None:
+        self._documents.append(stored)
+        self._by_id[stored.document["id"]] = stored
+
+
+@dataclass
+class _Reply:
+    status: int
+    payload: Any = None
+    raw_body: bytes | None = None  # sent instead of the JSON payload (malformed page)
+    headers: dict[str, str] = field(default_factory=dict)
+    truncate: bool = False  # announce the full length, send half, close the connection
+
+    def body(self) -> bytes:
+        if self.raw_body is not None:
+            return self.raw_body
+        return json.dumps(self.payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass
+class _RateWindow:
+    started: float  # time.monotonic()
+    count: int = 0
+
+
+class _ValidationErrors:
+    """The 422 errors of one request, collected so that every bad parameter is reported at once."""
+
+    def __init__(self) -> None:
+        self.errors: list[dict[str, str]] = []
+
+    def add(self, field_name: str, message: str) -> None:
+        self.errors.append({"field": field_name, "message": message})
+
+
+class BillingoSimulator:
+    """A Billingo API v3 server on 127.0.0.1 with generated data, fault injection and rate limits.
+
+    Typical use::
+
+        with BillingoSimulator(today=datetime.date(2026, 3, 15)) as sim:
+            key = generate_api_key(1)
+            sim.add_organization(key, name="Acme Kft.", seed=1, document_count=120)
+            requests.get(sim.base_url + "/documents", headers={"X-API-KEY": key})
+
+    ``today`` fixes the simulated date (the clock then runs from that date at the current time of
+    day); leave it ``None`` for the real date. ``faults`` takes the keyword arguments of
+    :meth:`inject_fault` as dicts, so that configurations can come from a CLI or a file.
+    """
+
+    def __init__(
+        self,
+        rate_limit_per_minute: int = 300,
+        rate_window_seconds: float = 60.0,
+        today: datetime.date | None = None,
+        *,
+        faults: Iterable[Mapping[str, Any]] = (),
+        verbose: bool = False,
+    ):
+        if rate_limit_per_minute < 1 or rate_window_seconds <= 0:
+            raise ValueError("rate_limit_per_minute must be >= 1 and rate_window_seconds > 0")
+        self.rate_limit = rate_limit_per_minute
+        self.rate_window_seconds = rate_window_seconds
+        self.verbose = verbose
+        self._clock_offset = datetime.timedelta(0)
+        if today is not None:
+            real_now = datetime.datetime.now(BUDAPEST)
+            simulated = datetime.datetime.combine(today, real_now.time().replace(microsecond=0), BUDAPEST)
+            self._clock_offset = simulated - real_now
+        self._lock = threading.RLock()
+        self._organizations: dict[str, Organization] = {}
+        self._faults: list[Fault] = []
+        self._callbacks: list[Callable[[IncomingRequest], None]] = []
+        self._scheduled: list[tuple[int, Callable[[], None]]] = []  # (total requests to wait for, action)
+        self._requests_received = 0
+        self._windows: dict[str, _RateWindow] = {}
+        self._log: list[RequestRecord] = []
+        self._connections: set[socket.socket] = set()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        for fault in faults:
+            self.inject_fault(**fault)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self, port: int = 0) -> str:
+        """Listen on 127.0.0.1 (``port`` 0 picks a free one) in a daemon thread; returns the base URL."""
+        if self._server is not None:
+            raise RuntimeError("the simulator is already running")
+        self._server = _Server(("127.0.0.1", port), self)
+        # A short poll interval makes stop() return within ~50 ms instead of the default 0.5 s.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="billingo-simulator", daemon=True)
+        self._thread.start()
+        return self.base_url
+
+    def stop(self) -> None:
+        """Stop serving and cut open keep-alive connections. Safe to call twice."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the client
+        if self._thread is not None:
+            self._thread.join()
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> BillingoSimulator:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v3``, the equivalent of ``https://api.billingo.hu/v3``."""
+        if self._server is None:
+            raise RuntimeError("the simulator is not running: call start() first")
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v3"
+
+    def now(self) -> datetime.datetime:
+        """The simulator's clock (aware, Europe/Budapest): the one behind modification times."""
+        return (datetime.datetime.now(datetime.timezone.utc) + self._clock_offset).astimezone(BUDAPEST)
+
+    def today(self) -> datetime.date:
+        """The simulated date: what unpaid documents show as ``paid_date``, and new documents' date."""
+        return self.now().date()
+
+    # -- organizations and documents -------------------------------------------------------------
+
+    def add_organization(
+        self,
+        api_key: str,
+        *,
+        name: str,
+        seed: int | str,
+        document_count: int,
+        tax_code: str | None = None,
+        has_subscription: bool = True,
+    ) -> Organization:
+        """Register an API key with ``document_count`` generated documents (see ``generate_documents``)."""
+        with self._lock:
+            if api_key in self._organizations:
+                raise ValueError(f"an organization with this API key already exists ({self._organizations[api_key].name})")
+            first_id = (len(self._organizations) + 1) * ORGANIZATION_ID_RANGE + 1
+            factory = DocumentFactory(seed, first_id=first_id, organization_name=name, tax_code=tax_code)
+            organization = Organization(
+                name=name, tax_code=factory.tax_code, has_subscription=has_subscription, first_id=first_id,
+                api_key=api_key, _factory=factory,
+            )
+            now = self.now()
+            documents = factory.generate(document_count, today=now.date())
+            invoice_dates = {d["id"]: d["invoice_date"] for d in documents}
+            for document in documents:
+                organization._add(_StoredDocument(
+                    document=document,
+                    modified_at=_initial_modified_at(document, invoice_dates, latest=now - _HISTORY_GUARD),
+                    paid_date_follows_today=document["payment_status"] in UNPAID_STATUSES,
+                ))
+            self._organizations[api_key] = organization
+            return organization
+
+    def documents(self, api_key: str) -> list[dict[str, Any]]:
+        """Deep copies of the organization's documents as the API would serve them, newest first."""
+        with self._lock:
+            organization = self._organization(api_key)
+            today = self.today().isoformat()
+            return copy.deepcopy([_presented(s, today) for s in reversed(organization._documents)])
+
+    def add_document(self, api_key: str, **overrides: Any) -> dict[str, Any]:
+        """Issue a new document today: the newest, with an id above all others. Returns a copy.
+
+        ``overrides`` replace top-level fields of the generated document (``id`` cannot be chosen).
+        """
+        if "id" in overrides:
+            raise ValueError("the id of a new document is assigned by the simulator")
+        with self._lock:
+            organization = self._organization(api_key)
+            today = self.today()
+            document = organization._factory.create(invoice_date=today, today=today, **overrides)
+            follows_today = document["payment_status"] in UNPAID_STATUSES
+            if follows_today:
+                document["paid_date"] = today.isoformat()
+            organization._add(_StoredDocument(document, self.now(), follows_today))
+            return copy.deepcopy(document)
+
+    def pay_document(
+        self,
+        api_key: str,
+        document_id: int,
+        *,
+        paid_date: datetime.date | None = None,
+        partial: bool = False,
+    ) -> dict[str, Any]:
+        """Register a (partial) payment: status ``paid``/``partially_paid``, ``paid_date`` (default today)."""
+        with self._lock:
+            stored = self._stored(api_key, document_id)
+            document = copy.deepcopy(stored.document)
+            document["payment_status"] = "partially_paid" if partial else "paid"
+            document["paid_date"] = (paid_date or self.today()).isoformat()
+            self._replace(stored, document, paid_date_follows_today=False)
+            return copy.deepcopy(document)
+
+    def cancel_document(self, api_key: str, document_id: int) -> dict[str, Any]:
+        """Cancel an invoice: it gets ``cancelled: true`` and a new ``cancellation`` document
+        (returned) references it; both appear in each other's ``related_documents``."""
+        with self._lock:
+            organization = self._organization(api_key)
+            stored = self._stored(api_key, document_id)
+            today = self.today()
+            updated, cancellation = organization._factory.cancel(stored.document, on=today, today=today)
+            self._replace(stored, updated, paid_date_follows_today=stored.paid_date_follows_today)
+            organization._add(_StoredDocument(cancellation, self.now(), paid_date_follows_today=True))
+            return copy.deepcopy(cancellation)
+
+    def delete_document(self, api_key: str, document_id: int) -> None:
+        """Remove a document as if it had vanished (to test how a sync notices).
+
+        The live API only deletes drafts (``DELETE /documents/{id}``); issued invoices are never
+        deleted, they are cancelled. This admin removal ignores that rule on purpose.
+        """
+        with self._lock:
+            organization = self._organization(api_key)
+            stored = self._stored(api_key, document_id)
+            organization._documents.remove(stored)
+            del organization._by_id[document_id]
+
+    def corrupt_document(self, api_key: str, document_id: int, field_path: str, value: Any) -> None:
+        """Make a document violate the spec, e.g. ``("gross_total", "12.700,00 Ft")`` or
+        ``("items.0.quantity", "abc")``. Dotted path; numbers index lists; ``value=REMOVE``
+        deletes the field. Used to test that one bad document does not abort a sync."""
+        with self._lock:
+            stored = self._stored(api_key, document_id)
+            document = copy.deepcopy(stored.document)
+            *parents, last = field_path.split(".")
+            container: Any = document
+            try:
+                for part in parents:
+                    container = container[int(part)] if isinstance(container, list) else container[part]
+                key: int | str = int(last) if isinstance(container, list) else last
+                if value is REMOVE:
+                    del container[key]
+                else:
+                    container[key] = value
+            except (KeyError, IndexError, ValueError, TypeError) as exc:
+                raise ValueError(f"document {document_id} has no field {field_path!r}") from exc
+            # A deliberately set paid_date must be served as set, not replaced by today's date.
+            follows_today = stored.paid_date_follows_today and parents + [last] != ["paid_date"]
+            self._replace(stored, document, paid_date_follows_today=follows_today)
+
+    # -- faults and hooks ------------------------------------------------------------------------
+
+    def inject_fault(
+        self,
+        kind: FaultKind,
+        *,
+        times: int = 1,
+        after_requests: int = 0,
+        path_prefix: str = "/v3/documents",
+        retry_after: int | None = None,
+        delay_seconds: float = 0.0,
+        api_key: str | None = None,
+    ) -> Fault:
+        """Misbehave on the next ``times`` matching requests, after letting ``after_requests`` pass.
+
+        ``after_requests`` counts matching requests from the injection on (unlike :meth:`schedule`,
+        whose count is absolute), so ``after_requests=2`` fails the third page a client fetches.
+
+        A request matches when its path starts with ``path_prefix`` and (if given) it carries
+        ``api_key``; faults only hit authenticated requests. Kinds:
+
+        * ``rate_limit``: 429 ``{"error":{"message":"Too many requests"}}``, with ``Retry-After``
+          only when ``retry_after`` is given (the live API sometimes omits it);
+        * ``server_error`` / ``unavailable``: 500 / 503 with ``{"error":{"message","trace_id"}}``;
+        * ``slow``: wait ``delay_seconds``, then answer normally;
+        * ``truncated``: announce the full ``Content-Length``, send half the body, close;
+        * ``malformed_page``: HTTP 200 whose body is not valid JSON.
+
+        ``retry_after`` adds a ``Retry-After`` header to any error fault. Several faults fire in
+        injection order: a request goes to the first pending fault that matches, and counts
+        towards the ``after_requests`` of the faults it passes on the way.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
+        if times < 1 or after_requests < 0 or delay_seconds < 0:
+            raise ValueError("times must be >= 1, after_requests and delay_seconds >= 0")
+        fault = Fault(kind, times, after_requests, path_prefix, retry_after, delay_seconds, api_key)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def on_request(self, callback: Callable[[IncomingRequest], None]) -> None:
+        """Call ``callback`` at the start of every request, before it is answered (for mutations
+        that must land in the middle of a paged sync)."""
+        with self._lock:
+            self._callbacks.append(callback)
+
+    def schedule(self, after_requests: int, action: Callable[[], None]) -> None:
+        """Run ``action`` once the server has received ``after_requests`` requests in total since it
+        was created (the count of :attr:`requests_log`), before it answers the next one.
+
+        ``schedule(len(sim.requests_log) + 1, add)`` lets the next request (page 1 of a sync)
+        through and creates a document before page 2: page drift. A count that has already passed
+        runs the action before the next request. Unlike ``inject_fault(after_requests=...)``, which
+        counts matching requests since the injection, this count is absolute.
+        """
+        if after_requests < 0:
+            raise ValueError("after_requests must be >= 0")
+        with self._lock:
+            self._scheduled.append((after_requests, action))
+
+    @property
+    def requests_log(self) -> list[RequestRecord]:
+        """A snapshot of every request served so far, oldest first."""
+        with self._lock:
+            return list(self._log)
+
+    # -- request handling ------------------------------------------------------------------------
+
+    def _answer(self, method: str, target: str, api_key: str | None) -> _Reply:
+        """The reply to one request (run on the handler's thread); it is logged before it is sent."""
+        split = urlsplit(target)
+        path = split.path.rstrip("/") or "/"
+        query_pairs = parse_qsl(split.query, keep_blank_values=True)
+        query = dict(reversed(query_pairs))  # the first value of a repeated parameter wins
+        self._run_hooks(IncomingRequest(method, path, dict(query)))
+
+        with self._lock:
+            rate_headers, retry_after = self._count_request(api_key or "")
+            organization = self._organizations.get(api_key) if api_key else None
+        fault = None
+        if retry_after is not None:
+            reply = _error(429, "Too many requests")
+            reply.headers["Retry-After"] = str(retry_after)
+        elif not _is_endpoint(path):
+            reply = _error(404, f"Unknown endpoint {path}; the simulator serves {', '.join(_ENDPOINTS)} "
+                                "and /v3/documents/{id}")
+        elif method != "GET":
+            reply = _error(405, f"Method {method} is not allowed on {path}; the simulator is read-only")
+            reply.headers["Allow"] = "GET"
+        elif organization is None:
+            reply = _error(401, _UNAUTHORIZED)
+        elif not organization.has_subscription:
+            reply = _error(402, _NO_SUBSCRIPTION)
+        else:
+            fault = self._take_fault(path, api_key)
+            reply = self._fault_reply(fault) if fault else None
+            if reply is None:
+                reply = self._route(organization, path, query_pairs)
+            if fault and fault.kind == "malformed_page":
+                body = reply.body()
+                reply.raw_body = body[: len(body) // 2]  # a JSON document cut in half never parses
+            reply.truncate = bool(fault and fault.kind == "truncated")
+        reply.headers = {**rate_headers, **reply.headers}
+        with self._lock:
+            self._log.append(RequestRecord(
+                method, path, query, reply.status, organization.name if organization else None,
+                api_key is not None, fault.kind if fault else None,
+            ))
+        return reply
+
+    def _run_hooks(self, request: IncomingRequest) -> None:
+        with self._lock:
+            answered = self._requests_received
+            self._requests_received += 1
+            callbacks = list(self._callbacks)
+            due = [action for after, action in self._scheduled if after <= answered]
+            self._scheduled = [(after, action) for after, action in self._scheduled if after > answered]
+        # Outside the lock: hooks may call the simulator (they take the lock themselves).
+        for callback in callbacks:
+            callback(request)
+        for action in due:
+            action()
+
+    def _count_request(self, bucket: str) -> tuple[dict[str, str], int | None]:
+        """Fixed-window rate limit per API key: (headers, Retry-After seconds when exhausted)."""
+        now = time.monotonic()
+        window = self._windows.get(bucket)
+        if window is None or now - window.started >= self.rate_window_seconds:
+            window = self._windows[bucket] = _RateWindow(started=now)
+        exhausted = window.count >= self.rate_limit
+        if not exhausted:
+            window.count += 1
+        seconds_left = window.started + self.rate_window_seconds - now
+        headers = {
+            "X-RateLimit-Limit": str(self.rate_limit),
+            "X-RateLimit-Remaining": str(self.rate_limit - window.count),
+            "X-RateLimit-Reset": str(math.ceil(time.time() + seconds_left)),
+        }
+        return headers, max(1, math.ceil(seconds_left)) if exhausted else None
+
+    def _take_fault(self, path: str, api_key: str | None) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.exhausted or not fault.matches(path, api_key):
+                    continue
+                if fault.skipped < fault.after_requests:
+                    fault.skipped += 1
+                    continue
+                fault.fired += 1
+                return fault
+        return None
+
+    @staticmethod
+    def _fault_reply(fault: Fault) -> _Reply | None:
+        """The error a fault answers with, or None when the request is then served normally."""
+        if fault.kind == "rate_limit":
+            reply = _error(429, "Too many requests")
+            reply.headers["X-RateLimit-Remaining"] = "0"
+        elif fault.kind in ("server_error", "unavailable"):
+            status, message = (500, "Internal Server Error.") if fault.kind == "server_error" else (503, "Service Unavailable.")
+            reply = _Reply(status, {"error": {"message": message, "trace_id": uuid.uuid4().hex}})
+        else:
+            if fault.kind == "slow":
+                time.sleep(fault.delay_seconds)
+            return None
+        if fault.retry_after is not None:
+            reply.headers["Retry-After"] = str(fault.retry_after)
+        return reply
+
+    def _route(self, organization: Organization, path: str, query_pairs: list[tuple[str, str]]) -> _Reply:
+        if path == "/v3/documents":
+            return self._list_documents(organization, query_pairs)
+        if path == "/v3/organization":
+            expiration = self.today() + datetime.timedelta(days=180)
+            return _Reply(200, {
+                "tax_code": organization.tax_code,
+                "subscription": {"expiration_date": expiration.isoformat(), "features": list(_SUBSCRIPTION_FEATURES)},
+            })
+        if path == "/v3/utils/time":
+            now = self.now().replace(microsecond=0)
+            return _Reply(200, {"epoch": int(now.timestamp()), "formatted": now.strftime("%Y-%m-%d %H:%M:%S"),
+                                "w3c": now.isoformat(), "timezone": "Europe/Budapest"})
+        match = _DOCUMENT_PATH.match(path)
+        assert match is not None, path  # _is_endpoint admitted only these paths
+        document_id = int(match.group(1)) if match.group(1).isdigit() else None
+        with self._lock:
+            stored = organization._by_id.get(document_id) if document_id is not None else None
+            if stored is not None:
+                return _Reply(200, _presented(stored, self.today().isoformat()))
+        return _error(404, f"Document {match.group(1)} not found.")
+
+    def _list_documents(self, organization: Organization, query_pairs: list[tuple[str, str]]) -> _Reply:
+        query = dict(reversed(query_pairs))
+        errors = _ValidationErrors()
+        page = _integer(query, "page", errors, default=1, minimum=1)
+        per_page = _integer(query, "per_page", errors, default=DEFAULT_PER_PAGE, minimum=1, maximum=MAX_PER_PAGE)
+        matches = _document_filter(query, errors)
+        if errors.errors:
+            return _Reply(422, {"message": "The given data was invalid.", "errors": errors.errors})
+        with self._lock:
+            today = self.today().isoformat()
+            selected = [s for s in reversed(organization._documents) if matches(s)]
+            offset = (page - 1) * per_page
+            data = [_presented(s, today) for s in selected[offset:offset + per_page]]
+        total = len(selected)
+        last_page = max(1, math.ceil(total / per_page))
+        envelope: dict[str, Any] = {
+            "data": data, "total": total, "per_page": per_page, "current_page": page, "last_page": last_page,
+        }
+        # Non-nullable strings in the spec: absent rather than null when there is no such page.
+        if page > 1:
+            envelope["prev_page_url"] = self._page_url(query_pairs, page - 1)
+        if page < last_page:
+            envelope["next_page_url"] = self._page_url(query_pairs, page + 1)
+        return _Reply(200, envelope)
+
+    def _page_url(self, query_pairs: list[tuple[str, str]], page: int) -> str:
+        kept = [(k, v) for k, v in query_pairs if k != "page"]
+        return f"{self.base_url}/documents?{urlencode([*kept, ('page', str(page))])}"
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _organization(self, api_key: str) -> Organization:
+        try:
+            return self._organizations[api_key]
+        except KeyError:
+            raise KeyError("no organization is registered with this API key") from None
+
+    def _stored(self, api_key: str, document_id: int) -> _StoredDocument:
+        organization = self._organization(api_key)
+        try:
+            return organization._by_id[document_id]
+        except KeyError:
+            raise KeyError(f"organization {organization.name!r} has no document {document_id}") from None
+
+    def _replace(self, stored: _StoredDocument, document: dict[str, Any], *, paid_date_follows_today: bool) -> None:
+        stored.document = document
+        stored.modified_at = self.now()
+        stored.paid_date_follows_today = paid_date_follows_today
+
+    def _track_connection(self, connection: socket.socket, open_: bool) -> None:
+        with self._lock:
+            if open_:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], simulator: BillingoSimulator):
+        self.simulator = simulator
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real API behind its load balancer
+    server_version = "BillingoSimulator/1.0"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
+    timeout = 60  # idle keep-alive connections are closed after this many seconds
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.simulator._track_connection(self.connection, True)
+
+    def finish(self) -> None:
+        self.server.simulator._track_connection(self.connection, False)
+        super().finish()
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        # Drain a request body so that the keep-alive connection stays in step.
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        reply = self.server.simulator._answer(self.command, self.path, self.headers.get("X-API-KEY"))
+        body = reply.body()
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if reply.truncate:
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True  # the server closes the socket short of Content-Length
+        else:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        if self.server.simulator.verbose:
+            super().log_message(format, *args)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _error(status: int, message: str) -> _Reply:
+    """The spec's ClientErrorResponse: ``{"error": {"message": ...}}``."""
+    return _Reply(status, {"error": {"message": message}})
+
+
+def _is_endpoint(path: str) -> bool:
+    return path in _ENDPOINTS or _DOCUMENT_PATH.match(path) is not None
+
+
+def _presented(stored: _StoredDocument, today: str) -> dict[str, Any]:
+    """The document as served: unpaid ones show the current date as paid_date (live quirk)."""
+    if stored.paid_date_follows_today:
+        return {**stored.document, "paid_date": today}
+    return stored.document
+
+
+def _initial_modified_at(
+    document: dict[str, Any], invoice_dates: Mapping[int, str], *, latest: datetime.datetime
+) -> datetime.datetime:
+    """When a generated document was last touched: issued, paid, or cancelled (by a later document)."""
+    days = [document["invoice_date"]]
+    if document["payment_status"] in PAID_STATUSES:
+        days.append(document["paid_date"])
+    days.extend(invoice_dates[r["id"]] for r in document["related_documents"] if r["id"] in invoice_dates)
+    # Office hours, spread by id so that documents of one day do not share a timestamp.
+    moment = datetime.datetime.combine(
+        datetime.date.fromisoformat(max(days)),
+        datetime.time(8 + document["id"] % 10, document["id"] * 7 % 60, document["id"] * 13 % 60),
+        BUDAPEST,
+    )
+    return min(moment, latest)
+
+
+def _integer(
+    query: Mapping[str, str],
+    name: str,
+    errors: _ValidationErrors,
+    *,
+    default: int | None = None,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int | None:
+    raw = query.get(name, "")
+    if raw == "":  # Laravel turns empty strings into null: the parameter counts as absent
+        return default
+    label = name.replace("_", " ")
+    if not re.fullmatch(r"-?\d+", raw):
+        errors.add(name, f"The {label} must be an integer.")
+        return default
+    value = int(raw)
+    if minimum is not None and maximum is not None and not minimum <= value <= maximum:
+        errors.add(name, f"The {label} must be between {minimum} and {maximum}.")
+    elif minimum is not None and value < minimum:
+        errors.add(name, f"The {label} must be at least {minimum}.")
+    return value
+
+
+def _date(query: Mapping[str, str], name: str, errors: _ValidationErrors) -> str | None:
+    """A ``YYYY-MM-DD`` filter value, returned as the same ISO string (they compare as dates)."""
+    raw = query.get(name, "")
+    if raw == "":
+        return None
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+            raise ValueError(raw)
+        datetime.date.fromisoformat(raw)
+    except ValueError:
+        errors.add(name, f"The {name.replace('_', ' ')} does not match the format Y-m-d.")
+        return None
+    return raw
+
+
+def _choice(query: Mapping[str, str], name: str, allowed: Iterable[str], errors: _ValidationErrors) -> str | None:
+    raw = query.get(name, "")
+    if raw == "":
+        return None
+    if raw not in allowed:
+        errors.add(name, f"The selected {name.replace('_', ' ')} is invalid.")
+        return None
+    return raw
+
+
+def _document_filter(query: Mapping[str, str], errors: _ValidationErrors) -> Callable[[_StoredDocument], bool]:
+    """A predicate for the spec's ``GET /documents`` filters; problems are added to ``errors``."""
+    checks: list[Callable[[_StoredDocument, dict[str, Any]], bool]] = []
+
+    def equals(key: str, expected: Any) -> None:
+        checks.append(lambda s, d: d.get(key) == expected)
+
+    def date_range(key: str, start: str | None, end: str | None, *, paid_only: bool = False) -> None:
+        if start is None and end is None:
+            return
+
+        def check(stored: _StoredDocument, document: dict[str, Any]) -> bool:
+            if paid_only and (stored.paid_date_follows_today or document.get("payment_status") not in PAID_STATUSES):
+                return False
+            value = document.get(key)
+            # ISO dates order like strings; a corrupted (non-string) date never matches a range.
+            return isinstance(value, str) and (start is None or value >= start) and (end is None or value <= end)
+
+        checks.append(check)
+
+    for name, allowed in (("payment_status", PAYMENT_STATUSES), ("payment_method", PAYMENT_METHODS),
+                          ("type", DOCUMENT_TYPES)):
+        value = _choice(query, name, allowed, errors)
+        if value is not None:
+            equals(name, value)
+    date_range("invoice_date", _date(query, "start_date", errors), _date(query, "end_date", errors))
+    date_range("paid_date", _date(query, "paid_start_date", errors), _date(query, "paid_end_date", errors),
+               paid_only=True)
+    date_range("fulfillment_date", _date(query, "fulfillment_start_date", errors),
+               _date(query, "fulfillment_end_date", errors))
+    block_id = _integer(query, "block_id", errors)
+    if block_id is not None:
+        equals("block_id", block_id)
+    partner_id = _integer(query, "partner_id", errors)
+    if partner_id is not None:
+        checks.append(lambda s, d: isinstance(d.get("document_partner"), dict) and d["document_partner"].get("id") == partner_id)
+    text = query.get("query", "").strip().lower()
+    if text:
+        checks.append(lambda s, d: text in _searchable_text(d))
+    number_range = _number_range(query, errors)
+    if number_range is not None:
+        checks.append(lambda s, d: _in_number_range(d.get("invoice_number"), *number_range))
+    raw_modified = query.get("last_modified_date", "")
+    if raw_modified:
+        try:
+            modified_since = datetime.datetime.fromisoformat(raw_modified)
+        except ValueError:
+            errors.add("last_modified_date", "The last modified date does not match the format Y-m-d H:i:s.")
+        else:
+            if modified_since.tzinfo is None:
+                modified_since = modified_since.replace(tzinfo=BUDAPEST)
+            checks.append(lambda s, d: s.modified_at >= modified_since)
+    return lambda stored: all(check(stored, stored.document) for check in checks)
+
+
+def _searchable_text(document: dict[str, Any]) -> str:
+    partner = document.get("document_partner")
+    partner_name = partner.get("name") if isinstance(partner, dict) else ""
+    return f"{document.get('invoice_number') or ''}\n{partner_name or ''}".lower()
+
+
+_NUMBER_SUFFIX = re.compile(r"-(\d{4})-(\d+)$")
+
+
+def _number_range(
+    query: Mapping[str, str], errors: _ValidationErrors
+) -> tuple[tuple[int, int] | None, tuple[int, int] | None] | None:
+    """``start_number``/``start_year`` and ``end_number``/``end_year``, each pair all-or-nothing."""
+    bounds: list[tuple[int, int] | None] = []
+    for side in ("start", "end"):
+        number = _integer(query, f"{side}_number", errors, minimum=1)
+        year = _integer(query, f"{side}_year", errors, minimum=1)
+        if (number is None) != (year is None):
+            missing = f"{side}_year" if year is None else f"{side}_number"
+            present = f"{side}_number" if year is None else f"{side}_year"
+            errors.add(missing, f"The {missing.replace('_', ' ')} field is required when {present.replace('_', ' ')} is present.")
+        bounds.append((year, number) if number is not None and year is not None else None)
+    start, end = bounds
+    return None if start is None and end is None else (start, end)
+
+
+def _in_number_range(invoice_number: Any, start: tuple[int, int] | None, end: tuple[int, int] | None) -> bool:
+    """Whether ``PREFIX-YYYY-NNNNNN`` falls in the (year, number) range; drafts have no number."""
+    match = _NUMBER_SUFFIX.search(invoice_number) if isinstance(invoice_number, str) else None
+    if match is None:
+        return False
+    key = (int(match.group(1)), int(match.group(2)))
+    return (start is None or key >= start) and (end is None or key <= end)

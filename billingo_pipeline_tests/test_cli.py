@@ -1,0 +1,146 @@
+"""The `billingo-pipeline` CLI against the simulator and both warehouse dialects."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from cryptography.fernet import Fernet
+
+from billingo_pipeline.cli import main
+from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
+from billingo_pipeline.settings import FERNET_KEY_ENV
+from billingo_pipeline.simulator import generate_api_key
+from billingo_pipeline.warehouse.schema import companies, sync_log
+
+
+@pytest.fixture
+def cli(warehouse_url, simulator, fernet_key, tmp_path, monkeypatch):
+    monkeypatch.setenv("BILLINGO_WAREHOUSE_URL", warehouse_url)
+    monkeypatch.setenv("BILLINGO_API_BASE_URL", simulator.base_url)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.delenv("BILLINGO_API_KEY", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(main, list(args), input=input, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def acme_key(simulator):
+    key = generate_api_key(101)
+    simulator.add_organization(key, name="Acme Kft.", seed=101, document_count=12, tax_code="12345678-2-42")
+    return key
+
+
+def _company_rows(engine):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(companies)).all()
+
+
+def _error_line(result) -> str:
+    """Failures print exactly one line on stderr."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_add_list_and_test_key_never_show_the_key(cli, engine, acme_key):
+    added = cli("company", "add", "acme", "--name", "Acme Kft.", input=acme_key + "\n")
+    assert added.exit_code == 0, added.output
+    assert "key verified (organization tax code 12345678-2-42)" in added.output
+    assert "partition 'acme' added" in added.output
+    [row] = _company_rows(engine)
+    assert row.api_key_encrypted and acme_key not in row.api_key_encrypted
+    assert acme_key not in " ".join(str(v) for v in row)
+
+    listed = cli("company", "list")
+    assert listed.exit_code == 0 and "configured" in listed.output and row.api_key_fingerprint in listed.output
+    tested = cli("company", "test-key", "acme")
+    assert tested.exit_code == 0 and "key OK" in tested.output
+    for result in (added, listed, tested):
+        assert acme_key not in result.output
+
+
+def test_add_partition_lands_in_the_dagster_instance(cli, acme_key):
+    import dagster as dg
+
+    cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n")
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_dynamic_partitions(COMPANY_PARTITIONS_NAME) == ["acme"]
+
+
+def test_invalid_key_is_one_line_and_stores_nothing(cli, engine, acme_key):
+    result = cli("company", "add", "acme", "--name", "Acme", input="wrong-key\n")
+    assert result.exit_code == 1
+    line = _error_line(result)
+    assert "HTTP 401" in line and "'acme'" in line and "wrong-key" not in line
+    assert _company_rows(engine) == []
+
+
+def test_missing_or_wrong_fernet_key(cli, engine, acme_key, monkeypatch):
+    monkeypatch.delenv(FERNET_KEY_ENV)
+    result = cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n")
+    assert result.exit_code == 1 and f"{FERNET_KEY_ENV} is not set" in _error_line(result)
+    assert _company_rows(engine) == []
+
+    monkeypatch.setenv(FERNET_KEY_ENV, Fernet.generate_key().decode())
+    assert cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n").exit_code == 0
+    monkeypatch.setenv(FERNET_KEY_ENV, Fernet.generate_key().decode())
+    result = cli("company", "test-key", "acme")
+    assert result.exit_code == 1 and "cannot be decrypted" in _error_line(result)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("company", "update", "nope", "--name", "x"), ("company", "disable", "nope"), ("company", "test-key", "nope"), ("sync", "nope")],
+)
+def test_unknown_company_is_one_line(cli, args):
+    result = cli(*args)
+    assert result.exit_code == 1 and "unknown company 'nope'" in _error_line(result)
+
+
+def test_bad_slug_and_duplicate(cli, acme_key):
+    assert "invalid company slug" in _error_line(cli("company", "add", "Not OK", "--name", "x", input="k\n"))
+    assert cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n").exit_code == 0
+    assert "already exists" in _error_line(cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n"))
+
+
+def test_rotate_key_validates_first_and_keeps_the_old_key_on_failure(cli, engine, simulator, acme_key):
+    cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n")
+    [before] = _company_rows(engine)
+    refused = cli("company", "rotate-key", "acme", input="bogus\n")
+    assert refused.exit_code == 1 and "HTTP 401" in _error_line(refused)
+    assert _company_rows(engine)[0].api_key_encrypted == before.api_key_encrypted
+
+    new_key = generate_api_key(102)
+    simulator.add_organization(new_key, name="Acme Kft.", seed=102, document_count=3)
+    rotated = cli("company", "rotate-key", "acme", input=new_key + "\n")
+    assert rotated.exit_code == 0, rotated.output
+    [after] = _company_rows(engine)
+    assert after.api_key_encrypted != before.api_key_encrypted
+    assert after.api_key_fingerprint != before.api_key_fingerprint
+    assert cli("company", "test-key", "acme").exit_code == 0
+
+
+def test_sync_status_and_disable(cli, engine, acme_key):
+    cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n")
+    synced = cli("sync", "acme")
+    assert synced.exit_code == 0, synced.output
+    assert synced.stdout.startswith("acme: COMPLETED")
+    status = cli("status")
+    assert status.exit_code == 0 and "COMPLETED" in status.output and "acme" in status.output
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sync_log.c.invoices_created)).scalar_one() == 12
+
+    assert cli("company", "disable", "acme").exit_code == 0
+    refused = cli("sync", "acme")
+    assert refused.exit_code == 1 and "BILLINGO_SYNC feature flag off" in _error_line(refused)
+    assert "no companies" not in cli("company", "list").output
+    nothing = cli("sync", "--all")
+    assert nothing.exit_code == 1 and "name one or more companies" in _error_line(nothing)
