@@ -25,7 +25,8 @@ from openapi_core import Config, OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 
 SPEC_ENV_VAR = "BILLINGO_OPENAPI_SPEC"
-DEFAULT_SPEC_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "billingo-api-v3" / "openapi.yaml"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SPEC_PATH = REPO_ROOT.parent / "shared" / "billingo-api-v3" / "openapi.yaml"
 LOCAL_SERVER = {
     "url": "http://127.0.0.1:{port}/v3",
     "description": "Billingo simulator",

@@ -75,7 +75,8 @@ def _materialization_metadata(instance, run_id, asset_key):
     raise AssertionError(f"no materialization of {asset_key} in run {run_id}")
 
 
-def test_full_sync_then_resync_skips_everything(engine, warehouse_url, simulator, instance, fernet_key):
+def test_full_sync_then_resync_skips_everything(engine, warehouse_url, simulator, instance, fernet_key, caplog):
+    caplog.set_level(logging.DEBUG)
     api_key = _add(engine, simulator, "acme", seed=1, documents=120)
     source = {d["id"]: d for d in simulator.documents(api_key)}
 
@@ -107,6 +108,13 @@ def test_full_sync_then_resync_skips_everything(engine, warehouse_url, simulator
     assert (last.invoices_created, last.invoices_updated, last.invoices_skipped, last.items_written) == (0, 0, 120, 0)
     assert {r.document_id: r.id for r in _invoices(engine).values()} == ids_before
     assert _count(engine, billingo_invoices) == 120
+    # The key appears in no log line, no event (metadata included) and no warehouse table but its own.
+    for run_id in (first.run_id, second.run_id):
+        assert api_key not in "\n".join(str(entry) for entry in instance.all_logs(run_id))
+    assert api_key not in caplog.text
+    with engine.connect() as conn:
+        for table in (sync_log, billingo_invoices, billingo_documents_raw):
+            assert api_key not in str(conn.execute(sa.select(table)).all())
 
 
 def test_resync_applies_payments_new_documents_and_vanished_ones(engine, warehouse_url, simulator, instance, fernet_key):

@@ -53,6 +53,16 @@ def test_money_round_trips_exactly(engine):
     assert value == tiny and isinstance(value, Decimal)
 
 
+def test_amounts_round_to_the_column_scale_identically_on_both_dialects(engine):
+    company = _company(engine)
+    artefact = Decimal(str(0.1 + 0.2))  # 0.30000000000000004, as a float-computing API may send
+    with engine.begin() as conn:
+        store.write_invoices_with_items(conn, company.id, [_invoice(1, gross_total=artefact, conversion_rate=Decimal("392.123456789"))], [], utcnow())
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(billingo_invoices.c.gross_total, billingo_invoices.c.conversion_rate)).one()
+    assert row.gross_total == Decimal("0.3") and row.conversion_rate == Decimal("392.12345679")
+
+
 def test_float_money_is_refused(engine):
     company = _company(engine)
     with pytest.raises(sa.exc.StatementError, match="Decimal"):

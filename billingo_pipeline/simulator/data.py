@@ -207,11 +207,6 @@ class DocumentFactory:
 
     # -- public ----------------------------------------------------------------------------------
 
-    @property
-    def next_id(self) -> int:
-        """The id the next created document gets."""
-        return self._next_id
-
     def generate(self, count: int, *, today: datetime.date) -> list[dict[str, Any]]:
         """A history of ``count`` documents created up to ``today`` (one a day, at most a year back),
         oldest first.
@@ -272,7 +267,7 @@ class DocumentFactory:
             # The live API shows today's date for documents that are not (partially) paid.
             "paid_date": (paid_on or today).isoformat(),
             "organization": copy.deepcopy(self.organization),
-            "partner": _partner(partner, method, currency),
+            "partner": _partner(partner),
             "document_partner": _document_partner(partner),
             "electronic": rng.random() < 0.7,
             "comment": rng.choice(_COMMENTS) if rng.random() < 0.2 else "",
@@ -660,16 +655,16 @@ def _document_partner(partner: _PartnerProfile) -> dict[str, Any]:
     }
 
 
-def _partner(partner: _PartnerProfile, method: str, currency: str) -> dict[str, Any]:
+def _partner(partner: _PartnerProfile) -> dict[str, Any]:
     """The deprecated ``partner`` object: still sent by the live API, a superset of document_partner."""
     return {
         **_document_partner(partner),
         "general_ledger_number": "",
         "custom_billing_settings": {
-            "payment_method": method,
+            "payment_method": "bankcard" if partner.tax_type == "NO_TAX_NUMBER" else "wire_transfer",
             "document_form": "electronic",
             "due_days": partner.due_days,
-            "document_currency": currency,
+            "document_currency": "EUR" if partner.tax_type == "FOREIGN" else "HUF",
             "template_language_code": partner.language,
             "discount": {"type": "percent", "value": 0},
         },

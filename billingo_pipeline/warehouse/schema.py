@@ -14,7 +14,7 @@ Conventions
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -56,6 +56,9 @@ class ExactDecimal(TypeDecorator):
             return None
         if not isinstance(value, Decimal):
             raise TypeError(f"ExactDecimal takes Decimal values, got {type(value).__name__}")
+        # Rounded here, identically on both dialects: PostgreSQL's NUMERIC would round on its own
+        # while SQLite's text would keep float artefacts such as 0.30000000000000004.
+        value = value.quantize(Decimal(1).scaleb(-self.scale), rounding=ROUND_HALF_UP)
         return format(value, "f") if dialect.name == "sqlite" else value
 
     def process_result_value(self, value, dialect):
