@@ -47,6 +47,11 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def _key_outcome(api_key: str, tax_code: str | None) -> str:
+    verified = f"key verified (organization tax code {tax_code})" if tax_code else "key NOT verified"
+    return f"{verified}; fingerprint {api_key_fingerprint(api_key)}"
+
+
 def _add_partition(slug: str) -> None:
     if not os.environ.get("DAGSTER_HOME"):
         click.echo(f"note: DAGSTER_HOME is not set; partition '{slug}' is added when the company is first synced.")
@@ -99,8 +104,7 @@ def company_add(ctx: Context, slug: str, name: str, api_key: str, disabled: bool
         )
     except (CompanyError, CredentialError, BillingoApiError) as exc:
         _fail(str(exc))
-    verified = f"key verified (organization tax code {tax_code})" if tax_code else "key NOT verified"
-    click.echo(f"company '{slug}' added; {verified}; fingerprint {api_key_fingerprint(api_key)}.")
+    click.echo(f"company '{slug}' added; {_key_outcome(api_key, tax_code)}.")
     _add_partition(slug)
 
 
@@ -169,8 +173,7 @@ def company_rotate_key(ctx: Context, slug: str, api_key: str, no_verify: bool) -
         _, tax_code = replace_api_key(ctx.engine, slug, api_key, api_base_url=ctx.api_base_url, verify=not no_verify)
     except (CompanyError, CredentialError, BillingoApiError) as exc:
         _fail(str(exc))
-    verified = f"verified (organization tax code {tax_code})" if tax_code else "NOT verified"
-    click.echo(f"company '{slug}': API key replaced, {verified}; fingerprint {api_key_fingerprint(api_key)}.")
+    click.echo(f"company '{slug}': API key replaced; {_key_outcome(api_key, tax_code)}.")
     _add_partition(slug)
 
 

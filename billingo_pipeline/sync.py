@@ -161,10 +161,11 @@ def normalize_raw_documents(engine: Engine, company_id: int, *, batch_size: int 
 
     marked_deleted = restored = 0
     with engine.begin() as conn:
+        now = utcnow()
         for ids in chunked(newly_missing, batch_size):
-            marked_deleted += store.mark_invoices_deleted_in_source(conn, company_id, ids, utcnow())
+            marked_deleted += store.set_deleted_in_source(conn, company_id, ids, now, now)
         for ids in chunked(seen_again, batch_size):
-            restored += store.restore_invoices_seen_again(conn, company_id, ids, utcnow())
+            restored += store.set_deleted_in_source(conn, company_id, ids, None, now)
 
     counts = SyncCounts(
         processed=len(present),

@@ -233,3 +233,18 @@ def test_renormalizing_alone_gets_its_own_sync_log_row(engine, warehouse_url, si
     assert log.run_id == result.run_id and log.trigger == "manual"
     assert (log.status, log.api_calls, log.invoices_skipped) == (COMPLETED, 0, 15)
     assert "acme" in instance.get_dynamic_partitions(COMPANY_PARTITIONS_NAME)
+
+
+def test_an_invoice_seen_again_loses_its_deleted_mark(engine, warehouse_url, simulator, instance, fernet_key):
+    api_key = _add(engine, simulator, "acme", seed=11, documents=10)
+    _sync(instance, warehouse_url, simulator, "acme")
+    returning = simulator.documents(api_key)[3]["id"]
+    with engine.begin() as conn:  # as an earlier complete fetch that missed it would have left it
+        conn.execute(
+            billingo_invoices.update()
+            .where(billingo_invoices.c.document_id == returning)
+            .values(deleted_in_source_at=sa.func.current_timestamp())
+        )
+    [result] = _sync(instance, warehouse_url, simulator, "acme")
+    assert _invoices(engine)[returning].deleted_in_source_at is None
+    assert _materialization_metadata(instance, result.run_id, "billingo_invoices")["restored"] == 1

@@ -112,29 +112,16 @@ def write_invoices_with_items(
         conn.execute(items.insert(), [{**row, "company_id": company_id} for row in item_rows])
 
 
-def mark_invoices_deleted_in_source(conn: Connection, company_id: int, document_ids: Sequence[int], now: dt.datetime) -> int:
+def set_deleted_in_source(
+    conn: Connection, company_id: int, document_ids: Sequence[int], deleted_at: dt.datetime | None, now: dt.datetime
+) -> int:
+    """Mark invoices Billingo no longer returns (``deleted_at``), or clear the mark (``None``) for
+    ones it returns again. Rows already in that state are left alone; returns how many changed."""
     if not document_ids:
         return 0
+    already = invoices.c.deleted_in_source_at.is_(None) if deleted_at is None else invoices.c.deleted_in_source_at.is_not(None)
     return conn.execute(
         invoices.update()
-        .where(
-            invoices.c.company_id == company_id,
-            invoices.c.document_id.in_(list(document_ids)),
-            invoices.c.deleted_in_source_at.is_(None),
-        )
-        .values(deleted_in_source_at=now, last_changed_at=now)
-    ).rowcount
-
-
-def restore_invoices_seen_again(conn: Connection, company_id: int, document_ids: Sequence[int], now: dt.datetime) -> int:
-    if not document_ids:
-        return 0
-    return conn.execute(
-        invoices.update()
-        .where(
-            invoices.c.company_id == company_id,
-            invoices.c.document_id.in_(list(document_ids)),
-            invoices.c.deleted_in_source_at.is_not(None),
-        )
-        .values(deleted_in_source_at=None, last_changed_at=now)
+        .where(invoices.c.company_id == company_id, invoices.c.document_id.in_(list(document_ids)), sa.not_(already))
+        .values(deleted_in_source_at=deleted_at, last_changed_at=now)
     ).rowcount
