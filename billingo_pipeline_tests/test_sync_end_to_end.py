@@ -248,3 +248,18 @@ def test_an_invoice_seen_again_loses_its_deleted_mark(engine, warehouse_url, sim
     [result] = _sync(instance, warehouse_url, simulator, "acme")
     assert _invoices(engine)[returning].deleted_in_source_at is None
     assert _materialization_metadata(instance, result.run_id, "billingo_invoices")["restored"] == 1
+
+
+def test_sync_log_row_is_running_while_billingo_is_being_read(engine, warehouse_url, simulator, instance, fernet_key):
+    _add(engine, simulator, "acme", seed=12, documents=120)
+    seen_while_paging = []
+
+    def look_at_sync_log(request):
+        if request.path == "/v3/documents":
+            with engine.connect() as conn:
+                seen_while_paging.append(conn.execute(sa.select(sync_log.c.status)).scalars().all())
+
+    simulator.on_request(look_at_sync_log)
+    [result] = _sync(instance, warehouse_url, simulator, "acme")
+    assert seen_while_paging == [["RUNNING"]] * 3
+    assert _log_rows(engine)[-1].status == COMPLETED and result.sync_status == COMPLETED
