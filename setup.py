@@ -26,6 +26,10 @@ setup(
         "psycopg[binary]>=3.1",
         "cryptography>=42",
         "click>=8.1",
+        # Excel export of invoice queries (`billingo-pipeline invoices --format xlsx`).
+        "openpyxl>=3.1",
+        # The aging report's chart image in the Dagster UI.
+        "matplotlib>=3.8",
     ],
     extras_require={
         "test": [

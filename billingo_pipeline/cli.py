@@ -18,6 +18,7 @@ from . import settings
 from .admin import register_company, replace_api_key, verify_stored_api_key
 from .billingo_client import BillingoApiError
 from .credentials import CredentialError, api_key_fingerprint, generate_fernet_key
+from .reporting.cli import invoices_command, report_command
 from .resources import BillingoResource
 from .runner import dagster_instance, ensure_company_partitions, run_company_syncs
 from .warehouse import companies as company_store
@@ -251,6 +252,10 @@ def format_sync_rows(rows: list[dict]) -> str:
         ]
     )
     return frame.to_string(index=False)
+
+
+main.add_command(invoices_command)
+main.add_command(report_command)
 
 
 if __name__ == "__main__":

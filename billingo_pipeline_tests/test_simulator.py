@@ -636,3 +636,12 @@ def test_cli_prints_url_and_keys_and_stops_on_ctrl_c():
         assert process.wait(timeout=5) == 0
         process.stdout.close()
         process.stderr.close()
+
+
+def test_add_document_can_be_dated_in_the_past():
+    with BillingoSimulator(today=TODAY) as sim:
+        sim.add_organization(KEY, name="Acme Kft.", seed=1, document_count=0)
+        document = sim.add_document(KEY, invoice_date=(TODAY - datetime.timedelta(days=40)).isoformat())
+        assert document["invoice_date"] == (TODAY - datetime.timedelta(days=40)).isoformat()
+        assert document["due_date"] >= document["invoice_date"]
+        conforms(get(sim, f"/documents/{document['id']}"))

@@ -1,14 +1,18 @@
-"""The aging report of one company, as asset metadata: the UI shows it after each sync.
+"""The aging report of each company, as asset metadata: the UI shows it after each sync.
 
 It reads ``report_aging_by_company`` (migration 0002) and writes nothing to the warehouse: the
 table, a bar chart (PNG embedded as a data URI, so no file server is needed) and the headline
 figures as plottable numbers (their history is charted by the UI across materializations).
-"""
 
-from __future__ import annotations
+Like ``billingo_sync`` it takes a range of company partitions per run and records one
+materialization per company, so it is a one-spec multi-asset yielding ``AssetMaterialization``s.
+It cannot run downstream of the sync inside the sync's own run (the sync's outputs count as
+skipped there); an eager automation condition requests it after each sync instead.
+"""
 
 import base64
 import io
+from collections.abc import Iterator
 from decimal import Decimal
 
 import dagster as dg
@@ -16,10 +20,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..partitions import company_partitions
-from ..reporting.queries import aging_by_company
+from ..reporting.queries import ReportError, aging_by_company
 from ..resources import WarehouseResource
+from .billingo import COMPANIES_PER_RUN
 
 GROUP = "reporting"
+AGING_REPORT = dg.AssetKey("billingo_aging_report")
 # (label, column prefix in report_aging_by_company), oldest debt last.
 AGING_BUCKETS = (
     ("current", "current"),
@@ -92,35 +98,65 @@ def aging_chart_png(aging: pd.DataFrame, title: str) -> bytes:
     return buffer.getvalue()
 
 
-@dg.asset(
+@dg.multi_asset(
+    name="billingo_aging_report",
+    specs=[
+        dg.AssetSpec(
+            AGING_REPORT,
+            deps=["billingo_invoices"],
+            group_name=GROUP,
+            kinds={"pandas", "sql"},
+            # Materialized per company (AssetMaterialization with a partition), not as the op's
+            # output; a company whose report cannot be read is left out and named in the failure.
+            skippable=True,
+            # After each sync, in a run of its own (see the module docstring).
+            automation_condition=dg.AutomationCondition.eager(),
+            description="Aging of open receivables (current, 1-30, 31-60, 61-90, 90+ days overdue) per "
+                        "currency and in HUF, with a chart: shown as metadata after each sync.",
+        )
+    ],
     partitions_def=company_partitions,
-    deps=["billingo_invoices"],
-    group_name=GROUP,
-    kinds={"pandas", "sql"},
-    description="Aging of open receivables (current, 1-30, 31-60, 61-90, 90+ days overdue) per currency and "
-                "in HUF, with a chart: shown as metadata after each sync.",
+    # The same runs as the sync (billingo_sync): a backfill run covers a range of companies.
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=COMPANIES_PER_RUN),
 )
-def billingo_aging_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    slug = context.partition_key
-    aging = aging_by_company(warehouse.get_engine(), slug)
+def billingo_aging_report(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> Iterator[dg.AssetMaterialization]:
+    engine = warehouse.get_engine()
+    failures: dict[str, str] = {}
+    for slug in context.partition_keys:
+        try:
+            aging = aging_by_company(engine, slug)
+        except ReportError as exc:
+            failures[slug] = str(exc)
+            context.log.error(f"company '{slug}': no aging report: {exc}")
+            continue
+        yield dg.AssetMaterialization(asset_key=AGING_REPORT, partition=slug, metadata=aging_metadata(slug, aging))
+    if failures:
+        raise dg.Failure(
+            description="; ".join(f"{slug}: {message}" for slug, message in failures.items()),
+            metadata={"failed_companies": dg.MetadataValue.json(sorted(failures))},
+        )
+
+
+def aging_metadata(slug: str, aging: pd.DataFrame) -> dict[str, object]:
+    """The materialization's metadata: the table, the chart, and the headline figures."""
     as_of = aging["as_of_date"].iloc[0].isoformat() if not aging.empty else None
     title = f"Open receivables of {slug}" + (f" as of {as_of}" if as_of else "")
     chart = base64.b64encode(aging_chart_png(aging, title)).decode("ascii")
     total_huf = sum(aging["total_huf"], _ZERO)
     overdue_huf = sum(aging["overdue_huf"], _ZERO)
-    return dg.MaterializeResult(
-        metadata={
-            "company": slug,
-            "as_of_date": as_of or "",
-            "aging": dg.MetadataValue.md(aging_markdown(aging)),
-            "aging_chart": dg.MetadataValue.md(f"![aging of {slug}](data:image/png;base64,{chart})"),
-            # Floats so the UI can plot them over time; the exact figures are in the table.
-            "total_outstanding_huf": dg.MetadataValue.float(float(total_huf)),
-            "overdue_huf": dg.MetadataValue.float(float(overdue_huf)),
-            "open_invoices": dg.MetadataValue.int(int(aging["invoice_count"].sum())),
-            "overdue_invoices": dg.MetadataValue.int(int(aging["overdue_invoice_count"].sum())),
-        }
-    )
+    return {
+        "company": slug,
+        "as_of_date": as_of or "",
+        "aging": dg.MetadataValue.md(aging_markdown(aging)),
+        "aging_chart": dg.MetadataValue.md(f"![aging of {slug}](data:image/png;base64,{chart})"),
+        # Floats so the UI can plot them over time; the exact figures are in the table.
+        "total_outstanding_huf": dg.MetadataValue.float(float(total_huf)),
+        "overdue_huf": dg.MetadataValue.float(float(overdue_huf)),
+        "open_invoices": dg.MetadataValue.int(int(aging["invoice_count"].sum())),
+        "overdue_invoices": dg.MetadataValue.int(int(aging["overdue_invoice_count"].sum())),
+    }
 
 
 reporting_assets = [billingo_aging_report]

@@ -108,24 +108,27 @@ class InvoiceFilter:
 
     ``statuses`` are OR-ed: a payment status of the spec matches documents in that status that are
     not cancelled; ``cancelled`` matches cancelled documents whatever their payment status. Date
-    ranges are inclusive; a range may be open on either side. ``partner_tax_number`` accepts
+    ranges are inclusive and may be open on either side; ISO text (``"2026-03-01"``) is accepted
+    for dates, as in a notebook. ``partner_tax_number`` accepts
     ``12345678-1-12`` (dashes optional), an 8-digit tax base (any VAT code and tax office of that
     taxpayer) or an EU VAT number. ``invoice_number`` is a case-insensitive substring.
     Construction validates everything and raises ``ReportError``.
     """
 
-    statuses: tuple[str, ...] = ()
-    invoice_date_from: dt.date | None = None
-    invoice_date_to: dt.date | None = None
-    due_date_from: dt.date | None = None
-    due_date_to: dt.date | None = None
-    paid_date_from: dt.date | None = None
-    paid_date_to: dt.date | None = None
+    statuses: Sequence[str] | str = ()
+    invoice_date_from: dt.date | str | None = None
+    invoice_date_to: dt.date | str | None = None
+    due_date_from: dt.date | str | None = None
+    due_date_to: dt.date | str | None = None
+    paid_date_from: dt.date | str | None = None
+    paid_date_to: dt.date | str | None = None
     partner_tax_number: str | None = None
     invoice_number: str | None = None
 
     def __post_init__(self) -> None:
-        statuses = tuple(dict.fromkeys(s.strip().lower() for s in self.statuses))
+        # A lone string is one status, not a sequence of one-letter ones.
+        given = (self.statuses,) if isinstance(self.statuses, str) else self.statuses
+        statuses = tuple(dict.fromkeys(s.strip().lower() for s in given))
         unknown = [s for s in statuses if s not in INVOICE_STATUSES]
         if unknown:
             raise ReportError(

@@ -341,7 +341,8 @@ class BillingoSimulator:
             return copy.deepcopy([_presented(s, today) for s in reversed(organization._documents)])
 
     def add_document(self, api_key: str, **overrides: Any) -> dict[str, Any]:
-        """Issue a new document today: the newest, with an id above all others. Returns a copy.
+        """Issue a new document (dated today unless ``invoice_date`` is given): the newest, with an
+        id above all others. Returns a copy.
 
         ``overrides`` replace top-level fields of the generated document (``id`` cannot be chosen).
         """
@@ -350,7 +351,11 @@ class BillingoSimulator:
         with self._lock:
             organization = self._organization(api_key)
             today = self.today()
-            document = organization._factory.create(invoice_date=today, today=today, **overrides)
+            # A chosen invoice date (date or ISO text) lets tests build portfolios with known ages.
+            invoice_date = overrides.pop("invoice_date", today)
+            if isinstance(invoice_date, str):
+                invoice_date = datetime.date.fromisoformat(invoice_date)
+            document = organization._factory.create(invoice_date=invoice_date, today=today, **overrides)
             follows_today = document["payment_status"] in UNPAID_STATUSES
             if follows_today:
                 document["paid_date"] = today.isoformat()

@@ -66,7 +66,6 @@ class _Dialect:
     """The expressions that differ between PostgreSQL and SQLite; everything else is shared SQL."""
 
     def __init__(self, name: str):
-        self.name = name
         self.sqlite = name == "sqlite"
 
     @property
