@@ -37,6 +37,11 @@ setup(
             "pytest-xdist>=3.5",
             # Validates the simulator's and the client's traffic against the published OpenAPI spec.
             "openapi-core>=0.19",
+            # A real SMTP server on 127.0.0.1 for the failure-alert tests.
+            "aiosmtpd>=1.4",
+            # Drives Debian's /usr/bin/chromium for the UI test (`make test` installs chromium;
+            # never `playwright install`: no browser download).
+            "playwright>=1.45",
         ],
     },
     entry_points={

@@ -18,6 +18,7 @@ from . import settings
 from .admin import register_company, replace_api_key, verify_stored_api_key
 from .billingo_client import BillingoApiError
 from .credentials import CredentialError, api_key_fingerprint, generate_fernet_key
+from .health import health_command
 from .reporting.cli import invoices_command, report_command
 from .resources import BillingoResource
 from .runner import dagster_instance, ensure_company_partitions, run_company_syncs
@@ -254,6 +255,7 @@ def format_sync_rows(rows: list[dict]) -> str:
     return frame.to_string(index=False)
 
 
+main.add_command(health_command)
 main.add_command(invoices_command)
 main.add_command(report_command)
 

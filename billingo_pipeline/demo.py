@@ -53,7 +53,7 @@ def _prepare_environment() -> str:
     """Demo-only state under .demo/: a Dagster home, a SQLite warehouse and a Fernet key file."""
     dagster_home = DEMO_DIR / "dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     key_file = DEMO_DIR / "fernet.key"
     if not key_file.exists():

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from .assets import billingo_assets
+from .assets.reporting import reporting_assets
 from .assets.billingo import TRIGGER_TAG
 from .partitions import COMPANY_PARTITIONS_NAME
 from .resources import BillingoResource, WarehouseResource
@@ -61,7 +62,7 @@ def run_company_syncs(
     results = []
     for slug in slugs:
         result = dg.materialize(
-            billingo_assets,
+            [*billingo_assets, *reporting_assets],
             partition_key=slug,
             instance=instance,
             resources=resources,

@@ -219,6 +219,7 @@ def sync_company(
     except Exception as exc:
         message = str(exc) if isinstance(exc, EXPECTED_SYNC_ERRORS) else f"{type(exc).__name__}: {exc}"
         message = client.redact(message) if client is not None else message
-        fail_sync(engine, sync_id, message)
+        # A fetch that broke off has still spent requests of the company's rate limit.
+        fail_sync(engine, sync_id, message, api_calls=client.stats.api_calls if client is not None else None)
         raise CompanySyncError(message) from None
     return CompanySyncResult(company.slug, sync_id, status, fetch, normalized)

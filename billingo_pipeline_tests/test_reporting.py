@@ -741,21 +741,24 @@ def test_aging_asset_covers_a_range_of_companies(engine, warehouse_url):
     assert (metadata["total_outstanding_huf"], metadata["open_invoices"], metadata["as_of_date"]) == (0.0, 0, "")
 
 
-def test_aging_report_is_requested_after_each_sync(engine, warehouse_url, simulator, fernet_key):
-    """The report's eager automation condition asks for it once a sync has updated the invoices."""
+def test_aging_report_follows_every_sync(engine, warehouse_url, simulator, fernet_key):
+    """A sync run builds the report in the same run; a sync that did not (e.g. a multi-company
+    run, or syncing the Billingo assets alone) gets it requested by the eager automation condition."""
     api_key = generate_api_key("reporting-run")
     simulator.add_organization(api_key, name="Acme Kft.", seed="reporting-run", document_count=3)
     register_company(engine, SLUG, "Acme Kft.", api_key, api_base_url=simulator.base_url)
-    defs = dg.Definitions(
-        assets=[*billingo_assets, *reporting_assets],
-        resources={"warehouse": WarehouseResource(url=warehouse_url),
-                   "billingo": BillingoResource(base_url=simulator.base_url)},
-    )
+    resources = {"warehouse": WarehouseResource(url=warehouse_url), "billingo": BillingoResource(base_url=simulator.base_url)}
+    defs = dg.Definitions(assets=[*billingo_assets, *reporting_assets], resources=resources)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(COMPANY_PARTITIONS_NAME, [SLUG])
         before = dg.evaluate_automation_conditions(defs, instance)
         assert before.total_requested == 0
         _sync(warehouse_url, simulator, instance)
-        after = dg.evaluate_automation_conditions(defs, instance, cursor=before.cursor)
-        assert after.get_requested_partitions(billingo_aging_report.key) == {SLUG}
-        assert after.total_requested == 1
+        assert instance.get_materialized_partitions(billingo_aging_report.key) == {SLUG}
+        after_full_run = dg.evaluate_automation_conditions(defs, instance, cursor=before.cursor)
+        assert after_full_run.total_requested == 0
+
+        assert dg.materialize(billingo_assets, partition_key=SLUG, instance=instance, resources=resources).success
+        after_sync_only = dg.evaluate_automation_conditions(defs, instance, cursor=after_full_run.cursor)
+        assert after_sync_only.get_requested_partitions(billingo_aging_report.key) == {SLUG}
+        assert after_sync_only.total_requested == 1

@@ -215,6 +215,7 @@ def test_server_errors_are_retried_then_fail_the_sync(engine, warehouse_url, sim
     assert result.sync_status == FAILED
     log = _log_rows(engine)[-1]
     assert "failed after 4 attempts" in log.error_message and "HTTP 500" in log.error_message
+    assert log.api_calls == 4  # every attempt counts against the company's rate limit
     assert api_key not in caplog.text and api_key not in "\n".join(str(e) for e in instance.all_logs(result.run_id))
 
 

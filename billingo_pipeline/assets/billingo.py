@@ -8,16 +8,25 @@ the others, and materializations are recorded per company partition for those th
 
 Selecting only ``billingo_invoices``/``billingo_invoice_items`` re-normalizes what is already
 stored without calling Billingo. Invoices and items are always written together.
+
+After each company's sync its asset checks (checks.py) are evaluated and stored with its sync-log
+row, and its materializations carry its health and key metrics (health.py); the step reports one
+result per check for all its companies. A range run (the daily schedule's chunks, backfills)
+skips a company disabled since the run was requested instead of failing.
 """
 
 from collections.abc import Iterator, Mapping
 
 import dagster as dg
+from sqlalchemy.exc import SQLAlchemyError
 
+from ..checks import SYNC_CHECK_SPECS, StepChecks
+from ..health import sync_operations_metadata
 from ..partitions import company_partitions
 from ..resources import BillingoResource, WarehouseResource
 from ..sync import CompanySyncError, CompanySyncResult, sync_company
-from ..warehouse.companies import CompanyError, get_company
+from ..warehouse.companies import CompanyError, CompanyNotSyncableError, UnknownCompanyError, get_company
+from ..warehouse.sync_log import SyncAlreadyRunningError
 
 TRIGGER_TAG = "billingo/trigger"
 GROUP = "billingo"
@@ -51,8 +60,12 @@ def _errors_table(errors: list[dict], limit: int = 20) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def _materializations(result: CompanySyncResult, selected: set[dg.AssetKey]) -> Iterator[dg.AssetMaterialization]:
+def _materializations(
+    result: CompanySyncResult, selected: set[dg.AssetKey], operations: Mapping[str, dg.MetadataValue] | None = None
+) -> Iterator[dg.AssetMaterialization]:
     common = {"company": result.company, "sync_log_id": dg.MetadataValue.int(result.sync_id), "sync_status": result.status}
+    # Health and key metrics (plottable per company over time): on the invoices, else on the raw documents.
+    operations = dict(operations or {})
     if RAW in selected and result.fetch is not None:
         fetch = result.fetch
         yield dg.AssetMaterialization(
@@ -67,6 +80,7 @@ def _materializations(result: CompanySyncResult, selected: set[dg.AssetKey]) -> 
                 "marked_missing": dg.MetadataValue.int(fetch.marked_missing),
                 "unusable_documents": dg.MetadataValue.int(len(fetch.errors)),
                 "duration_seconds": dg.MetadataValue.float(round(fetch.duration_seconds, 3)),
+                **(operations if INVOICES not in selected else {}),
             },
         )
     normalized = result.normalize
@@ -88,6 +102,7 @@ def _materializations(result: CompanySyncResult, selected: set[dg.AssetKey]) -> 
                 "restored": dg.MetadataValue.int(normalized.restored),
                 "duration_seconds": dg.MetadataValue.float(round(normalized.duration_seconds, 3)),
                 **({"errors": _errors_table(normalized.errors)} if normalized.errors else {}),
+                **operations,
             },
         )
     if ITEMS in selected:
@@ -128,16 +143,24 @@ def _materializations(result: CompanySyncResult, selected: set[dg.AssetKey]) -> 
     partitions_def=company_partitions,
     can_subset=True,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=COMPANIES_PER_RUN),
+    # Data-quality checks, evaluated per company after its sync and aggregated per step (checks.py).
+    check_specs=SYNC_CHECK_SPECS,
 )
 def billingo_sync(
     context: dg.AssetExecutionContext, billingo: BillingoResource, warehouse: WarehouseResource
-) -> Iterator[dg.AssetMaterialization]:
+) -> Iterator[dg.AssetMaterialization | dg.MaterializeResult | dg.AssetCheckResult]:
     engine = warehouse.get_engine()
     selected = set(context.selected_asset_keys)
     fetch = RAW in selected
     trigger = sync_trigger(context.run.tags)
+    slugs = context.partition_keys
+    # A run of several companies (a schedule chunk, a backfill range) may hold a company disabled
+    # or removed since the run was requested: it is skipped with a log line. One company asked
+    # for explicitly still fails with the reason.
+    skip_unsyncable = len(slugs) > 1 or trigger == "schedule"
+    step_checks = StepChecks(engine, context.selected_asset_check_keys, context.run.run_id)
     failures: dict[str, str] = {}
-    for slug in context.partition_keys:
+    for slug in slugs:
         try:
             company = get_company(engine, slug)
             result = sync_company(
@@ -147,7 +170,14 @@ def billingo_sync(
                 trigger=trigger,
                 open_client=(lambda c: billingo.client_for(c, logger=context.log)) if fetch else None,
             )
-        except (CompanyError, CompanySyncError) as exc:
+        except (CompanyNotSyncableError, UnknownCompanyError) as exc:
+            if skip_unsyncable:
+                context.log.warning(f"company '{slug}': skipped, not synced in this run: {exc}")
+                continue
+            failures[slug] = str(exc)
+            context.log.error(f"company '{slug}': sync failed: {exc}")
+            continue
+        except (CompanyError, CompanySyncError, SyncAlreadyRunningError) as exc:
             failures[slug] = str(exc)
             context.log.error(f"company '{slug}': sync failed: {exc}")
             continue
@@ -156,7 +186,20 @@ def billingo_sync(
         for note in result.fetch.notes if result.fetch else []:
             context.log.warning(f"company '{slug}': {note}")
         context.log.info(f"company '{slug}': sync {result.status}")
-        yield from _materializations(result, selected)
+        operations: dict[str, dg.MetadataValue] = {}
+        try:
+            step_checks.after_sync(slug, company.id, result.sync_id)
+            operations = sync_operations_metadata(engine, company_id=company.id, company_slug=slug, sync_id=result.sync_id)
+        except SQLAlchemyError as exc:  # the sync itself is recorded; its checks/metrics are extras
+            context.log.warning(f"company '{slug}': checks or metrics not recorded: {type(exc).__name__}: {exc}")
+        for materialization in _materializations(result, selected, operations):
+            if len(slugs) == 1:
+                # A one-company run yields real outputs, so assets downstream of the sync (the aging
+                # report) run in the same job instead of being skipped.
+                yield dg.MaterializeResult(asset_key=materialization.asset_key, metadata=materialization.metadata)
+            else:
+                yield materialization
+    yield from step_checks.results()
     if failures:
         # `from None` and key-free messages: nothing secret reaches the event log.
         raise dg.Failure(

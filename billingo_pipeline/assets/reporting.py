@@ -6,8 +6,9 @@ figures as plottable numbers (their history is charted by the UI across material
 
 Like ``billingo_sync`` it takes a range of company partitions per run and records one
 materialization per company, so it is a one-spec multi-asset yielding ``AssetMaterialization``s.
-It cannot run downstream of the sync inside the sync's own run (the sync's outputs count as
-skipped there); an eager automation condition requests it after each sync instead.
+It is part of ``billingo_sync_job`` and runs right after a one-company sync in the same run. In a
+multi-company run the sync records per-company events rather than outputs, so Dagster skips this
+step there; the eager automation condition then requests it once those syncs are materialized.
 """
 
 import base64

@@ -146,6 +146,15 @@ sync_log = sa.Table(
     sa.Column("check_results", JsonDocument, nullable=True, comment="asset-check outcomes"),
     sa.UniqueConstraint("company_id", "run_id"),
     sa.Index(None, "company_id", "started_at"),
+    # One sync per company at a time, whatever the run layout (single partitions, ranges, the CLI):
+    # a second RUNNING row for the same company cannot exist (sync_log.start_sync explains).
+    sa.Index(
+        "ux_sync_log_company_id_running",
+        "company_id",
+        unique=True,
+        sqlite_where=sa.text("status = 'RUNNING'"),
+        postgresql_where=sa.text("status = 'RUNNING'"),
+    ),
 )
 
 billingo_documents_raw = sa.Table(

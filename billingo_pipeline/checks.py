@@ -1,0 +1,460 @@
+"""Asset checks of the Billingo sync: computed per company, stored with its sync-log row, shown in Dagster.
+
+How the checks map to Dagster
+- They are ``check_specs`` of the ``billingo_sync`` multi-asset (``SYNC_CHECK_SPECS``), so the UI
+  lists them on the assets they judge and every sync step evaluates the selected ones. The checks
+  are not partitioned (``asset_check(partitions_def=...)`` is a preview API): one step syncs one
+  or many companies, so each check yields one ``AssetCheckResult`` per step that aggregates the
+  step's companies: passed only when every company passed, severity ERROR when any failing company
+  is at ERROR (else WARN), metadata naming the failing companies and the figures.
+- Each company's own outcome is stored in its sync-log row (``sync_log.check_results``, one JSON
+  entry per check), so SQL sees per company what the UI shows per step.
+- Freshness (age of the last successful sync) changes without any sync running, so it is also
+  evaluated outside runs: the ``billingo_sync_health_report`` sensor reports it as a runless
+  ``AssetCheckEvaluation`` of the same check (and stores each company's result in its newest
+  sync-log row). Freshness always judges every syncable company, whoever evaluates it.
+
+Every figure is computed by plain functions over the warehouse (SQLAlchemy, both dialects), which
+the tests call directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from .billingo_client import MAX_PER_PAGE
+from .health import RED_AFTER_HOURS, YELLOW_AFTER_HOURS
+from .warehouse.companies import list_companies
+from .warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
+from .warehouse.sync_log import COMPLETED, PARTIAL, record_check_results, utcnow
+
+# The assets of billingo_sync (assets/billingo.py imports this module, not the other way round).
+RAW = dg.AssetKey("billingo_documents_raw")
+INVOICES = dg.AssetKey("billingo_invoices")
+ITEMS = dg.AssetKey("billingo_invoice_items")
+
+WARN, ERROR = "WARN", "ERROR"
+SEVERITIES = {WARN: dg.AssetCheckSeverity.WARN, ERROR: dg.AssetCheckSeverity.ERROR}
+
+ITEMS_ADD_UP = "items_add_up_to_totals"
+UNIQUE_IDS = "unique_ids_and_invoice_numbers"
+PARTNER_NAME = "partner_name_present"
+ERROR_RATE = "error_rate_below_1_percent"
+INVOICES_PER_CALL = "invoices_per_api_call_at_least_50"
+FRESHNESS = "last_successful_sync_fresh"
+
+MAX_ERROR_RATE = 0.01  # the seed's target: under 1%
+MIN_INVOICES_PER_CALL = 50  # the seed's alert
+# Billingo's cash rounding (settings.round); "none" rounds to the currency's minor unit.
+CASH_ROUNDING_UNITS = {"one": Decimal(1), "five": Decimal(5), "ten": Decimal(10)}
+# Billingo states HUF amounts in whole forints; the other zero-decimal ISO 4217 currencies too.
+ZERO_DECIMAL_CURRENCIES = frozenset({"HUF", "JPY", "KRW", "ISK", "CLP", "VND"})
+# Documents that may lack a partner: drafts are unfinished, receipts can be anonymous.
+PARTNER_OPTIONAL_TYPES = ("draft", "draft_offer", "draft_order_form", "draft_waybill", "receipt", "receipt_cancellation")
+MAX_EXAMPLES = 5
+MAX_TABLE_ROWS = 50
+
+
+@dataclass(frozen=True)
+class CheckDefinition:
+    name: str
+    asset_key: dg.AssetKey
+    severity: str  # of a failure (freshness decides per company: WARN or ERROR)
+    description: str
+    headline: str  # the figure the aggregated result shows
+    combine: str  # how the headline combines over companies: sum | max | min
+
+    @property
+    def key(self) -> dg.AssetCheckKey:
+        return dg.AssetCheckKey(self.asset_key, self.name)
+
+
+CHECKS: dict[str, CheckDefinition] = {
+    d.name: d
+    for d in (
+        CheckDefinition(
+            ITEMS_ADD_UP, ITEMS, ERROR,
+            "Every invoice's item gross amounts add up to its gross_total, within the document's cash "
+            "rounding (settings.round one/five/ten: half of 1/5/10 forint) or else half a minor unit of "
+            "its currency (HUF: whole forints, so 0.5).",
+            "mismatching_invoices", "sum",
+        ),
+        CheckDefinition(
+            UNIQUE_IDS, INVOICES, ERROR,
+            "No Billingo document id twice (raw documents and invoices) and no invoice number twice, per company.",
+            "duplicates", "sum",
+        ),
+        CheckDefinition(
+            PARTNER_NAME, INVOICES, ERROR,
+            "Every document has a partner name (drafts and receipts, which may be anonymous, excepted).",
+            "documents_without_partner_name", "sum",
+        ),
+        CheckDefinition(
+            ERROR_RATE, INVOICES, WARN,
+            "Documents that could not be used are under 1% of the sync's documents (the seed's target).",
+            "error_rate", "max",
+        ),
+        CheckDefinition(
+            INVOICES_PER_CALL, RAW, WARN,
+            "At least 50 documents per Billingo API call (the seed's alert), unless the sync made no more "
+            "calls than its document count needs (ceil(documents / 100)): a small company cannot do better.",
+            "invoices_per_api_call", "min",
+        ),
+        CheckDefinition(
+            FRESHNESS, INVOICES, ERROR,
+            "Every syncable company's last successful sync (COMPLETED or PARTIAL) ended less than 24 h ago; "
+            "24-48 h is a WARN, older or never an ERROR.",
+            "oldest_last_success_hours", "max",
+        ),
+    )
+}
+
+SYNC_CHECK_SPECS = [dg.AssetCheckSpec(d.name, asset=d.asset_key, description=d.description) for d in CHECKS.values()]
+
+
+@dataclass(frozen=True)
+class CompanyCheck:
+    """One check's outcome for one company."""
+
+    name: str
+    passed: bool
+    severity: str
+    description: str
+    figures: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self, evaluated_at: dt.datetime) -> dict:
+        return {
+            "passed": self.passed,
+            "severity": self.severity,
+            "description": self.description,
+            "figures": dict(self.figures),
+            "evaluated_at": evaluated_at.isoformat(),
+        }
+
+
+def _outcome(name: str, passed: bool, description: str, severity: str | None = None, **figures) -> CompanyCheck:
+    return CompanyCheck(name, passed, severity or CHECKS[name].severity, description, figures)
+
+
+# --- the checks, per company ------------------------------------------------------------------
+
+
+def allowed_difference(currency: str | None, rounding: str | None) -> Decimal:
+    """How far an invoice's gross may be from its items' gross sum: half the rounding unit."""
+    unit = CASH_ROUNDING_UNITS.get((rounding or "").lower())
+    if unit is None:
+        unit = Decimal(1) if (currency or "").upper() in ZERO_DECIMAL_CURRENCIES else Decimal("0.01")
+    return unit / 2
+
+
+def check_items_add_up(conn: Connection, company_id: int) -> CompanyCheck:
+    # Summed in Python: SQLite stores money as decimal text, and SUM() over it would be a float.
+    item_sums: dict[int, Decimal] = defaultdict(Decimal)
+    items = sa.select(billingo_invoice_items.c.document_id, billingo_invoice_items.c.gross_amount).where(
+        billingo_invoice_items.c.company_id == company_id
+    )
+    for document_id, gross in conn.execute(items):
+        item_sums[document_id] += gross or Decimal(0)
+    invoices = sa.select(
+        billingo_invoices.c.document_id,
+        billingo_invoices.c.invoice_number,
+        billingo_invoices.c.gross_total,
+        billingo_invoices.c.currency,
+        billingo_invoices.c.rounding,
+    ).where(billingo_invoices.c.company_id == company_id, billingo_invoices.c.gross_total.is_not(None))
+    checked = 0
+    mismatches = []
+    for row in conn.execute(invoices):
+        checked += 1
+        items_gross = item_sums.get(row.document_id, Decimal(0))
+        difference = row.gross_total - items_gross
+        if abs(difference) > allowed_difference(row.currency, row.rounding):
+            mismatches.append(
+                f"{row.invoice_number or row.document_id}: gross_total {row.gross_total.normalize():f} vs items "
+                f"{items_gross.normalize():f} {row.currency or ''} (rounding {row.rounding or 'none'})".rstrip()
+            )
+    if mismatches:
+        description = f"{len(mismatches)} of {checked} invoices: items do not add up to the gross total"
+    else:
+        description = f"all {checked} invoices add up"
+    return _outcome(
+        ITEMS_ADD_UP, not mismatches, description,
+        invoices_checked=checked, mismatching_invoices=len(mismatches), examples=mismatches[:MAX_EXAMPLES],
+    )
+
+
+def _duplicated(conn: Connection, column: sa.Column, company_id: int, *conditions) -> list:
+    table = column.table
+    query = (
+        sa.select(column)
+        .where(table.c.company_id == company_id, *conditions)
+        .group_by(column)
+        .having(sa.func.count() > 1)
+        .order_by(column)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def check_unique_ids(conn: Connection, company_id: int) -> CompanyCheck:
+    ids = sorted(
+        set(_duplicated(conn, billingo_invoices.c.document_id, company_id))
+        | set(_duplicated(conn, billingo_documents_raw.c.document_id, company_id))
+    )
+    numbers = _duplicated(
+        conn, billingo_invoices.c.invoice_number, company_id,
+        billingo_invoices.c.invoice_number.is_not(None), billingo_invoices.c.invoice_number != "",
+    )
+    problems = [f"document id {i}" for i in ids[:MAX_EXAMPLES]] + [f"invoice number {n}" for n in numbers[:MAX_EXAMPLES]]
+    passed = not ids and not numbers
+    description = (
+        "no duplicate Billingo ids or invoice numbers"
+        if passed
+        else f"{len(ids)} duplicate Billingo id(s), {len(numbers)} duplicate invoice number(s)"
+    )
+    return _outcome(
+        UNIQUE_IDS, passed, description,
+        duplicates=len(ids) + len(numbers), duplicate_document_ids=len(ids), duplicate_invoice_numbers=len(numbers),
+        examples=problems[:MAX_EXAMPLES],
+    )
+
+
+def check_partner_names(conn: Connection, company_id: int) -> CompanyCheck:
+    i = billingo_invoices
+    needs_partner = sa.or_(i.c.document_type.is_(None), i.c.document_type.not_in(PARTNER_OPTIONAL_TYPES))
+    missing_name = sa.or_(i.c.partner_name.is_(None), sa.func.trim(i.c.partner_name) == "")
+    base = sa.select(i.c.invoice_number, i.c.document_id).where(i.c.company_id == company_id, needs_partner)
+    checked = conn.execute(sa.select(sa.func.count()).select_from(base.subquery())).scalar_one()
+    missing = conn.execute(base.where(missing_name).order_by(i.c.document_id)).all()
+    passed = not missing
+    description = (
+        f"all {checked} documents name their partner"
+        if passed
+        else f"{len(missing)} of {checked} documents have no partner name"
+    )
+    return _outcome(
+        PARTNER_NAME, passed, description,
+        documents_checked=checked, documents_without_partner_name=len(missing),
+        examples=[r.invoice_number or str(r.document_id) for r in missing[:MAX_EXAMPLES]],
+    )
+
+
+def check_error_rate(sync_row) -> CompanyCheck:
+    processed, failed = sync_row.invoices_processed or 0, sync_row.invoices_failed or 0
+    rate = failed / processed if processed else 0.0
+    passed = rate < MAX_ERROR_RATE
+    description = f"{failed} of {processed} documents failed ({rate:.2%}; target under {MAX_ERROR_RATE:.0%})"
+    return _outcome(
+        ERROR_RATE, passed, description,
+        documents_processed=processed, documents_failed=failed, error_rate=round(rate, 6),
+    )
+
+
+def check_invoices_per_api_call(sync_row) -> CompanyCheck:
+    calls, documents = sync_row.api_calls or 0, sync_row.documents_fetched or 0
+    if calls == 0:
+        return _outcome(INVOICES_PER_CALL, True, "no Billingo API call in this sync", api_calls=0, documents_fetched=documents)
+    per_call = documents / calls
+    calls_needed = max(1, math.ceil(documents / MAX_PER_PAGE))
+    passed = per_call >= MIN_INVOICES_PER_CALL or calls <= calls_needed
+    description = (
+        f"{per_call:.1f} documents per API call ({documents} documents, {calls} calls, {calls_needed} needed at "
+        f"{MAX_PER_PAGE} per page; alert under {MIN_INVOICES_PER_CALL})"
+    )
+    return _outcome(
+        INVOICES_PER_CALL, passed, description,
+        api_calls=calls, documents_fetched=documents, calls_needed=calls_needed, invoices_per_api_call=round(per_call, 3),
+    )
+
+
+def check_freshness(last_success_at: dt.datetime | None, now: dt.datetime) -> CompanyCheck:
+    if last_success_at is None:
+        return _outcome(FRESHNESS, False, "never synced successfully", ERROR, last_success_at=None, last_success_hours=None)
+    hours = (now - last_success_at).total_seconds() / 3600
+    figures = {"last_success_at": last_success_at.isoformat(), "last_success_hours": round(hours, 3)}
+    if hours > RED_AFTER_HOURS:
+        return _outcome(FRESHNESS, False, f"last successful sync {hours:.1f} h ago (over {RED_AFTER_HOURS} h)", ERROR, **figures)
+    if hours >= YELLOW_AFTER_HOURS:
+        return _outcome(
+            FRESHNESS, False, f"last successful sync {hours:.1f} h ago ({YELLOW_AFTER_HOURS}-{RED_AFTER_HOURS} h)", WARN, **figures
+        )
+    return _outcome(FRESHNESS, True, f"last successful sync {hours:.1f} h ago", WARN, **figures)
+
+
+@dataclass(frozen=True)
+class FreshnessOutcome:
+    company_id: int
+    check: CompanyCheck
+
+
+def freshness_by_company(engine: Engine, *, now: dt.datetime | None = None) -> dict[str, FreshnessOutcome]:
+    """Freshness of every syncable company (flag on, active, key configured), by slug."""
+    now = now or utcnow()
+    syncable = [c for c in list_companies(engine) if c.sync_allowed and c.has_api_key]
+    with engine.connect() as conn:
+        last_success = dict(
+            conn.execute(
+                sa.select(sync_log.c.company_id, sa.func.max(sync_log.c.finished_at))
+                .where(sync_log.c.status.in_((COMPLETED, PARTIAL)))
+                .group_by(sync_log.c.company_id)
+            ).all()
+        )
+    return {c.slug: FreshnessOutcome(c.id, check_freshness(last_success.get(c.id), now)) for c in syncable}
+
+
+SYNC_ROW_CHECKS = {ERROR_RATE: check_error_rate, INVOICES_PER_CALL: check_invoices_per_api_call}
+DATA_CHECKS = {ITEMS_ADD_UP: check_items_add_up, UNIQUE_IDS: check_unique_ids, PARTNER_NAME: check_partner_names}
+
+
+def evaluate_company_checks(engine: Engine, company_id: int, sync_id: int, names: AbstractSet[str]) -> dict[str, CompanyCheck]:
+    """The per-sync checks in ``names`` (freshness excluded: see ``freshness_by_company``).
+
+    A check that cannot be computed fails at ERROR with the reason instead of failing the sync,
+    which has already been recorded by then.
+    """
+    outcomes: dict[str, CompanyCheck] = {}
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(sync_log).where(sync_log.c.id == sync_id)).one()
+        for name in CHECKS:
+            if name not in names or name == FRESHNESS:
+                continue
+            try:
+                if name in SYNC_ROW_CHECKS:
+                    outcomes[name] = SYNC_ROW_CHECKS[name](row)
+                else:
+                    outcomes[name] = DATA_CHECKS[name](conn, company_id)
+            except sa.exc.SQLAlchemyError as exc:
+                conn.rollback()
+                outcomes[name] = _outcome(name, False, f"could not be evaluated: {type(exc).__name__}: {str(exc).splitlines()[0]}", ERROR)
+    return outcomes
+
+
+def store_company_checks(engine: Engine, sync_id: int, outcomes: Mapping[str, CompanyCheck], evaluated_at: dt.datetime | None = None) -> None:
+    evaluated_at = evaluated_at or utcnow()
+    record_check_results(engine, sync_id, {name: check.to_json(evaluated_at) for name, check in outcomes.items()})
+
+
+def newest_sync_ids(engine: Engine, company_ids: AbstractSet[int]) -> dict[int, int]:
+    """Each company's newest sync-log row (where the freshness sensor stores its outcome)."""
+    if not company_ids:
+        return {}
+    with engine.connect() as conn:
+        return dict(
+            conn.execute(
+                sa.select(sync_log.c.company_id, sa.func.max(sync_log.c.id))
+                .where(sync_log.c.company_id.in_(sorted(company_ids)))
+                .group_by(sync_log.c.company_id)
+            ).all()
+        )
+
+
+# --- aggregation for Dagster ------------------------------------------------------------------
+
+
+def _combine(definition: CheckDefinition, outcomes: Mapping[str, CompanyCheck]):
+    figure = "last_success_hours" if definition.name == FRESHNESS else definition.headline
+    values = [o.figures.get(figure) for o in outcomes.values()]
+    values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not values:
+        return None
+    return {"sum": sum, "max": max, "min": min}[definition.combine](values)
+
+
+def aggregate(name: str, outcomes: Mapping[str, CompanyCheck]) -> dict[str, Any]:
+    """passed / severity / description / metadata of one check over several companies."""
+    definition = CHECKS[name]
+    failing = {slug: o for slug, o in sorted(outcomes.items()) if not o.passed}
+    severity = ERROR if any(o.severity == ERROR for o in failing.values()) else (WARN if failing else definition.severity)
+    if failing:
+        shown = "; ".join(f"{slug}: {o.description}" for slug, o in list(failing.items())[:MAX_EXAMPLES])
+        more = f"; and {len(failing) - MAX_EXAMPLES} more" if len(failing) > MAX_EXAMPLES else ""
+        description = f"{len(failing)} of {len(outcomes)} companies fail. {shown}{more}"
+    elif len(outcomes) == 1:
+        description = next(iter(outcomes.values())).description
+    else:
+        description = f"all {len(outcomes)} companies pass"
+    metadata: dict[str, Any] = {
+        "companies_checked": dg.MetadataValue.int(len(outcomes)),
+        "companies_failing": dg.MetadataValue.int(len(failing)),
+        "failing_companies": dg.MetadataValue.json(sorted(failing)),
+    }
+    headline = _combine(definition, outcomes)
+    if headline is not None:
+        metadata[definition.headline] = (
+            dg.MetadataValue.int(headline) if isinstance(headline, int) else dg.MetadataValue.float(float(headline))
+        )
+    if name == FRESHNESS:
+        metadata["never_synced_companies"] = dg.MetadataValue.int(
+            sum(1 for o in outcomes.values() if o.figures.get("last_success_hours") is None)
+        )
+    rows = failing or (outcomes if len(outcomes) <= MAX_TABLE_ROWS else {})
+    if rows:
+        table = ["| company | result | severity | details |", "| --- | --- | --- | --- |"]
+        for slug, o in list(rows.items())[:MAX_TABLE_ROWS]:
+            examples = ", ".join(map(str, o.figures.get("examples") or []))
+            table.append(
+                f"| {slug} | {'pass' if o.passed else 'FAIL'} | {o.severity if not o.passed else '-'} | "
+                f"{(o.description + (': ' + examples if examples else '')).replace('|', '/')} |"
+            )
+        if len(rows) > MAX_TABLE_ROWS:
+            table.append(f"| ... | | | {len(rows) - MAX_TABLE_ROWS} more in sync_log.check_results |")
+        metadata["companies"] = dg.MetadataValue.md("\n".join(table))
+    return {"passed": not failing, "severity": SEVERITIES[severity], "description": description, "metadata": metadata}
+
+
+def check_result(name: str, outcomes: Mapping[str, CompanyCheck]) -> dg.AssetCheckResult:
+    definition = CHECKS[name]
+    return dg.AssetCheckResult(asset_key=definition.asset_key, check_name=name, **aggregate(name, outcomes))
+
+
+def check_evaluation(name: str, outcomes: Mapping[str, CompanyCheck]) -> dg.AssetCheckEvaluation:
+    """The same, as a runless evaluation a sensor reports."""
+    definition = CHECKS[name]
+    return dg.AssetCheckEvaluation(asset_key=definition.asset_key, check_name=name, **aggregate(name, outcomes))
+
+
+class StepChecks:
+    """The checks of one billingo_sync step: evaluated per company, stored, aggregated at the end."""
+
+    def __init__(self, engine: Engine, selected: AbstractSet[dg.AssetCheckKey], run_id: str):
+        self.engine = engine
+        self.run_id = run_id
+        self.names = {name for name, d in CHECKS.items() if d.key in selected}
+        self.outcomes: dict[str, dict[str, CompanyCheck]] = defaultdict(dict)
+
+    def after_sync(self, slug: str, company_id: int, sync_id: int) -> dict[str, CompanyCheck]:
+        outcomes = evaluate_company_checks(self.engine, company_id, sync_id, self.names)
+        store_company_checks(self.engine, sync_id, outcomes)
+        for name, outcome in outcomes.items():
+            self.outcomes[name][slug] = outcome
+        return outcomes
+
+    def results(self) -> Iterator[dg.AssetCheckResult]:
+        """One result per selected check that has something to judge; freshness over every
+        syncable company, stored in the rows this run wrote."""
+        if FRESHNESS in self.names:
+            now = utcnow()
+            freshness = freshness_by_company(self.engine, now=now)
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(sync_log.c.id, sync_log.c.company_id).where(sync_log.c.run_id == self.run_id)
+                ).all()
+            by_company = {f.company_id: f.check for f in freshness.values()}
+            for row in rows:
+                if row.company_id in by_company:
+                    store_company_checks(self.engine, row.id, {FRESHNESS: by_company[row.company_id]}, now)
+            if freshness:
+                self.outcomes[FRESHNESS] = {slug: f.check for slug, f in freshness.items()}
+        for name in CHECKS:
+            if name in self.names and self.outcomes.get(name):
+                yield check_result(name, self.outcomes[name])

@@ -1,0 +1,420 @@
+"""Sync health per company (GREEN / YELLOW / RED, with the reasons) and the sync's key metrics.
+
+The rules, exactly as the seed states them, over the companies the pipeline is meant to sync
+(BILLINGO_SYNC flag on and active; a disabled company has no health to watch):
+
+============  =====================  ==========================  ==================
+indicator     GREEN                  YELLOW                      RED
+============  =====================  ==========================  ==================
+API key       configured                                         not configured
+sync age      < 24 h                 24-48 h                     > 48 h, or never
+last status   COMPLETED              PARTIAL                     FAILED
+errors        none                   some                        all
+============  =====================  ==========================  ==================
+
+- *sync age* is the age of the last *successful* sync (COMPLETED or PARTIAL), measured from its
+  end (when its data had landed); a company that never synced successfully is RED.
+- *last status* and *errors* come from the newest finished sync (a RUNNING one is shown, not
+  judged): errors are its failed documents out of its processed ones.
+- RED when any RED condition holds, else YELLOW when any YELLOW one does, else GREEN. Every
+  condition that holds is listed as a reason, RED ones first.
+
+``company_health`` is the single source of the CLI table and of the Dagster UI metadata. The
+warehouse view ``sync_health`` (migration 0003) states the same rules in SQL for analysts; a test
+keeps the two equal on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import click
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from .warehouse.schema import companies, sync_log
+from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, RUNNING, utcnow
+
+GREEN, YELLOW, RED = "GREEN", "YELLOW", "RED"
+HEALTH_LEVELS = {GREEN: 0, YELLOW: 1, RED: 2}
+YELLOW_AFTER_HOURS = 24
+RED_AFTER_HOURS = 48
+SUCCESSFUL = (COMPLETED, PARTIAL)
+
+# Reason texts, identical to the ones the sync_health view writes.
+NO_KEY = "no API key configured"
+NEVER_SYNCED = "never synced successfully"
+STALE_RED = "last successful sync more than 48 h ago"
+LAST_FAILED = "last sync FAILED"
+ALL_ERRORS = "every document failed in the last sync"
+STALE_YELLOW = "last successful sync 24-48 h ago"
+LAST_PARTIAL = "last sync PARTIAL"
+SOME_ERRORS = "some documents failed in the last sync"
+
+METRICS_WINDOW = dt.timedelta(days=30)
+SYNC_HEALTH = dg.AssetKey("billingo_sync_health")
+OPERATIONS_GROUP = "billingo_operations"
+# Per-company numeric entries on the health asset (plottable per company); beyond this many
+# companies the markdown table and the fleet figures carry the information.
+MAX_PER_COMPANY_METADATA = 200
+
+
+@dataclass(frozen=True)
+class CompanyHealth:
+    company_id: int
+    company_slug: str
+    company_name: str
+    key_configured: bool
+    health: str
+    reasons: tuple[str, ...]
+    last_sync_status: str | None
+    last_sync_started_at: dt.datetime | None
+    last_sync_finished_at: dt.datetime | None
+    last_success_at: dt.datetime | None
+    last_success_age_hours: float | None
+    last_sync_documents: int | None
+    last_sync_failed_documents: int | None
+    last_sync_errors: str | None  # none | some | all (None: never finished a sync)
+    last_sync_error_message: str | None
+    running_since: dt.datetime | None
+
+    @property
+    def level(self) -> int:
+        return HEALTH_LEVELS[self.health]
+
+
+def errors_level(status: str | None, processed: int | None, failed: int | None) -> str | None:
+    if status is None:
+        return None
+    if not failed:
+        return "none"
+    return "all" if failed >= (processed or 0) else "some"
+
+
+def evaluate_health(
+    *, key_configured: bool, last_success_age_hours: float | None, last_sync_status: str | None, last_sync_errors: str | None
+) -> tuple[str, tuple[str, ...]]:
+    """The seed's rules: (GREEN/YELLOW/RED, every reason that holds, RED ones first)."""
+    age = last_success_age_hours
+    red = [
+        reason
+        for holds, reason in (
+            (not key_configured, NO_KEY),
+            (age is None, NEVER_SYNCED),
+            (age is not None and age > RED_AFTER_HOURS, STALE_RED),
+            (last_sync_status == FAILED, LAST_FAILED),
+            (last_sync_errors == "all", ALL_ERRORS),
+        )
+        if holds
+    ]
+    yellow = [
+        reason
+        for holds, reason in (
+            (age is not None and YELLOW_AFTER_HOURS <= age <= RED_AFTER_HOURS, STALE_YELLOW),
+            (last_sync_status == PARTIAL, LAST_PARTIAL),
+            (last_sync_errors == "some", SOME_ERRORS),
+        )
+        if holds
+    ]
+    health = RED if red else YELLOW if yellow else GREEN
+    return health, tuple(red + yellow)
+
+
+def _facts_query(slugs: Sequence[str] | None) -> sa.Select:
+    finished = (
+        sa.select(
+            sync_log.c.company_id,
+            sync_log.c.status,
+            sync_log.c.started_at,
+            sync_log.c.finished_at,
+            sync_log.c.invoices_processed,
+            sync_log.c.invoices_failed,
+            sync_log.c.error_message,
+            sa.func.row_number()
+            .over(partition_by=sync_log.c.company_id, order_by=(sync_log.c.started_at.desc(), sync_log.c.id.desc()))
+            .label("recency"),
+        )
+        .where(sync_log.c.status != RUNNING)
+        .subquery("finished")
+    )
+    last_success = (
+        sa.select(sync_log.c.company_id, sa.func.max(sync_log.c.finished_at).label("finished_at"))
+        .where(sync_log.c.status.in_(SUCCESSFUL))
+        .group_by(sync_log.c.company_id)
+        .subquery("last_success")
+    )
+    running = (
+        sa.select(sync_log.c.company_id, sa.func.min(sync_log.c.started_at).label("started_at"))
+        .where(sync_log.c.status == RUNNING)
+        .group_by(sync_log.c.company_id)
+        .subquery("running")
+    )
+    query = (
+        sa.select(
+            companies.c.id,
+            companies.c.slug,
+            companies.c.name,
+            companies.c.api_key_encrypted.is_not(None).label("key_configured"),
+            finished.c.status,
+            finished.c.started_at,
+            finished.c.finished_at,
+            finished.c.invoices_processed,
+            finished.c.invoices_failed,
+            finished.c.error_message,
+            last_success.c.finished_at.label("last_success_at"),
+            running.c.started_at.label("running_since"),
+        )
+        .select_from(
+            companies.outerjoin(finished, sa.and_(finished.c.company_id == companies.c.id, finished.c.recency == 1))
+            .outerjoin(last_success, last_success.c.company_id == companies.c.id)
+            .outerjoin(running, running.c.company_id == companies.c.id)
+        )
+        .where(companies.c.billingo_sync_enabled.is_(True), companies.c.is_active.is_(True))
+        .order_by(companies.c.slug)
+    )
+    if slugs is not None:
+        query = query.where(companies.c.slug.in_(list(slugs)))
+    return query
+
+
+def _hours(delta: dt.timedelta) -> float:
+    return delta.total_seconds() / 3600
+
+
+def company_health(engine: Engine, *, now: dt.datetime | None = None, slugs: Sequence[str] | None = None) -> list[CompanyHealth]:
+    """Health of every company with sync enabled (or of ``slugs``), ordered by slug."""
+    now = now or utcnow()
+    with engine.connect() as conn:
+        rows = conn.execute(_facts_query(slugs)).all()
+    result = []
+    for row in rows:
+        age = _hours(now - row.last_success_at) if row.last_success_at is not None else None
+        errors = errors_level(row.status, row.invoices_processed, row.invoices_failed)
+        health, reasons = evaluate_health(
+            key_configured=bool(row.key_configured), last_success_age_hours=age, last_sync_status=row.status, last_sync_errors=errors
+        )
+        result.append(
+            CompanyHealth(
+                company_id=row.id,
+                company_slug=row.slug,
+                company_name=row.name,
+                key_configured=bool(row.key_configured),
+                health=health,
+                reasons=reasons,
+                last_sync_status=row.status,
+                last_sync_started_at=row.started_at,
+                last_sync_finished_at=row.finished_at,
+                last_success_at=row.last_success_at,
+                last_success_age_hours=age,
+                last_sync_documents=row.invoices_processed,
+                last_sync_failed_documents=row.invoices_failed,
+                last_sync_errors=errors,
+                last_sync_error_message=row.error_message,
+                running_since=row.running_since,
+            )
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class SyncMetrics:
+    """The seed's key metrics over a window of finished syncs (None: nothing to measure)."""
+
+    syncs: int
+    success_rate: float | None
+    median_duration_seconds: float | None
+    invoices_per_api_call: float | None
+    error_rate: float | None
+
+
+def sync_metrics(
+    engine: Engine, *, company_id: int | None = None, now: dt.datetime | None = None, window: dt.timedelta = METRICS_WINDOW
+) -> SyncMetrics:
+    """Success rate, median duration, invoices per API call and error rate of the finished syncs
+    started in the last ``window`` (of one company, or of all). The same formulas as the
+    ``sync_metrics`` view, which gives them per company and day."""
+    now = now or utcnow()
+    query = sa.select(
+        sync_log.c.status,
+        sync_log.c.duration_seconds,
+        sync_log.c.api_calls,
+        sync_log.c.documents_fetched,
+        sync_log.c.invoices_processed,
+        sync_log.c.invoices_failed,
+    ).where(sync_log.c.status != RUNNING, sync_log.c.started_at >= now - window)
+    if company_id is not None:
+        query = query.where(sync_log.c.company_id == company_id)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    if not rows:
+        return SyncMetrics(0, None, None, None, None)
+    durations = [r.duration_seconds for r in rows if r.duration_seconds is not None]
+    api_calls = sum(r.api_calls for r in rows)
+    processed = sum(r.invoices_processed for r in rows)
+    return SyncMetrics(
+        syncs=len(rows),
+        success_rate=sum(r.status in SUCCESSFUL for r in rows) / len(rows),
+        median_duration_seconds=float(statistics.median(durations)) if durations else None,
+        invoices_per_api_call=sum(r.documents_fetched for r in rows) / api_calls if api_calls else None,
+        error_rate=sum(r.invoices_failed for r in rows) / processed if processed else None,
+    )
+
+
+def metrics_metadata(metrics: SyncMetrics, *, suffix: str = "_30d") -> dict[str, dg.MetadataValue]:
+    """Numeric metadata the UI plots over time (only the figures that exist)."""
+    values = {
+        f"success_rate{suffix}": metrics.success_rate,
+        f"median_sync_duration_seconds{suffix}": metrics.median_duration_seconds,
+        f"invoices_per_api_call{suffix}": metrics.invoices_per_api_call,
+        f"error_rate{suffix}": metrics.error_rate,
+    }
+    return {key: dg.MetadataValue.float(round(value, 6)) for key, value in values.items() if value is not None}
+
+
+def company_health_metadata(health: CompanyHealth) -> dict[str, dg.MetadataValue]:
+    """Health of one company, for its partition's materialization."""
+    return {
+        "health": dg.MetadataValue.text(health.health),
+        "health_level": dg.MetadataValue.int(health.level),  # 0 GREEN, 1 YELLOW, 2 RED: plottable
+        "health_reasons": dg.MetadataValue.text("; ".join(health.reasons) or "-"),
+    }
+
+
+def _cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def health_markdown(rows: Iterable[CompanyHealth]) -> str:
+    lines = [
+        "| company | health | API key | last sync | last success (UTC) | age (h) | failed / processed | reasons |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for h in rows:
+        lines.append(
+            "| "
+            + " | ".join(
+                _cell(v)
+                for v in (
+                    h.company_slug,
+                    h.health,
+                    "yes" if h.key_configured else "no",
+                    (h.last_sync_status or "-") + (" (running now)" if h.running_since else ""),
+                    h.last_success_at.strftime("%Y-%m-%d %H:%M") if h.last_success_at else "never",
+                    f"{h.last_success_age_hours:.1f}" if h.last_success_age_hours is not None else "-",
+                    f"{h.last_sync_failed_documents} / {h.last_sync_documents}" if h.last_sync_status else "-",
+                    "; ".join(h.reasons) or "-",
+                )
+            )
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def health_report_metadata(rows: Sequence[CompanyHealth], fleet: SyncMetrics) -> dict[str, dg.MetadataValue]:
+    """Metadata of the ``billingo_sync_health`` asset: the table, the counts, plottable figures."""
+    counts = {level: sum(1 for h in rows if h.health == level) for level in (GREEN, YELLOW, RED)}
+    metadata: dict[str, dg.MetadataValue] = {
+        "companies": dg.MetadataValue.int(len(rows)),
+        "green": dg.MetadataValue.int(counts[GREEN]),
+        "yellow": dg.MetadataValue.int(counts[YELLOW]),
+        "red": dg.MetadataValue.int(counts[RED]),
+        "red_companies": dg.MetadataValue.json(sorted(h.company_slug for h in rows if h.health == RED)),
+        "health": dg.MetadataValue.md(health_markdown(rows)),
+        **metrics_metadata(fleet),
+    }
+    if len(rows) <= MAX_PER_COMPANY_METADATA:
+        for h in rows:
+            metadata[f"health_level/{h.company_slug}"] = dg.MetadataValue.int(h.level)
+    return metadata
+
+
+sync_health_asset = dg.AssetSpec(
+    SYNC_HEALTH,
+    deps=["billingo_invoices"],
+    group_name=OPERATIONS_GROUP,
+    kinds={"sql"},
+    description=(
+        "GREEN / YELLOW / RED sync health of every company with the reasons, and the fleet's key "
+        "metrics; reported by the billingo_sync_health_report sensor (no run), the same figures as "
+        "the sync_health view and `billingo-pipeline health`."
+    ),
+)
+
+
+def _health_frame(rows: Sequence[CompanyHealth]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "company": h.company_slug,
+                "health": h.health,
+                "api key": "yes" if h.key_configured else "no",
+                "last sync": (h.last_sync_status or "-") + ("*" if h.running_since else ""),
+                "last success (UTC)": h.last_success_at.strftime("%Y-%m-%d %H:%M") if h.last_success_at else "never",
+                "age (h)": f"{h.last_success_age_hours:.1f}" if h.last_success_age_hours is not None else "-",
+                "failed/processed": f"{h.last_sync_failed_documents}/{h.last_sync_documents}" if h.last_sync_status else "-",
+                "reasons": "; ".join(h.reasons) or "-",
+            }
+            for h in rows
+        ]
+    )
+
+
+@click.command("health")
+@click.argument("slugs", nargs=-1)
+def health_command(slugs: tuple[str, ...]) -> None:
+    """GREEN / YELLOW / RED sync health per company, with the reasons.
+
+    Exits 1 when any company is RED (for cron and monitoring), 2 when the warehouse cannot be
+    read or a named company has no sync enabled, 0 otherwise.
+    """
+    from .warehouse.engine import get_engine
+
+    url = click.get_current_context().obj.warehouse_url
+    try:
+        engine = get_engine(url)
+        rows = company_health(engine, slugs=list(slugs) or None)
+    except (sa.exc.SQLAlchemyError, sa.exc.ArgumentError) as exc:
+        shown = sa.make_url(url).render_as_string(hide_password=True)
+        click.echo(f"error: cannot read the warehouse at {shown}: {type(exc).__name__}: {str(exc).splitlines()[0]}", err=True)
+        sys.exit(2)
+    if missing := sorted(set(slugs) - {h.company_slug for h in rows}):
+        click.echo(f"error: no company with Billingo sync enabled and active named: {', '.join(missing)}", err=True)
+        sys.exit(2)
+    if not rows:
+        click.echo("no company has Billingo sync enabled.")
+        return
+    click.echo(_health_frame(rows).to_string(index=False))
+    counts = {level: sum(1 for h in rows if h.health == level) for level in (GREEN, YELLOW, RED)}
+    running = " (* = a sync is running now)" if any(h.running_since for h in rows) else ""
+    click.echo(f"\n{len(rows)} companies: {counts[GREEN]} GREEN, {counts[YELLOW]} YELLOW, {counts[RED]} RED{running}")
+    if counts[RED]:
+        sys.exit(1)
+
+
+def sync_operations_metadata(
+    engine: Engine, *, company_id: int, company_slug: str, sync_id: int, now: dt.datetime | None = None
+) -> dict[str, dg.MetadataValue]:
+    """Plottable figures for one company's materialization after a sync: this sync's invoices per
+    API call and error rate, the 30-day success rate / median duration / invoices per call / error
+    rate, and the company's health (text, level 0-2 and reasons)."""
+    now = now or utcnow()
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(sync_log.c.api_calls, sync_log.c.documents_fetched, sync_log.c.invoices_processed, sync_log.c.invoices_failed)
+            .where(sync_log.c.id == sync_id)
+        ).one()
+    metadata: dict[str, dg.MetadataValue] = {}
+    if row.api_calls:
+        metadata["invoices_per_api_call"] = dg.MetadataValue.float(round(row.documents_fetched / row.api_calls, 6))
+    if row.invoices_processed:
+        metadata["error_rate"] = dg.MetadataValue.float(round(row.invoices_failed / row.invoices_processed, 6))
+    metadata.update(metrics_metadata(sync_metrics(engine, company_id=company_id, now=now)))
+    for health in company_health(engine, now=now, slugs=[company_slug]):
+        metadata.update(company_health_metadata(health))
+    return metadata
