@@ -231,6 +231,24 @@ def _assert_no_secret(texts, *secrets):
 # --- the flows -------------------------------------------------------------------------------
 
 
+def _acme_with_action_on_page_two(engine, simulator, seed, action) -> str:
+    """Company 'acme' (120 documents, so several pages) whose sync runs ``action`` when Billingo is
+    asked for its second page: mid-sync, with the RUNNING row written. Returns its API key."""
+    api_key = generate_api_key(seed)
+    simulator.add_organization(api_key, name="Acme", seed=seed, document_count=120)
+    register_company(engine, "acme", "Acme Kft.", api_key, api_base_url=simulator.base_url)
+    pages = []
+
+    def on_request(request):
+        if request.path == "/v3/documents":
+            pages.append(request)
+            if len(pages) == 2:
+                action()
+
+    simulator.on_request(on_request)
+    return api_key
+
+
 def test_rejected_key_run_is_alerted_by_webhook_and_email(
     engine, warehouse_url, simulator, instance, fernet_key, alert_env, webhook, smtp_server
 ):
@@ -279,18 +297,7 @@ def test_run_interrupted_mid_sync_gets_its_running_row_failed_and_alerted(
     """The run worker dies while paging Billingo (SIGINT, as a stopped container gets): the step
     never finalizes its row, Dagster fails the run, and only the sensor can close the row."""
     sink, _ = smtp_server
-    api_key = generate_api_key(32)
-    simulator.add_organization(api_key, name="Acme", seed=32, document_count=120)
-    register_company(engine, "acme", "Acme Kft.", api_key, api_base_url=simulator.base_url)
-    pages = []
-
-    def kill_run_worker_on_page_two(request):
-        if request.path == "/v3/documents":
-            pages.append(request)
-            if len(pages) == 2:
-                os.kill(os.getpid(), signal.SIGINT)
-
-    simulator.on_request(kill_run_worker_on_page_two)
+    api_key = _acme_with_action_on_page_two(engine, simulator, 32, lambda: os.kill(os.getpid(), signal.SIGINT))
     result = _run_sync_job(instance, warehouse_url, simulator, "acme")
     assert not result.success
     assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.FAILURE
@@ -319,20 +326,13 @@ def test_canceled_run_gets_its_running_row_failed_without_an_alert(
     engine, warehouse_url, simulator, instance, fernet_key, alert_env, webhook, smtp_server, sigint_guard
 ):
     sink, _ = smtp_server
-    api_key = generate_api_key(33)
-    simulator.add_organization(api_key, name="Acme", seed=33, document_count=120)
-    register_company(engine, "acme", "Acme Kft.", api_key, api_base_url=simulator.base_url)
-    pages = []
 
-    def cancel_on_page_two(request):
-        if request.path == "/v3/documents":
-            pages.append(request)
-            if len(pages) == 2:
-                [run] = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
-                instance.report_run_canceling(run, message="canceled from the UI")
-                os.kill(os.getpid(), signal.SIGINT)  # what the run launcher's terminate() sends
+    def cancel_from_the_ui():
+        [run] = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        instance.report_run_canceling(run, message="canceled from the UI")
+        os.kill(os.getpid(), signal.SIGINT)  # what the run launcher's terminate() sends
 
-    simulator.on_request(cancel_on_page_two)
+    _acme_with_action_on_page_two(engine, simulator, 33, cancel_from_the_ui)
     result = _run_sync_job(instance, warehouse_url, simulator, "acme")
     run = instance.get_run_by_id(result.run_id)
     assert run.status == dg.DagsterRunStatus.CANCELED
