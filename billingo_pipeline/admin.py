@@ -7,7 +7,7 @@ from sqlalchemy.engine import Engine
 from .billingo_client import BillingoClient
 from .credentials import api_key_fingerprint, decrypt_api_key, encrypt_api_key, load_fernet
 from .warehouse import companies as company_store
-from .warehouse.companies import Company, CompanyError
+from .warehouse.companies import Company
 
 
 def check_api_key(api_base_url: str, slug: str, api_key: str) -> str:
@@ -30,11 +30,9 @@ def register_company(
     verify: bool = True,
     sync_enabled: bool = True,
 ) -> tuple[Company, str | None]:
-    """Validate everything first (slug, Fernet key, uniqueness, live key), then store in one write."""
-    company_store.validate_slug(slug)
+    """Validate everything first (slug, name, uniqueness, Fernet key, live key), then store in one write."""
+    company_store.check_new_company(engine, slug, name)
     fernet = load_fernet()
-    if any(c.slug == slug for c in company_store.list_companies(engine)):
-        raise CompanyError(f"company '{slug}' already exists (use `company update` or `company rotate-key`).")
     tax_code = check_api_key(api_base_url, slug, api_key) if verify else None
     company = company_store.add_company(
         engine,

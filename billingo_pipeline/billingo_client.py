@@ -7,7 +7,8 @@ must say in its own words which company and which status failed. The loop is sma
 against the simulator for every path.
 
 The API key lives only in the session's headers: it is never logged, never part of a message,
-never in ``repr``.
+never in ``repr``. It is cleaned before it gets there (``credentials.clean_api_key``), and what
+Billingo says back is redacted before it becomes a log line or an exception.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+
+from .credentials import clean_api_key
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +109,7 @@ class BillingoClient:
         self._sleep = sleep
         self._session = requests.Session()
         self._session.headers.update(
-            {"X-API-KEY": api_key, "Accept": "application/json", "User-Agent": "billingo-pipeline/0.1"}
+            {"X-API-KEY": clean_api_key(api_key), "Accept": "application/json", "User-Agent": "billingo-pipeline/0.1"}
         )
 
     def __repr__(self) -> str:
@@ -116,7 +119,7 @@ class BillingoClient:
         self._session.close()
 
     def redact(self, text: str) -> str:
-        """Defence in depth for messages that leave the process: no path should contain the key."""
+        """Defence in depth for text that leaves the process, such as Billingo's own error messages."""
         key = self._session.headers.get("X-API-KEY")
         return text.replace(key, "[REDACTED]") if key else text
 
@@ -191,7 +194,7 @@ class BillingoClient:
                             return body
                         last_problem = f"unexpected JSON {type(body).__name__} on GET {path}"
                 elif response.status_code in RETRYABLE_STATUSES:
-                    last_problem = f"HTTP {response.status_code} on GET {path}: {_error_message(response)}"
+                    last_problem = f"HTTP {response.status_code} on GET {path}: {self.redact(_error_message(response))}"
                     retry_after = _header_seconds(response, "Retry-After")
                     if retry_after is not None:
                         delay = min(retry_after, self.max_backoff_seconds)
@@ -217,7 +220,7 @@ class BillingoClient:
         return BillingoApiError(
             self.company,
             f"Billingo refused GET {path} for company '{self.company}': HTTP {status} ({meaning}): "
-            f"{_error_message(response)}",
+            f"{self.redact(_error_message(response))}",
             status=status,
         )
 
@@ -280,7 +283,6 @@ def _error_message(response: requests.Response) -> str:
 class SweepResult:
     """What a full sweep saw: used by the sync log and to decide whether vanished-marking is safe."""
 
-    documents_seen: int = 0
     duplicates_skipped: int = 0
     passes: int = 0
     last_reported_total: int = 0
@@ -317,8 +319,7 @@ def sweep_documents(client: BillingoClient, result: SweepResult, *, max_passes: 
                     without_id += 1
                     if pass_number > 1:
                         continue  # already yielded (and reported as bad) by the first pass
-                result.documents_seen += 1
-                # Documents without a usable id are still yielded: normalization reports them.
+                # Documents without a usable id are still yielded: the caller reports them.
                 yield document
         steady = len(totals) <= 1
         if not steady:

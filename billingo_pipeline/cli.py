@@ -11,20 +11,19 @@ import sys
 
 import click
 import pandas as pd
-from sqlalchemy import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import settings
 from .admin import register_company, replace_api_key, verify_stored_api_key
 from .billingo_client import BillingoApiError
-from .credentials import CredentialError, api_key_fingerprint, generate_fernet_key
+from .credentials import CredentialError, generate_fernet_key
 from .health import health_command
 from .reporting.cli import invoices_command, report_command
 from .resources import BillingoResource
 from .runner import dagster_instance, ensure_company_partitions, run_company_syncs
 from .warehouse import companies as company_store
-from .warehouse.companies import CompanyError
-from .warehouse.engine import get_engine
+from .warehouse.companies import Company, CompanyError
+from .warehouse.engine import get_engine, url_without_password
 from .warehouse.sync_log import sync_rows
 
 API_KEY_ENV = "BILLINGO_API_KEY"
@@ -39,8 +38,8 @@ class Context:
     def engine(self):
         try:
             return get_engine(self.warehouse_url)
-        except (SQLAlchemyError, ArgumentError) as exc:
-            shown = make_url(self.warehouse_url).render_as_string(hide_password=True)
+        except SQLAlchemyError as exc:
+            shown = url_without_password(self.warehouse_url)
             _fail(f"cannot open the warehouse at {shown}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
 
 
@@ -49,9 +48,9 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def _key_outcome(api_key: str, tax_code: str | None) -> str:
+def _key_outcome(company: Company, tax_code: str | None) -> str:
     verified = f"key verified (organization tax code {tax_code})" if tax_code else "key NOT verified"
-    return f"{verified}; fingerprint {api_key_fingerprint(api_key)}"
+    return f"{verified}; fingerprint {company.api_key_fingerprint}"
 
 
 def _add_partition(slug: str) -> None:
@@ -101,12 +100,12 @@ api_key_option = click.option(
 def company_add(ctx: Context, slug: str, name: str, api_key: str, disabled: bool, no_verify: bool) -> None:
     """Add a company with its Billingo API key (checked live, stored encrypted)."""
     try:
-        _, tax_code = register_company(
+        added, tax_code = register_company(
             ctx.engine, slug, name, api_key, api_base_url=ctx.api_base_url, verify=not no_verify, sync_enabled=not disabled
         )
     except (CompanyError, CredentialError, BillingoApiError) as exc:
         _fail(str(exc))
-    click.echo(f"company '{slug}' added; {_key_outcome(api_key, tax_code)}.")
+    click.echo(f"company '{slug}' added; {_key_outcome(added, tax_code)}.")
     _add_partition(slug)
 
 
@@ -172,10 +171,10 @@ def company_disable(ctx: Context, slug: str) -> None:
 def company_rotate_key(ctx: Context, slug: str, api_key: str, no_verify: bool) -> None:
     """Replace a company's Billingo API key (the new one is checked live first)."""
     try:
-        _, tax_code = replace_api_key(ctx.engine, slug, api_key, api_base_url=ctx.api_base_url, verify=not no_verify)
+        rotated, tax_code = replace_api_key(ctx.engine, slug, api_key, api_base_url=ctx.api_base_url, verify=not no_verify)
     except (CompanyError, CredentialError, BillingoApiError) as exc:
         _fail(str(exc))
-    click.echo(f"company '{slug}': API key replaced; {_key_outcome(api_key, tax_code)}.")
+    click.echo(f"company '{slug}': API key replaced; {_key_outcome(rotated, tax_code)}.")
     _add_partition(slug)
 
 

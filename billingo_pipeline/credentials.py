@@ -17,7 +17,7 @@ from .settings import FERNET_KEY_ENV
 
 
 class CredentialError(Exception):
-    """A key cannot be encrypted or decrypted. The message never contains key material."""
+    """A key is unusable, or cannot be encrypted or decrypted. The message never contains key material."""
 
 
 def generate_fernet_key() -> str:
@@ -45,11 +45,23 @@ def load_fernet(environ: Mapping[str, str] | None = None) -> MultiFernet:
     return MultiFernet(fernets)
 
 
-def encrypt_api_key(api_key: str, fernet: MultiFernet | None = None) -> str:
+def clean_api_key(api_key: str) -> str:
+    """The key as it is checked, stored and sent: without surrounding whitespace (a pasted or
+    file-read key often ends in a line break).
+
+    A key that still cannot be an HTTP header value is refused here, in words of our own:
+    ``requests`` would refuse it too, but with the whole value in its exception text.
+    """
     api_key = (api_key or "").strip()
     if not api_key:
         raise CredentialError("the API key is empty.")
-    return (fernet or load_fernet()).encrypt(api_key.encode("utf-8")).decode("ascii")
+    if not (api_key.isascii() and api_key.isprintable()):
+        raise CredentialError("the API key contains a line break, a control character or a non-ASCII character.")
+    return api_key
+
+
+def encrypt_api_key(api_key: str, fernet: MultiFernet | None = None) -> str:
+    return (fernet or load_fernet()).encrypt(clean_api_key(api_key).encode("utf-8")).decode("ascii")
 
 
 def decrypt_api_key(token: str, company_slug: str, fernet: MultiFernet | None = None) -> str:

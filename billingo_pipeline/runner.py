@@ -79,7 +79,7 @@ def run_company_syncs(
                 or e.step_failure_data.error.message.strip()
                 for e in failures
             ) or "run failed"
-        rows = [r for r in sync_rows(engine, company_slug=slug, limit=5) if r["run_id"] == result.run_id]
+        rows = sync_rows(engine, company_slug=slug, run_id=result.run_id, limit=1)
         results.append(
             SyncRunResult(
                 company=slug,

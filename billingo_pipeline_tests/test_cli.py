@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from cryptography.fernet import Fernet
 
 from billingo_pipeline.cli import main
+from billingo_pipeline.credentials import api_key_fingerprint
 from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
 from billingo_pipeline.settings import FERNET_KEY_ENV
 from billingo_pipeline.simulator import generate_api_key
@@ -109,6 +110,36 @@ def test_bad_slug_and_duplicate(cli, acme_key):
     assert "invalid company slug" in _error_line(cli("company", "add", "Not OK", "--name", "x", input="k\n"))
     assert cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n").exit_code == 0
     assert "already exists" in _error_line(cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n"))
+
+
+def test_key_is_cleaned_before_the_live_check_and_a_broken_one_never_echoed(cli, engine, acme_key, monkeypatch):
+    monkeypatch.setenv("BILLINGO_API_KEY", f" {acme_key}\r")  # `$(cat key.txt)` keeps a CRLF file's \r
+    added = cli("company", "add", "acme", "--name", "Acme")
+    assert added.exit_code == 0, added.output
+    [row] = _company_rows(engine)
+    assert row.api_key_fingerprint == api_key_fingerprint(acme_key)
+    assert cli("company", "test-key", "acme").exit_code == 0
+
+    monkeypatch.setenv("BILLINGO_API_KEY", f"{acme_key}\nsecond line")
+    refused = cli("company", "rotate-key", "acme")
+    assert refused.exit_code == 1 and "line break" in _error_line(refused)
+    assert acme_key not in refused.output
+    assert _company_rows(engine)[0].api_key_encrypted == row.api_key_encrypted
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        # An unescaped '@' in the password: SQLAlchemy's or the driver's error quotes the rest of it.
+        "postgresql+psycopg://billingo:s3@x:cr3t@127.0.0.1:5432/warehouse",
+        "postgresql+psycopg://billingo:s3@cr3t@127.0.0.1:5432/warehouse",
+    ],
+)
+def test_unparseable_warehouse_url_is_one_line_that_does_not_quote_it(url):
+    result = CliRunner().invoke(main, ["--warehouse-url", url, "company", "list"], catch_exceptions=False)
+    assert result.exit_code == 1 and "not a valid SQLAlchemy URL" in _error_line(result)
+    assert "cr3t" not in result.output
 
 
 def test_rotate_key_validates_first_and_keeps_the_old_key_on_failure(cli, engine, simulator, acme_key):

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from billingo_pipeline.billingo_client import BillingoApiError, BillingoClient, SweepResult, sweep_documents
+from billingo_pipeline.credentials import CredentialError
 from billingo_pipeline.simulator import BillingoSimulator, generate_api_key
 from billingo_pipeline_tests import spec
 
@@ -178,6 +179,19 @@ def test_key_check_endpoint(org):
     organization = _client(org).get_organization()
     assert "tax_code" in organization
     _assert_requests_follow_spec(org)
+
+
+def test_key_with_surrounding_whitespace_is_sent_without_it(org):
+    # A key read from a CRLF file or pasted with a blank: requests refuses such a header value.
+    assert "tax_code" in _client(org, key=f" {API_KEY}\r\n").get_organization()
+
+
+def test_key_that_cannot_be_a_header_is_refused_without_echoing_it(org):
+    # requests would refuse it too, but with the whole value (the key) in its exception text.
+    with pytest.raises(CredentialError) as excinfo:
+        _client(org, key=f"{API_KEY}\nX-Other: 1").get_organization()
+    assert API_KEY not in str(excinfo.value)
+    assert org.requests_log == []
 
 
 def test_page_size_outside_the_spec_is_refused_locally():

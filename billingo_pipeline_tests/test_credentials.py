@@ -65,6 +65,13 @@ def test_empty_key_and_missing_token_are_refused(fernet_key):
         decrypt_api_key("", "acme")
 
 
+def test_key_is_stored_without_surrounding_whitespace_and_never_with_a_line_break(fernet_key):
+    assert decrypt_api_key(encrypt_api_key(f"  {API_KEY}\r\n"), "acme") == API_KEY
+    with pytest.raises(CredentialError, match="line break") as excinfo:
+        encrypt_api_key(f"{API_KEY}\nsecond line")
+    assert API_KEY not in str(excinfo.value)
+
+
 def test_fingerprint_is_stable_short_and_not_the_key():
     fingerprint = api_key_fingerprint(API_KEY)
     assert fingerprint == api_key_fingerprint(f"  {API_KEY} ")

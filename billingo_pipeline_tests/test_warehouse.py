@@ -9,6 +9,7 @@ from alembic.migration import MigrationContext
 
 from billingo_pipeline.warehouse import companies as company_store
 from billingo_pipeline.warehouse import documents as store
+from billingo_pipeline.warehouse.engine import get_engine
 from billingo_pipeline.warehouse.schema import billingo_invoice_items, billingo_invoices, metadata, sync_log
 from billingo_pipeline.warehouse.sync_log import (
     COMPLETED,
@@ -30,6 +31,14 @@ def test_migrations_create_exactly_the_schema_module(engine):
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
     assert diff == []
     assert set(sa.inspect(engine).get_table_names()) >= {t.name for t in metadata.sorted_tables}
+
+
+@pytest.mark.parametrize("password", ["s3@x:cr3t", "s3@cr3t"])
+def test_url_with_an_unescaped_at_in_the_password_is_refused_without_quoting_it(password):
+    # SQLAlchemy's own error, or the driver's, would quote the rest of the password.
+    with pytest.raises(sa.exc.ArgumentError, match="not a valid SQLAlchemy URL") as excinfo:
+        get_engine(f"postgresql+psycopg://billingo:{password}@127.0.0.1:5432/warehouse")
+    assert "cr3t" not in str(excinfo.value)
 
 
 def _company(engine, slug="acme"):

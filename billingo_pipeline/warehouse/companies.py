@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from .schema import companies
 
@@ -116,6 +116,20 @@ def syncable_company_slugs(engine: Engine) -> list[str]:
         )
 
 
+def _check_new_company(conn: Connection, slug: str, name: str) -> None:
+    validate_slug(slug)
+    if not (name or "").strip():
+        raise CompanyError("company name must not be empty.")
+    if conn.execute(sa.select(companies.c.id).where(companies.c.slug == slug)).first():
+        raise CompanyError(f"company '{slug}' already exists (use `company update` or `company rotate-key`).")
+
+
+def check_new_company(engine: Engine, slug: str, name: str) -> None:
+    """Raise what ``add_company`` would, before anything slow (a live key check) is done."""
+    with engine.connect() as conn:
+        _check_new_company(conn, slug, name)
+
+
 def add_company(
     engine: Engine,
     slug: str,
@@ -127,14 +141,9 @@ def add_company(
     is_active: bool = True,
     key_checked: bool = False,
 ) -> Company:
-    validate_slug(slug)
-    if not (name or "").strip():
-        raise CompanyError("company name must not be empty.")
     now = _utcnow()
     with engine.begin() as conn:
-        exists = conn.execute(sa.select(companies.c.id).where(companies.c.slug == slug)).first()
-        if exists:
-            raise CompanyError(f"company '{slug}' already exists (use `company update` or `company rotate-key`).")
+        _check_new_company(conn, slug, name)
         conn.execute(
             companies.insert().values(
                 slug=slug,

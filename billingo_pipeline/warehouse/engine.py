@@ -16,13 +16,42 @@ _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 
 
+def parse_warehouse_url(url: str) -> sa.URL:
+    """``url`` parsed; one that cannot be parsed raises an error that does not quote it.
+
+    The usual culprit is an unescaped ``@`` in the password, and then what SQLAlchemy or the
+    driver would say quotes the rest of the password: ``postgresql://u:pa@ss:word@host:5432/db``
+    fails with ``invalid literal for int() with base 10: 'word@host:5432'``, and
+    ``postgresql://u:pa@ss@host/db`` parses with the host ``ss@host``, which the connection
+    error then names.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        parsed = None
+    if parsed is None or "@" in (parsed.host or ""):
+        raise sa.exc.ArgumentError(
+            "the warehouse URL is not a valid SQLAlchemy URL (not shown: it may hold a password; "
+            "special characters in the password must be %-escaped)"
+        )
+    return parsed
+
+
+def url_without_password(url: str) -> str:
+    """``url`` as a message may show it."""
+    try:
+        return parse_warehouse_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(an unparseable URL)"
+
+
 def create_warehouse_engine(url: str) -> Engine:
     """A new engine for ``url``; SQLite gets the settings a concurrent writer needs."""
-    url_obj = sa.make_url(url)
+    url_obj = parse_warehouse_url(url)
     if url_obj.get_backend_name() == "sqlite":
         if url_obj.database and url_obj.database != ":memory:":
             Path(url_obj.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url_obj, connect_args={"timeout": 30})
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -34,7 +63,7 @@ def create_warehouse_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(url_obj, pool_pre_ping=True)
 
 
 def alembic_config(engine: Engine) -> Config:
