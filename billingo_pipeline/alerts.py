@@ -38,6 +38,7 @@ import dagster as dg
 import requests
 from sqlalchemy.engine import Engine
 
+from .partitions import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 from .settings import FERNET_KEY_ENV
 from .warehouse.sync_log import fail_running_syncs_of_run, sync_rows
 
@@ -383,10 +384,6 @@ def send_alert(alert: SyncAlert, channels: AlertChannels, log: logging.Logger | 
 
 
 # --- a failed run: finalize its sync-log rows, then alert ------------------------------------
-
-PARTITION_TAG = "dagster/partition"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 @dataclass(frozen=True)

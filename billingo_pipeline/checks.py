@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -34,12 +34,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from .billingo_client import MAX_PER_PAGE
-from .health import RED_AFTER_HOURS, YELLOW_AFTER_HOURS
-from .warehouse.companies import list_companies
+from .health import RED_AFTER_HOURS, YELLOW_AFTER_HOURS, CompanyHealth, company_health
 from .warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
-from .warehouse.sync_log import COMPLETED, PARTIAL, record_check_results, utcnow
+from .warehouse.sync_log import record_check_results, utcnow
 
-# The assets of billingo_sync (assets/billingo.py imports this module, not the other way round).
+# The assets of billingo_sync, named here because the checks judge them and assets/billingo.py
+# builds on this module (not the other way round).
 RAW = dg.AssetKey("billingo_documents_raw")
 INVOICES = dg.AssetKey("billingo_invoices")
 ITEMS = dg.AssetKey("billingo_invoice_items")
@@ -74,6 +74,7 @@ class CheckDefinition:
     description: str
     headline: str  # the figure the aggregated result shows
     combine: str  # how the headline combines over companies: sum | max | min
+    figure: str | None = None  # the per-company figure the headline combines, when named differently
 
     @property
     def key(self) -> dg.AssetCheckKey:
@@ -115,7 +116,7 @@ CHECKS: dict[str, CheckDefinition] = {
             FRESHNESS, INVOICES, ERROR,
             "Every syncable company's last successful sync (COMPLETED or PARTIAL) ended less than 24 h ago; "
             "24-48 h is a WARN, older or never an ERROR.",
-            "oldest_last_success_hours", "max",
+            "oldest_last_success_hours", "max", figure="last_success_hours",
         ),
     )
 }
@@ -297,19 +298,29 @@ class FreshnessOutcome:
     check: CompanyCheck
 
 
+def freshness_of(health: Iterable[CompanyHealth], now: dt.datetime) -> dict[str, FreshnessOutcome]:
+    """Freshness of the syncable companies among ``health`` (``company_health`` rows: flag on and
+    active), i.e. those with a key configured, by slug."""
+    return {
+        h.company_slug: FreshnessOutcome(h.company_id, check_freshness(h.last_success_at, now))
+        for h in health
+        if h.key_configured
+    }
+
+
 def freshness_by_company(engine: Engine, *, now: dt.datetime | None = None) -> dict[str, FreshnessOutcome]:
     """Freshness of every syncable company (flag on, active, key configured), by slug."""
     now = now or utcnow()
-    syncable = [c for c in list_companies(engine) if c.sync_allowed and c.has_api_key]
-    with engine.connect() as conn:
-        last_success = dict(
-            conn.execute(
-                sa.select(sync_log.c.company_id, sa.func.max(sync_log.c.finished_at))
-                .where(sync_log.c.status.in_((COMPLETED, PARTIAL)))
-                .group_by(sync_log.c.company_id)
-            ).all()
-        )
-    return {c.slug: FreshnessOutcome(c.id, check_freshness(last_success.get(c.id), now)) for c in syncable}
+    return freshness_of(company_health(engine, now=now), now)
+
+
+def store_freshness(
+    engine: Engine, freshness: Mapping[str, FreshnessOutcome], sync_ids: Mapping[int, int], now: dt.datetime
+) -> None:
+    """Store each company's freshness in its row of ``sync_ids`` (company id -> sync-log id), if it has one."""
+    for outcome in freshness.values():
+        if outcome.company_id in sync_ids:
+            store_company_checks(engine, sync_ids[outcome.company_id], {FRESHNESS: outcome.check}, now)
 
 
 SYNC_ROW_CHECKS = {ERROR_RATE: check_error_rate, INVOICES_PER_CALL: check_invoices_per_api_call}
@@ -362,7 +373,7 @@ def newest_sync_ids(engine: Engine, company_ids: AbstractSet[int]) -> dict[int, 
 
 
 def _combine(definition: CheckDefinition, outcomes: Mapping[str, CompanyCheck]):
-    figure = "last_success_hours" if definition.name == FRESHNESS else definition.headline
+    figure = definition.figure or definition.headline
     values = [o.figures.get(figure) for o in outcomes.values()]
     values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if not values:
@@ -446,13 +457,13 @@ class StepChecks:
             now = utcnow()
             freshness = freshness_by_company(self.engine, now=now)
             with self.engine.connect() as conn:
-                rows = conn.execute(
-                    sa.select(sync_log.c.id, sync_log.c.company_id).where(sync_log.c.run_id == self.run_id)
-                ).all()
-            by_company = {f.company_id: f.check for f in freshness.values()}
-            for row in rows:
-                if row.company_id in by_company:
-                    store_company_checks(self.engine, row.id, {FRESHNESS: by_company[row.company_id]}, now)
+                # One row per company of this run (start_sync reuses a company's row within a run).
+                rows_of_run = dict(
+                    conn.execute(
+                        sa.select(sync_log.c.company_id, sync_log.c.id).where(sync_log.c.run_id == self.run_id)
+                    ).all()
+                )
+            store_freshness(self.engine, freshness, rows_of_run, now)
             if freshness:
                 self.outcomes[FRESHNESS] = {slug: f.check for slug, f in freshness.items()}
         for name in CHECKS:

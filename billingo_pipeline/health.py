@@ -38,6 +38,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from .warehouse.engine import get_engine, url_without_password
 from .warehouse.schema import companies, sync_log
 from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, RUNNING, utcnow
 
@@ -266,13 +267,13 @@ def sync_metrics(
     )
 
 
-def metrics_metadata(metrics: SyncMetrics, *, suffix: str = "_30d") -> dict[str, dg.MetadataValue]:
-    """Numeric metadata the UI plots over time (only the figures that exist)."""
+def metrics_metadata(metrics: SyncMetrics) -> dict[str, dg.MetadataValue]:
+    """Numeric metadata the UI plots over time (only the figures that exist), named for the 30-day window."""
     values = {
-        f"success_rate{suffix}": metrics.success_rate,
-        f"median_sync_duration_seconds{suffix}": metrics.median_duration_seconds,
-        f"invoices_per_api_call{suffix}": metrics.invoices_per_api_call,
-        f"error_rate{suffix}": metrics.error_rate,
+        "success_rate_30d": metrics.success_rate,
+        "median_sync_duration_seconds_30d": metrics.median_duration_seconds,
+        "invoices_per_api_call_30d": metrics.invoices_per_api_call,
+        "error_rate_30d": metrics.error_rate,
     }
     return {key: dg.MetadataValue.float(round(value, 6)) for key, value in values.items() if value is not None}
 
@@ -373,15 +374,13 @@ def health_command(slugs: tuple[str, ...]) -> None:
     Exits 1 when any company is RED (for cron and monitoring), 2 when the warehouse cannot be
     read or a named company has no sync enabled, 0 otherwise.
     """
-    from .warehouse.engine import get_engine
-
     url = click.get_current_context().obj.warehouse_url
     try:
         engine = get_engine(url)
         rows = company_health(engine, slugs=list(slugs) or None)
-    except (sa.exc.SQLAlchemyError, sa.exc.ArgumentError) as exc:
-        shown = sa.make_url(url).render_as_string(hide_password=True)
-        click.echo(f"error: cannot read the warehouse at {shown}: {type(exc).__name__}: {str(exc).splitlines()[0]}", err=True)
+    except sa.exc.SQLAlchemyError as exc:  # ArgumentError (a bad URL) included
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        click.echo(f"error: cannot read the warehouse at {url_without_password(url)}: {reason}", err=True)
         sys.exit(2)
     if missing := sorted(set(slugs) - {h.company_slug for h in rows}):
         click.echo(f"error: no company with Billingo sync enabled and active named: {', '.join(missing)}", err=True)

@@ -1,4 +1,4 @@
-"""Jobs: the full Billingo sync of one company partition (raw -> invoices -> items)."""
+"""The sync job: raw documents -> invoices -> items, then the aging report, for one company partition or a range."""
 
 import dagster as dg
 

@@ -41,7 +41,7 @@ import dagster as dg
 
 from .assets.billingo import COMPANIES_PER_RUN
 from .jobs import billingo_sync_job
-from .partitions import COMPANY_PARTITIONS_NAME
+from .partitions import COMPANY_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG
 from .resources import WarehouseResource
 from .runner import ensure_company_partitions
 from .sync import chunked
@@ -53,8 +53,6 @@ DEFAULT_SYNC_TIMEZONE = "Europe/Budapest"
 DEFAULT_SYNC_CRON = "0 2 * * *"
 DAILY_SYNC_SCHEDULE = "billingo_daily_sync"
 
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 COMPANY_COUNT_TAG = "billingo/companies"
 
 

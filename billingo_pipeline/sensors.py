@@ -11,10 +11,10 @@ from sqlalchemy.engine import Engine
 
 from .alerts import report_failed_sync_run, run_error_message
 from .assets import billingo_sync
-from .checks import FRESHNESS, check_evaluation, freshness_by_company, newest_sync_ids, store_company_checks
+from .checks import FRESHNESS, check_evaluation, freshness_of, newest_sync_ids, store_freshness
 from .health import SYNC_HEALTH, company_health, health_report_metadata, sync_metrics
 from .jobs import billingo_sync_job
-from .partitions import COMPANY_PARTITIONS_NAME, company_partitions
+from .partitions import COMPANY_PARTITIONS_NAME, PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, company_partitions
 from .resources import WarehouseResource
 from .warehouse.companies import list_companies
 from .warehouse.schema import companies, sync_log
@@ -30,7 +30,7 @@ IN_PROGRESS_STATUSES = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
-PARTITION_TAGS = ("dagster/partition", "dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+PARTITION_TAGS = (PARTITION_TAG, RANGE_START_TAG, RANGE_END_TAG)
 # The health report: looked at every 5 minutes, sent when a sync finished or a company changed,
 # and at least hourly (freshness ages while nothing happens).
 HEALTH_CHECK_INTERVAL_SECONDS = 300
@@ -57,8 +57,9 @@ def partition_keys_in_use(instance: dg.DagsterInstance) -> set[str]:
 def company_partitions_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     wanted = [c.slug for c in list_companies(warehouse.get_engine()) if c.sync_allowed]
     existing = context.instance.get_dynamic_partitions(COMPANY_PARTITIONS_NAME)
-    to_add = [slug for slug in wanted if slug not in set(existing)]
-    stale = [key for key in existing if key not in set(wanted)]
+    existing_keys, wanted_keys = set(existing), set(wanted)
+    to_add = [slug for slug in wanted if slug not in existing_keys]
+    stale = [key for key in existing if key not in wanted_keys]
     # A queued or running run resolves its partition range when its step starts: deleting one of
     # its ends would fail it, so such a partition goes at a later evaluation.
     in_use = partition_keys_in_use(context.instance) if stale else set()
@@ -105,12 +106,9 @@ def sync_health_report_sensor(context: dg.SensorEvaluationContext, warehouse: Wa
 
     rows = company_health(engine, now=now)
     events: list = [dg.AssetMaterialization(asset_key=SYNC_HEALTH, metadata=health_report_metadata(rows, sync_metrics(engine, now=now)))]
-    freshness = freshness_by_company(engine, now=now)
+    freshness = freshness_of(rows, now)
     if freshness:
-        newest = newest_sync_ids(engine, {f.company_id for f in freshness.values()})
-        for outcome in freshness.values():
-            if outcome.company_id in newest:
-                store_company_checks(engine, newest[outcome.company_id], {FRESHNESS: outcome.check}, now)
+        store_freshness(engine, freshness, newest_sync_ids(engine, {f.company_id for f in freshness.values()}), now)
         events.append(check_evaluation(FRESHNESS, {slug: f.check for slug, f in freshness.items()}))
     return dg.SensorResult(asset_events=events, cursor=json.dumps({"marker": marker, "reported_at": now.timestamp()}))
 

@@ -297,3 +297,10 @@ def test_check_results_merge_per_check(engine):
     assert stored == {"a": {"passed": False, "figures": {}}, "b": {"passed": False}}
     with pytest.raises(ValueError):
         record_check_results(engine, sync_id, {"bad'name": {}})
+
+
+def test_check_results_refuse_a_dialect_the_warehouse_does_not_run_on():
+    # No silent fallback: the warehouse is SQLite or PostgreSQL only.
+    mysql = sa.create_mock_engine("mysql://", lambda *args, **kwargs: None)
+    with pytest.raises(ValueError, match="unsupported warehouse dialect 'mysql'"):
+        record_check_results(mysql, 1, {"a": {"passed": True}})

@@ -197,6 +197,22 @@ def test_health_command_reports_an_unreadable_warehouse(tmp_path):
     assert result.exit_code == 2 and "cannot read the warehouse" in result.output
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url, pw=hunter2-secret",
+        # An unescaped "@" in the password: SQLAlchemy's own error would quote "hunter2@host:5432".
+        "postgresql+psycopg://u:pa@hunter2@host:5432/db",
+        "postgresql+psycopg://u:pa@hunter2:x@host:5432/db",
+    ],
+)
+def test_health_command_reports_an_unparseable_warehouse_url_without_echoing_it(url):
+    # Exit 1 means "a company is RED": a URL SQLAlchemy cannot parse must not end there with a traceback.
+    result = CliRunner().invoke(health_command, [], obj=Context(url, "x"))
+    assert result.exit_code == 2 and "cannot read the warehouse" in result.output, result.output
+    assert "hunter2" not in result.output
+
+
 def test_sync_metrics_view_figures_are_exact(engine):
     acme, globex = _company(engine, "acme"), _company(engine, "globex")
     day = dt.datetime(2026, 11, 20, 8, tzinfo=dt.timezone.utc)

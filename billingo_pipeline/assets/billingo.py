@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..checks import SYNC_CHECK_SPECS, StepChecks
+from ..checks import INVOICES, ITEMS, RAW, SYNC_CHECK_SPECS, StepChecks
 from ..health import sync_operations_metadata
 from ..partitions import company_partitions
 from ..resources import BillingoResource, WarehouseResource
@@ -30,9 +30,6 @@ from ..warehouse.sync_log import SyncAlreadyRunningError
 
 TRIGGER_TAG = "billingo/trigger"
 GROUP = "billingo"
-RAW = dg.AssetKey("billingo_documents_raw")
-INVOICES = dg.AssetKey("billingo_invoices")
-ITEMS = dg.AssetKey("billingo_invoice_items")
 # Companies per run in a backfill: few runs for many companies, and one slow company's run
 # does not hold up hundreds of others.
 COMPANIES_PER_RUN = 25
@@ -65,7 +62,7 @@ def _materializations(
 ) -> Iterator[dg.AssetMaterialization]:
     common = {"company": result.company, "sync_log_id": dg.MetadataValue.int(result.sync_id), "sync_status": result.status}
     # Health and key metrics (plottable per company over time): on the invoices, else on the raw documents.
-    operations = dict(operations or {})
+    operations = operations or {}
     if RAW in selected and result.fetch is not None:
         fetch = result.fetch
         yield dg.AssetMaterialization(
@@ -170,14 +167,10 @@ def billingo_sync(
                 trigger=trigger,
                 open_client=(lambda c: billingo.client_for(c, logger=context.log)) if fetch else None,
             )
-        except (CompanyNotSyncableError, UnknownCompanyError) as exc:
-            if skip_unsyncable:
+        except (CompanyError, CompanySyncError, SyncAlreadyRunningError) as exc:
+            if skip_unsyncable and isinstance(exc, (CompanyNotSyncableError, UnknownCompanyError)):
                 context.log.warning(f"company '{slug}': skipped, not synced in this run: {exc}")
                 continue
-            failures[slug] = str(exc)
-            context.log.error(f"company '{slug}': sync failed: {exc}")
-            continue
-        except (CompanyError, CompanySyncError, SyncAlreadyRunningError) as exc:
             failures[slug] = str(exc)
             context.log.error(f"company '{slug}': sync failed: {exc}")
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -13,7 +13,6 @@ from sqlalchemy.engine import Engine
 from .schema import companies, sync_log
 
 RUNNING, COMPLETED, PARTIAL, FAILED = "RUNNING", "COMPLETED", "PARTIAL", "FAILED"
-STATUSES = (RUNNING, COMPLETED, PARTIAL, FAILED)
 
 # Keeps a pathological sync (thousands of broken documents) from bloating one JSON cell.
 MAX_STORED_ERRORS = 1000
@@ -144,24 +143,21 @@ def record_fetch(
 
 
 def finish_sync(engine: Engine, sync_id: int, counts: SyncCounts, errors: Sequence[dict] = ()) -> str:
-    """Finalize the row with the normalize step's counts and errors; returns the status given.
+    """Finalize the row with the normalize step's counts and errors; returns the status it set.
 
     Errors the fetch step already stored (documents it could not even identify) stay, and count
     as failed documents of this sync too. A re-executed normalize step replaces its own errors.
     """
     with engine.begin() as conn:
-        stored = conn.execute(sa.select(sync_log.c.errors).where(sync_log.c.id == sync_id)).scalar_one() or []
-        fetch_errors = [e for e in stored if e.get("stage") == FETCH_STAGE]
+        stored, started = conn.execute(
+            sa.select(sync_log.c.errors, sync_log.c.started_at).where(sync_log.c.id == sync_id)
+        ).one()
+        fetch_errors = [e for e in stored or [] if e.get("stage") == FETCH_STAGE]
         all_errors = fetch_errors + [{**e, "stage": NORMALIZE_STAGE} for e in errors]
-        counts = SyncCounts(
-            **{
-                **counts.__dict__,
-                "failed": counts.failed + len(fetch_errors),
-                "processed": counts.processed + len(fetch_errors),
-            }
+        counts = replace(
+            counts, failed=counts.failed + len(fetch_errors), processed=counts.processed + len(fetch_errors)
         )
         status = final_status(counts)
-        started = conn.execute(sa.select(sync_log.c.started_at).where(sync_log.c.id == sync_id)).scalar_one()
         now = utcnow()
         conn.execute(
             sync_log.update()
@@ -234,6 +230,8 @@ def record_check_results(engine: Engine, sync_id: int, results: Mapping[str, dic
     if not all(name.isidentifier() for name in results):  # they become JSON paths on SQLite
         raise ValueError(f"check names must be identifiers: {sorted(results)}")
     dialect = engine.dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        raise ValueError(f"unsupported warehouse dialect {dialect!r}: the warehouse runs on SQLite or PostgreSQL")
     with engine.begin() as conn:
         if dialect == "postgresql":
             conn.execute(
@@ -245,7 +243,7 @@ def record_check_results(engine: Engine, sync_id: int, results: Mapping[str, dic
                 ),
                 {"results": json.dumps(results), "id": sync_id},
             )
-        elif dialect == "sqlite":
+        else:  # sqlite
             pairs = ", ".join(f"'$.\"{name}\"', json(:v{i})" for i, name in enumerate(results))
             params = {f"v{i}": json.dumps(value) for i, value in enumerate(results.values())}
             conn.execute(
@@ -256,9 +254,6 @@ def record_check_results(engine: Engine, sync_id: int, results: Mapping[str, dic
                 ),
                 {**params, "id": sync_id},
             )
-        else:  # pragma: no cover - the warehouse runs on the two dialects above
-            current = conn.execute(sa.select(sync_log.c.check_results).where(sync_log.c.id == sync_id)).scalar() or {}
-            conn.execute(sync_log.update().where(sync_log.c.id == sync_id).values(check_results={**current, **results}))
 
 
 def sync_rows(engine: Engine, *, company_slug: str | None = None, run_id: str | None = None, limit: int = 50) -> list[dict]:
