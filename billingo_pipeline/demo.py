@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from .admin import register_company
 from .cli import format_sync_rows
 from .credentials import generate_fernet_key
+from .reporting.queries import REPORT_VIEWS
 from .resources import BillingoResource
 from .runner import dagster_instance, run_company_syncs
 from .settings import FERNET_KEY_ENV
@@ -68,14 +69,13 @@ def _prepare_environment() -> str:
 def _start_simulator(port: int = 0) -> BillingoSimulator:
     simulator = BillingoSimulator()
     for company in DEMO_COMPANIES:
-        simulator.add_organization(
-            generate_api_key(company.seed), name=company.name, seed=company.seed, document_count=company.documents
-        )
+        api_key = generate_api_key(company.seed)
+        simulator.add_organization(api_key, name=company.name, seed=company.seed, document_count=company.documents)
         if company.malformed_document:
             # One document whose amount is not a number, as a broken upstream record would be.
-            documents = simulator.documents(generate_api_key(company.seed))
+            documents = simulator.documents(api_key)
             victim = documents[len(documents) // 2]
-            simulator.corrupt_document(generate_api_key(company.seed), victim["id"], "gross_total", "12.700,00 Ft")
+            simulator.corrupt_document(api_key, victim["id"], "gross_total", "12.700,00 Ft")
     simulator.start(port)
     return simulator
 
@@ -93,18 +93,21 @@ def serve_simulator(port: int) -> None:
 
 
 def _summary(engine: sa.Engine) -> pd.DataFrame:
-    open_statuses = ("outstanding", "expired", "partially_paid", "none")
+    """Documents per company. "open" are the open receivables of the reporting views: drafts,
+    proformas, cancellations and documents with payment status ``none`` are not owed money."""
     inv, items = billingo_invoices, billingo_invoice_items
+    receivables = REPORT_VIEWS["report_receivables"].table.c
+
+    def documents_where(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+        return sa.func.count(sa.case((condition, inv.c.id)))
+
     query = (
         sa.select(
             companies.c.slug.label("company"),
-            sa.func.count(sa.distinct(inv.c.id)).label("invoices"),
-            sa.func.count(sa.distinct(sa.case((inv.c.payment_status == "paid", inv.c.id)))).label("paid"),
-            sa.func.count(
-                sa.distinct(sa.case((sa.and_(inv.c.payment_status.in_(open_statuses), inv.c.cancelled.is_(False)), inv.c.id)))
-            ).label("open"),
-            sa.func.count(sa.distinct(sa.case((inv.c.cancelled.is_(True), inv.c.id)))).label("cancelled"),
-            sa.func.count(sa.distinct(sa.case((inv.c.currency != "HUF", inv.c.id)))).label("non-HUF"),
+            sa.func.count(inv.c.id).label("invoices"),
+            documents_where(inv.c.payment_status == "paid").label("paid"),
+            documents_where(inv.c.cancelled.is_(True)).label("cancelled"),
+            documents_where(inv.c.currency != "HUF").label("non-HUF"),
         )
         .select_from(companies.outerjoin(inv, inv.c.company_id == companies.c.id))
         .group_by(companies.c.slug)
@@ -119,7 +122,14 @@ def _summary(engine: sa.Engine) -> pd.DataFrame:
                 .group_by(companies.c.slug)
             ).all()
         )
+        open_counts = dict(
+            conn.execute(
+                sa.select(receivables.company_slug, sa.func.count(sa.case((receivables.is_open, 1))))
+                .group_by(receivables.company_slug)
+            ).all()
+        )
     frame.insert(2, "line items", frame["company"].map(item_counts))
+    frame.insert(4, "open", [open_counts.get(slug, 0) for slug in frame["company"]])
     return frame
 
 

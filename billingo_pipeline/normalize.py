@@ -54,6 +54,7 @@ __all__ = [
     "MAPPED_FIELDS",
     "RAW_ONLY_FIELDS",
     "PAID_STATUSES",
+    "change_hash",
     "content_hash",
     "normalize_document",
     "parse_vat_percent",

@@ -2,7 +2,12 @@
 
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
+
+from billingo_pipeline.warehouse import companies as company_store
+from billingo_pipeline.warehouse.schema import billingo_invoices
+from billingo_pipeline.warehouse.sync_log import utcnow
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,3 +47,31 @@ def test_demo_syncs_three_companies_then_resyncs_with_everything_skipped(tmp_pat
     assert rows["balaton-bistro"][5:10] == ["60", "0", "0", "59", "1"]
     assert first.split("Warehouse summary:")[1].split("State kept")[0] == second.split("Warehouse summary:")[1].split("State kept")[0]
     assert (tmp_path / "dagster_home").is_dir() and (tmp_path / "warehouse.db").is_file()
+
+
+def test_summary_counts_only_open_receivables_as_open(engine):
+    """Drafts, proformas, cancellations and status `none` are not money owed (as in the views)."""
+    from billingo_pipeline.demo import _summary
+
+    company = company_store.add_company(engine, "acme", "Acme", api_key_encrypted="token", api_key_fingerprint="fp")
+    now = utcnow()
+
+    def document(document_id: int, document_type: str, status: str, *, cancelled: bool = False) -> dict:
+        return {"company_id": company.id, "document_id": document_id, "invoice_number": f"X-{document_id}",
+                "document_type": document_type, "cancelled": cancelled, "currency": "HUF",
+                "gross_total": Decimal("1000"), "conversion_rate": Decimal("1"), "payment_status": status,
+                "source_hash": "h" * 64, "first_seen_at": now, "last_changed_at": now}
+
+    with engine.begin() as conn:
+        conn.execute(billingo_invoices.insert(), [
+            document(1, "invoice", "outstanding"),
+            document(2, "advance", "partially_paid"),
+            document(3, "invoice", "expired", cancelled=True),
+            document(4, "cancellation", "none"),
+            document(5, "draft", "none"),
+            document(6, "proforma", "outstanding"),
+            document(7, "invoice", "paid"),
+        ])
+    [row] = _summary(engine).to_dict("records")
+    assert row == {"company": "acme", "invoices": 7, "line items": 0, "paid": 1, "open": 2, "cancelled": 1,
+                   "non-HUF": 0}

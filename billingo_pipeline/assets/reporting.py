@@ -21,20 +21,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..partitions import company_partitions
-from ..reporting.queries import ReportError, aging_by_company
+from ..reporting.queries import AGING_BUCKETS, ReportError, aging_by_company
 from ..resources import WarehouseResource
 from .billingo import COMPANIES_PER_RUN
 
 GROUP = "reporting"
 AGING_REPORT = dg.AssetKey("billingo_aging_report")
-# (label, column prefix in report_aging_by_company), oldest debt last.
-AGING_BUCKETS = (
-    ("current", "current"),
-    ("1-30", "days_1_30"),
-    ("31-60", "days_31_60"),
-    ("61-90", "days_61_90"),
-    ("90+", "days_over_90"),
-)
 _ZERO = Decimal("0.00")
 
 
@@ -57,12 +49,13 @@ def aging_markdown(aging: pd.DataFrame) -> str:
             _amount(row.total_huf),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    total_huf = _amount(sum(aging["total_huf"], _ZERO))
     totals = [
         "**all, in HUF**",
         str(int(aging["invoice_count"].sum())),
         *(_amount(sum(aging[f"{prefix}_huf"], _ZERO)) for _, prefix in AGING_BUCKETS),
-        _amount(sum(aging["total_huf"], _ZERO)),
-        _amount(sum(aging["total_huf"], _ZERO)),
+        total_huf,  # this row is in HUF already: "total" and "total (HUF)" are the same figure
+        total_huf,
     ]
     lines.append("| " + " | ".join(totals) + " |")
     partially_paid = int(aging["partially_paid_count"].sum())

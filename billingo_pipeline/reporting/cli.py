@@ -1,9 +1,10 @@
 """`billingo-pipeline invoices` and `billingo-pipeline report`: query and export the warehouse.
 
-Both commands are registered on the main group (``billingo_pipeline.cli.main``) and read the
-warehouse URL from its context object (``click.get_current_context().obj.warehouse_url``). This
-module does not import ``billingo_pipeline.cli``, which imports it. Every error is one line on
-stderr starting ``error: `` and exit code 1, like the rest of the CLI.
+Both commands are registered on the main group (``billingo_pipeline.cli.main``) and take the
+warehouse engine from its context object (``click.get_current_context().obj.engine``, which also
+reports a warehouse that cannot be opened). This module does not import ``billingo_pipeline.cli``,
+which imports it. Every error is one line on stderr starting ``error: `` and exit code 1, like the
+rest of the CLI.
 """
 
 from __future__ import annotations
@@ -14,11 +15,7 @@ from typing import NoReturn
 
 import click
 import pandas as pd
-from sqlalchemy import make_url
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from ..warehouse.engine import get_engine
 from .exports import EXPORT_FORMATS, format_table, write_csv, write_xlsx
 from .queries import SORT_KEYS, InvoiceFilter, ReportError, parse_date, query_invoices, read_view
 
@@ -40,15 +37,6 @@ REPORT_NAMES = {
 def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
-
-
-def _warehouse_engine() -> Engine:
-    url = click.get_current_context().obj.warehouse_url
-    try:
-        return get_engine(url)
-    except (SQLAlchemyError, ArgumentError) as exc:
-        shown = make_url(url).render_as_string(hide_password=True)
-        _fail(f"cannot open the warehouse at {shown}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
 
 
 def _check_output(output_format: str, output: Path | None) -> None:
@@ -138,7 +126,7 @@ def invoices_command(
             invoice_number=invoice_number,
         )
         frame = query_invoices(
-            _warehouse_engine(), company, filters,
+            click.get_current_context().obj.engine, company, filters,
             sort=sort, descending=descending, page_size=page_size, page=page,
         )
     except ReportError as exc:
@@ -165,7 +153,7 @@ def report_command(name: str, company: str, output_format: str, output: Path | N
         _fail(f"unknown report {name!r}: expected one of {', '.join(REPORT_NAMES)}")
     _check_output(output_format, output)
     try:
-        frame = read_view(_warehouse_engine(), view_name, company)
+        frame = read_view(click.get_current_context().obj.engine, view_name, company)
     except ReportError as exc:
         _fail(str(exc))
     _emit(frame, output_format, output, sheet_name=name)

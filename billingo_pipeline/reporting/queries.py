@@ -24,6 +24,7 @@ from sqlalchemy.types import TypeDecorator
 from ..warehouse.schema import ExactDecimal, UtcDateTime, billingo_invoices, companies
 
 __all__ = [
+    "AGING_BUCKETS",
     "CENT",
     "INVOICE_STATUSES",
     "PAYMENT_STATUSES",
@@ -332,10 +333,18 @@ def _view(name: str, columns: str, order_by: Sequence[str]) -> ReportView:
 
 _COMPANY = "company_id:int company_slug:text"
 _PARTNER = "partner_id:int partner_name:text partner_tax_number:text"
+#: (``aging_bucket`` label, column prefix in the aging views), oldest debt last.
+AGING_BUCKETS = (
+    ("current", "current"),
+    ("1-30", "days_1_30"),
+    ("31-60", "days_31_60"),
+    ("61-90", "days_61_90"),
+    ("90+", "days_over_90"),
+)
 _AGING_AMOUNTS = " ".join(
-    f"{bucket}_{suffix}:money"
+    f"{prefix}_{suffix}:money"
     for suffix in ("amount", "huf")
-    for bucket in ("current", "days_1_30", "days_31_60", "days_61_90", "days_over_90", "overdue", "total")
+    for prefix in (*(bucket_prefix for _, bucket_prefix in AGING_BUCKETS), "overdue", "total")
 )
 _AGING_COUNTS = "invoice_count:int overdue_invoice_count:int partially_paid_count:int partially_paid_amount:money"
 
