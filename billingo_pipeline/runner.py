@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from .alerts import run_error_message
 from .assets import billingo_assets
 from .assets.reporting import reporting_assets
 from .assets.billingo import TRIGGER_TAG
@@ -73,12 +74,7 @@ def run_company_syncs(
         )
         error = None
         if not result.success:
-            failures = [e for e in result.all_events if e.is_step_failure]
-            error = "; ".join(
-                (e.step_failure_data.user_failure_data.description if e.step_failure_data.user_failure_data else None)
-                or e.step_failure_data.error.message.strip()
-                for e in failures
-            ) or "run failed"
+            error = run_error_message([e for e in result.all_events if e.is_step_failure], None)
         rows = sync_rows(engine, company_slug=slug, run_id=result.run_id, limit=1)
         results.append(
             SyncRunResult(

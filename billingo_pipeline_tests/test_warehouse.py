@@ -41,6 +41,14 @@ def test_url_with_an_unescaped_at_in_the_password_is_refused_without_quoting_it(
     assert "cr3t" not in str(excinfo.value)
 
 
+@pytest.mark.parametrize("url", ["mysql+pymysql://billingo:s3cr3t@127.0.0.1/warehouse", "oracle://billingo:s3cr3t@db/warehouse"])
+def test_a_database_other_than_sqlite_or_postgresql_is_refused_by_name(url):
+    # Without this the user meets a missing driver or, after installing one, a KeyError in the upserts.
+    with pytest.raises(sa.exc.ArgumentError, match="SQLite or PostgreSQL, not '(mysql|oracle)'") as excinfo:
+        get_engine(url)
+    assert "s3cr3t" not in str(excinfo.value)
+
+
 def _company(engine, slug="acme"):
     return company_store.add_company(engine, slug, slug.title(), api_key_encrypted="token", api_key_fingerprint="fp")
 

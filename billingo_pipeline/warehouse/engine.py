@@ -11,6 +11,7 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+WAREHOUSE_BACKENDS = ("sqlite", "postgresql")
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -33,6 +34,12 @@ def parse_warehouse_url(url: str) -> sa.URL:
         raise sa.exc.ArgumentError(
             "the warehouse URL is not a valid SQLAlchemy URL (not shown: it may hold a password; "
             "special characters in the password must be %-escaped)"
+        )
+    # The upserts, views and migrations are written for these two; say so before a driver is looked for.
+    if parsed.get_backend_name() not in WAREHOUSE_BACKENDS:
+        raise sa.exc.ArgumentError(
+            f"the warehouse runs on SQLite or PostgreSQL, not '{parsed.get_backend_name()}' "
+            "(sqlite:///path.db or postgresql+psycopg://user@host/db)"
         )
     return parsed
 
