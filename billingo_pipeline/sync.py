@@ -131,9 +131,11 @@ def normalize_raw_documents(engine: Engine, company_id: int, *, batch_size: int 
     changed = [s for s in present if s.source_hash != invoice_source_hash(s.content_hash)]
     is_new = {s.document_id: s.source_hash is None for s in changed}
     newly_missing = [s.document_id for s in states if s.missing_since is not None and s.source_hash is not None and s.deleted_in_source_at is None]
-    seen_again = [s.document_id for s in present if s.deleted_in_source_at is not None]
+    seen_again = {s.document_id for s in present if s.deleted_in_source_at is not None}
 
-    created = updated = items_written = 0
+    # A document back and changed is restored by its own upsert (which clears the mark), the
+    # others by the update below: count both.
+    created = updated = items_written = restored = 0
     errors: list[dict] = []
     for batch_ids in chunked((s.document_id for s in changed), batch_size):
         with engine.connect() as conn:
@@ -155,16 +157,17 @@ def normalize_raw_documents(engine: Engine, company_id: int, *, batch_size: int 
                 created += 1
             else:
                 updated += 1
+            restored += row.document_id in seen_again
         with engine.begin() as conn:
             store.write_invoices_with_items(conn, company_id, invoice_rows, item_rows, utcnow())
         items_written += len(item_rows)
 
-    marked_deleted = restored = 0
+    marked_deleted = 0
     with engine.begin() as conn:
         now = utcnow()
         for ids in chunked(newly_missing, batch_size):
             marked_deleted += store.set_deleted_in_source(conn, company_id, ids, now, now)
-        for ids in chunked(seen_again, batch_size):
+        for ids in chunked(sorted(seen_again), batch_size):
             restored += store.set_deleted_in_source(conn, company_id, ids, None, now)
 
     counts = SyncCounts(

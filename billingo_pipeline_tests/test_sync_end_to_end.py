@@ -239,16 +239,23 @@ def test_renormalizing_alone_gets_its_own_sync_log_row(engine, warehouse_url, si
 def test_an_invoice_seen_again_loses_its_deleted_mark(engine, warehouse_url, simulator, instance, fernet_key):
     api_key = _add(engine, simulator, "acme", seed=11, documents=10)
     _sync(instance, warehouse_url, simulator, "acme")
-    returning = simulator.documents(api_key)[3]["id"]
-    with engine.begin() as conn:  # as an earlier complete fetch that missed it would have left it
+    documents = simulator.documents(api_key)
+    returning = documents[3]["id"]
+    # Back and changed meanwhile: its upsert already clears the mark, and it still counts as restored.
+    returning_paid = next(d["id"] for d in documents if d["payment_status"] != "paid" and not d.get("cancelled"))
+    simulator.pay_document(api_key, returning_paid)
+    with engine.begin() as conn:  # as an earlier complete fetch that missed them would have left them
         conn.execute(
             billingo_invoices.update()
-            .where(billingo_invoices.c.document_id == returning)
+            .where(billingo_invoices.c.document_id.in_([returning, returning_paid]))
             .values(deleted_in_source_at=sa.func.current_timestamp())
         )
     [result] = _sync(instance, warehouse_url, simulator, "acme")
-    assert _invoices(engine)[returning].deleted_in_source_at is None
-    assert _materialization_metadata(instance, result.run_id, "billingo_invoices")["restored"] == 1
+    invoices = _invoices(engine)
+    assert invoices[returning].deleted_in_source_at is None and invoices[returning_paid].deleted_in_source_at is None
+    assert invoices[returning_paid].payment_status == "paid"
+    metadata = _materialization_metadata(instance, result.run_id, "billingo_invoices")
+    assert (metadata["restored"], metadata["updated"]) == (2, 1)
 
 
 def test_sync_log_row_is_running_while_billingo_is_being_read(engine, warehouse_url, simulator, instance, fernet_key):
