@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,12 +83,7 @@ def serve_simulator(port: int) -> None:
     """The demo's simulator on a fixed port, for `make dev` (UI materializations reach it)."""
     simulator = _start_simulator(port)
     print(f"demo Billingo simulator on {simulator.base_url} (Ctrl-C to stop)", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        simulator.stop()
+    simulator.serve_until_interrupted()
 
 
 def _summary(engine: sa.Engine) -> pd.DataFrame:

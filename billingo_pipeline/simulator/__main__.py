@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import threading
 from typing import Any
 
 from billingo_pipeline.simulator.server import FAULT_KINDS, BillingoSimulator, generate_api_key
@@ -85,12 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, count in companies:
         print(f"  {name}: {count} documents, X-API-KEY: {keys[name]}", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        simulator.stop()
+    simulator.serve_until_interrupted()
 
 
 if __name__ == "__main__":

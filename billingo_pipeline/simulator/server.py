@@ -276,6 +276,15 @@ class BillingoSimulator:
         self._server = None
         self._thread = None
 
+    def serve_until_interrupted(self) -> None:
+        """Block a command-line process (the simulator CLI, ``make dev``) until Ctrl-C, then stop."""
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
     def __enter__(self) -> BillingoSimulator:
         if self._server is None:
             self.start()
