@@ -123,7 +123,7 @@ sync_log = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
-    sa.Column("run_id", sa.String(64), nullable=False, comment="Dagster run id (or cli-<uuid>)"),
+    sa.Column("run_id", sa.String(64), nullable=False, comment="Dagster run id"),
     sa.Column("trigger", sa.String(32), nullable=False, comment="schedule | manual | backfill | cli | sensor"),
     sa.Column("status", sa.String(16), nullable=False, comment="RUNNING | COMPLETED | PARTIAL | FAILED"),
     _now_column("started_at"),
@@ -144,6 +144,10 @@ sync_log = sa.Table(
     sa.Column("errors", JsonDocument, nullable=False, comment="[{document_id, message}]"),
     sa.Column("error_message", sa.Text, nullable=True, comment="why a FAILED sync failed"),
     sa.Column("check_results", JsonDocument, nullable=True, comment="asset-check outcomes"),
+    # Liveness of a RUNNING row (sync_log.start_sync): a live sync refreshes heartbeat_at; holder
+    # names its process so a sync on the same host sees at once when that process is gone.
+    sa.Column("heartbeat_at", UtcDateTime(), nullable=True, comment="refreshed while the sync is alive"),
+    sa.Column("holder", sa.String(255), nullable=True, comment="host:pid of the syncing process"),
     sa.UniqueConstraint("company_id", "run_id"),
     sa.Index(None, "company_id", "started_at"),
     # One sync per company at a time, whatever the run layout (single partitions, ranges, the CLI):
@@ -165,6 +169,12 @@ billingo_documents_raw = sa.Table(
     sa.Column("document_id", sa.BigInteger, nullable=False, comment="Billingo document id"),
     sa.Column("payload", JsonDocument, nullable=False, comment="the Document object as received"),
     sa.Column("content_hash", sa.String(64), nullable=False, comment="normalize.change_hash: canonical JSON, unpaid paid_date ignored"),
+    # Nothing Billingo sent is dropped: a payload JSON(B) cannot hold as it is (a NUL character, a
+    # non-finite number) is kept here as exact JSON text, and `payload` holds a queryable stand-in.
+    sa.Column(
+        "payload_verbatim", sa.Text, nullable=True,
+        comment="exact JSON text, only when payload cannot hold it (NUL, non-finite numbers)",
+    ),
     _now_column("first_fetched_at"),
     _now_column("last_fetched_at"),
     sa.Column("last_seen_sync_id", sa.Integer, sa.ForeignKey("sync_log.id"), nullable=True),
