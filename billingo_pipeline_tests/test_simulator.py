@@ -486,6 +486,43 @@ def test_malformed_page_fault_is_200_with_a_body_that_is_not_json(sim):
     assert conforms(get(sim, "/documents")).status_code == 200
 
 
+def test_rate_limit_nonsense_fault_serves_the_chosen_headers_only_while_injected(sim):
+    sim.inject_fault("rate_limit_nonsense", headers={"X-RateLimit-Remaining": "-3", "X-RateLimit-Limit": "abc"})
+    sim.inject_fault("rate_limit_nonsense")  # the default: a negative Remaining and a mid-sized Reset
+    chosen, default, normal = (get(sim, "/documents", per_page=10) for _ in range(3))
+    assert chosen.status_code == 200 and len(chosen.json()["data"]) == 10
+    assert (chosen.headers["X-RateLimit-Remaining"], chosen.headers["X-RateLimit-Limit"]) == ("-3", "abc")
+    assert int(chosen.headers["X-RateLimit-Reset"]) > time.time() - 5  # not chosen: the real window's
+    assert (default.headers["X-RateLimit-Remaining"], default.headers["X-RateLimit-Reset"]) == ("-7", "863596234")
+    assert 0 <= int(conforms(normal).headers["X-RateLimit-Remaining"]) < int(normal.headers["X-RateLimit-Limit"])
+    assert [e.fault for e in sim.requests_log[-3:]] == ["rate_limit_nonsense", "rate_limit_nonsense", None]
+
+
+def test_headers_option_sets_an_absurd_retry_after_on_a_429(sim):
+    sim.inject_fault("rate_limit", headers={"Retry-After": "-40"})
+    response = get(sim, "/documents")
+    assert response.status_code == 429 and response.headers["Retry-After"] == "-40"
+
+
+def test_paging_nonsense_fault_replaces_or_removes_envelope_fields_only_while_injected(sim):
+    second_page = sim.documents(KEY)[10:20]
+    sim.inject_fault("paging_nonsense", envelope={"current_page": 1, "last_page": REMOVE, "per_page": 7})
+    sim.inject_fault("paging_nonsense")  # the default: a negative total
+    chosen = get(sim, "/documents", per_page=10, page=2).json()
+    assert (chosen["current_page"], chosen["per_page"], chosen["total"]) == (1, 7, 60) and "last_page" not in chosen
+    assert [d["id"] for d in chosen["data"]] == [d["id"] for d in second_page]
+    default = get(sim, "/documents", per_page=10).json()
+    assert default["total"] == -1 and default["last_page"] == 6
+    assert conforms(get(sim, "/documents", per_page=10)).json()["total"] == 60
+
+
+def test_paging_nonsense_leaves_single_documents_alone(sim):
+    sim.inject_fault("paging_nonsense", path_prefix="/v3/documents/")
+    document = sim.documents(KEY)[0]
+    assert conforms(get(sim, f"/documents/{document['id']}")).json() == document
+    assert sim.requests_log[-1].fault == "paging_nonsense"
+
+
 def test_faults_match_path_key_and_request_count(sim):
     sim.inject_fault("server_error", after_requests=2)  # the third /v3/documents request
     sim.inject_fault("unavailable", path_prefix="/v3/organization", api_key=OTHER_KEY)

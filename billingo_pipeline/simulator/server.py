@@ -59,7 +59,8 @@ from billingo_pipeline.simulator.data import (
     DocumentFactory,
 )
 
-FaultKind = Literal["rate_limit", "server_error", "unavailable", "slow", "truncated", "malformed_page"]
+FaultKind = Literal["rate_limit", "server_error", "unavailable", "slow", "truncated", "malformed_page",
+                    "rate_limit_nonsense", "paging_nonsense"]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
 # Each organization gets its own block of ids, so documents of two organizations never collide.
@@ -77,6 +78,9 @@ _ENDPOINTS = ("/v3/documents", "/v3/organization", "/v3/utils/time")
 _UNAUTHORIZED = "Authorization information (Header: X-API-KEY) is missing or invalid."
 _NO_SUBSCRIPTION = "You do not have subscription for this operation"
 _SUBSCRIPTION_FEATURES = ["api_limit_standard", "subscription_standard"]
+# What a mock serving random schema-valid integers sends: the defaults of the two nonsense faults.
+_NONSENSE_RATE_HEADERS = {"X-RateLimit-Remaining": "-7", "X-RateLimit-Reset": "863596234"}
+_NONSENSE_ENVELOPE = {"total": -1}
 
 
 class _Removed:
@@ -106,6 +110,10 @@ class Fault:
     retry_after: int | None = None
     delay_seconds: float = 0.0
     api_key: str | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict)
+    """Header values set on the fault's reply, over the rate-limit headers the simulator computes."""
+    envelope: dict[str, Any] = field(default_factory=dict)
+    """``paging_nonsense``: top-level fields of the ``GET /documents`` envelope to replace (or REMOVE)."""
     fired: int = 0
     """How often the fault has fired so far (it stops at ``times``)."""
     skipped: int = 0
@@ -447,6 +455,8 @@ class BillingoSimulator:
         retry_after: int | None = None,
         delay_seconds: float = 0.0,
         api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        envelope: Mapping[str, Any] | None = None,
     ) -> Fault:
         """Misbehave on the next ``times`` matching requests, after letting ``after_requests`` pass.
 
@@ -461,9 +471,15 @@ class BillingoSimulator:
         * ``server_error`` / ``unavailable``: 500 / 503 with ``{"error":{"message","trace_id"}}``;
         * ``slow``: wait ``delay_seconds``, then answer normally;
         * ``truncated``: announce the full ``Content-Length``, send half the body, close;
-        * ``malformed_page``: HTTP 200 whose body is not valid JSON.
+        * ``malformed_page``: HTTP 200 whose body is not valid JSON;
+        * ``rate_limit_nonsense``: answer normally, with the rate-limit ``headers`` given (default: a
+          negative ``X-RateLimit-Remaining`` and a ``X-RateLimit-Reset`` that is neither a delta nor
+          a time near now), as a mock serving random schema-valid values would;
+        * ``paging_nonsense``: answer ``GET /documents`` normally, with the envelope fields given in
+          ``envelope`` replaced (``REMOVE`` deletes one; default: a negative ``total``).
 
-        ``retry_after`` adds a ``Retry-After`` header to any error fault. Several faults fire in
+        ``retry_after`` adds a ``Retry-After`` header to any error fault; ``headers`` sets any
+        header on any fault's reply (e.g. an absurd ``Retry-After`` on a ``rate_limit``). Several faults fire in
         injection order: a request goes to the first pending fault that matches, and counts
         towards the ``after_requests`` of the faults it passes on the way.
         """
@@ -471,7 +487,12 @@ class BillingoSimulator:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
         if times < 1 or after_requests < 0 or delay_seconds < 0:
             raise ValueError("times must be >= 1, after_requests and delay_seconds >= 0")
-        fault = Fault(kind, times, after_requests, path_prefix, retry_after, delay_seconds, api_key)
+        if kind == "rate_limit_nonsense" and not headers:
+            headers = _NONSENSE_RATE_HEADERS
+        if kind == "paging_nonsense" and not envelope:
+            envelope = _NONSENSE_ENVELOPE
+        fault = Fault(kind, times, after_requests, path_prefix, retry_after, delay_seconds, api_key,
+                      headers=dict(headers or {}), envelope=dict(envelope or {}))
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -538,6 +559,10 @@ class BillingoSimulator:
                 body = reply.body()
                 reply.raw_body = body[: len(body) // 2]  # a JSON document cut in half never parses
             reply.truncate = bool(fault and fault.kind == "truncated")
+            if fault and fault.envelope and path == "/v3/documents" and isinstance(reply.payload, dict):
+                reply.payload = _with_fields(reply.payload, fault.envelope)
+            if fault:
+                reply.headers.update(fault.headers)
         reply.headers = {**rate_headers, **reply.headers}
         with self._lock:
             self._log.append(RequestRecord(
@@ -752,6 +777,12 @@ class _Handler(BaseHTTPRequestHandler):
 def _error(status: int, message: str) -> _Reply:
     """The spec's ClientErrorResponse: ``{"error": {"message": ...}}``."""
     return _Reply(status, {"error": {"message": message}})
+
+
+def _with_fields(payload: dict[str, Any], replacements: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``payload`` with top-level fields replaced, or deleted where the value is REMOVE."""
+    changed = {**payload, **replacements}
+    return {key: value for key, value in changed.items() if value is not REMOVE}
 
 
 def _is_endpoint(path: str) -> bool:
