@@ -60,7 +60,7 @@ from billingo_pipeline.simulator.data import (
 )
 
 FaultKind = Literal["rate_limit", "server_error", "unavailable", "slow", "truncated", "malformed_page",
-                    "rate_limit_nonsense", "paging_nonsense"]
+                    "rate_limit_nonsense", "paging_nonsense", "data_not_list"]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
 # Each organization gets its own block of ids, so documents of two organizations never collide.
@@ -472,6 +472,9 @@ class BillingoSimulator:
         * ``slow``: wait ``delay_seconds``, then answer normally;
         * ``truncated``: announce the full ``Content-Length``, send half the body, close;
         * ``malformed_page``: HTTP 200 whose body is not valid JSON;
+        * ``data_not_list``: HTTP 200, valid JSON, the usual envelope, but ``data`` is an object
+          keyed ``"1"``, ``"2"``, ... (what PHP's ``json_encode`` makes of an array whose keys are
+          no longer 0..n-1, e.g. after ``array_filter``);
         * ``rate_limit_nonsense``: answer normally, with the rate-limit ``headers`` given (default: a
           negative ``X-RateLimit-Remaining`` and a ``X-RateLimit-Reset`` that is neither a delta nor
           a time near now), as a mock serving random schema-valid values would;
@@ -558,6 +561,9 @@ class BillingoSimulator:
             if fault and fault.kind == "malformed_page":
                 body = reply.body()
                 reply.raw_body = body[: len(body) // 2]  # a JSON document cut in half never parses
+            if fault and fault.kind == "data_not_list" and path == "/v3/documents" and isinstance(reply.payload, dict):
+                documents = reply.payload.get("data") or []
+                reply.payload = {**reply.payload, "data": {str(i): d for i, d in enumerate(documents, start=1)}}
             reply.truncate = bool(fault and fault.kind == "truncated")
             if fault and fault.envelope and path == "/v3/documents" and isinstance(reply.payload, dict):
                 reply.payload = _with_fields(reply.payload, fault.envelope)
