@@ -1,0 +1,152 @@
+"""Shared set-up of the fault matrix: one company on the simulator, synced through Dagster.
+
+Every sync goes the production way (``runner.run_company_syncs``: a Dagster run of the sync
+assets), with the client's backoff shrunk so that retries do not sleep for real. ``FaultRig``
+holds the company and answers the questions every fault test asks: what did the sync log say,
+is every document the simulator holds in the warehouse exactly once, did a later sync recover.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from billingo_pipeline.admin import register_company
+from billingo_pipeline.resources import BillingoResource
+from billingo_pipeline.runner import SyncRunResult, run_company_syncs
+from billingo_pipeline.simulator import BillingoSimulator, generate_api_key
+from billingo_pipeline.warehouse.engine import get_engine
+from billingo_pipeline.warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
+from billingo_pipeline.warehouse.sync_log import COMPLETED
+from billingo_pipeline_tests.pg_cluster import PostgresCluster
+
+SLUG = "acme"
+DOCUMENTS = 30
+PAGE_SIZE = 10  # 30 documents are 3 pages: a fault can hit the first, a middle or the last page
+# Retries wait milliseconds, also when Billingo sends Retry-After (the wait is capped by the maximum).
+FAST_RETRIES = {"backoff_seconds": 0.001, "max_backoff_seconds": 0.01}
+
+
+@dataclasses.dataclass
+class FaultRig:
+    """One company (``acme``) with ``DOCUMENTS`` documents on the simulator and in the warehouse's companies."""
+
+    engine: sa.Engine
+    warehouse_url: str
+    simulator: BillingoSimulator
+    instance: dg.DagsterInstance
+    api_key: str
+    company_id: int
+    slug: str = SLUG
+
+    def resource(self, **overrides) -> BillingoResource:
+        return BillingoResource(base_url=self.simulator.base_url, page_size=PAGE_SIZE, **{**FAST_RETRIES, **overrides})
+
+    def sync(self, **resource_overrides) -> SyncRunResult:
+        """One Dagster run syncing the company; returns its result (never raises on failure)."""
+        [result] = run_company_syncs(
+            [self.slug], warehouse_url=self.warehouse_url, billingo=self.resource(**resource_overrides),
+            instance=self.instance, trigger="test",
+        )
+        return result
+
+    def log_rows(self) -> list[sa.Row]:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sync_log).where(sync_log.c.company_id == self.company_id).order_by(sync_log.c.id)).all()
+
+    def last_log(self) -> sa.Row:
+        return self.log_rows()[-1]
+
+    def source(self) -> dict[int, dict]:
+        """The documents the simulator holds, by id."""
+        return {d["id"]: d for d in self.simulator.documents(self.api_key)}
+
+    def stored_ids(self, table) -> list[int]:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(table.c.document_id).where(table.c.company_id == self.company_id)
+            ).scalars().all()
+
+    def item_keys(self) -> list[tuple[int, int]]:
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(
+                sa.select(billingo_invoice_items.c.document_id, billingo_invoice_items.c.position)
+                .where(billingo_invoice_items.c.company_id == self.company_id)
+            )]
+
+    def live_invoice_ids(self) -> set[int]:
+        """Invoices not marked as vanished from Billingo."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(
+                sa.select(billingo_invoices.c.document_id)
+                .where(billingo_invoices.c.company_id == self.company_id, billingo_invoices.c.deleted_in_source_at.is_(None))
+            ).scalars())
+
+    def assert_nothing_lost_or_doubled(self, *, failed_ids: frozenset[int] = frozenset()) -> None:
+        """Every simulator document is stored exactly once (raw), every one but ``failed_ids`` as an
+        invoice with every item exactly once, and none of them is marked as vanished."""
+        source = self.source()
+        raw_ids, invoice_ids, item_keys = self.stored_ids(billingo_documents_raw), self.stored_ids(billingo_invoices), self.item_keys()
+        assert len(raw_ids) == len(set(raw_ids)) and len(invoice_ids) == len(set(invoice_ids)), "a document is stored twice"
+        assert len(item_keys) == len(set(item_keys)), "an item is stored twice"
+        assert set(raw_ids) == set(source), "raw documents differ from what Billingo holds"
+        expected = set(source) - failed_ids
+        assert set(invoice_ids) == expected and self.live_invoice_ids() == expected
+        assert len(item_keys) == sum(len(source[i]["items"]) for i in expected)
+
+    def assert_recovers(self, *, expected_skipped: int | None = None) -> sa.Row:
+        """The next sync, with nothing changed but time, completes and holds every document once."""
+        result = self.sync()
+        log = self.last_log()
+        assert (result.success, result.sync_status, log.status) == (True, COMPLETED, COMPLETED), log.error_message
+        assert log.error_message is None and log.errors == [] and log.fetch_complete
+        assert log.invoices_processed == len(self.source()) and log.invoices_failed == 0
+        if expected_skipped is not None:
+            assert log.invoices_skipped == expected_skipped
+        self.assert_nothing_lost_or_doubled()
+        return log
+
+    def assert_key_free(self, *texts: str | None) -> None:
+        for text in texts:
+            assert self.api_key not in (text or ""), "the API key leaked"
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture
+def rig(warehouse_url, simulator, instance, fernet_key) -> FaultRig:
+    api_key = generate_api_key(SLUG)
+    simulator.add_organization(api_key, name="Acme Kft.", seed=SLUG, document_count=DOCUMENTS)
+    engine = get_engine(warehouse_url)
+    company, _ = register_company(engine, SLUG, "Acme Kft.", api_key, api_base_url=simulator.base_url)
+    return FaultRig(engine, warehouse_url, simulator, instance, api_key, company.id)
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster of this module's own: tests may stop it (``pg_ctl -m immediate``).
+
+    Shared by the module's tests; ``running_pg_cluster`` hands it out started. Always stopped and
+    removed at the end, also when a test failed with the server down.
+    """
+    cluster = PostgresCluster()
+    try:
+        yield cluster.setup()
+    finally:
+        cluster.teardown()
+
+
+@pytest.fixture
+def running_pg_cluster(pg_cluster) -> PostgresCluster:
+    """``pg_cluster``, started again if an earlier test left it stopped."""
+    if not pg_cluster.is_running():
+        pg_cluster.start()
+    return pg_cluster
