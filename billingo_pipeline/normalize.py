@@ -41,7 +41,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
 from types import MappingProxyType
 from typing import Any
 
@@ -49,6 +49,8 @@ __all__ = [
     "DocumentError",
     "NormalizedDocument",
     "FieldMapping",
+    "ColumnLimit",
+    "RowLimits",
     "INVOICE_FIELDS",
     "ITEM_FIELDS",
     "MAPPED_FIELDS",
@@ -106,6 +108,8 @@ _PLAIN_DECIMAL = re.compile(r"[+-]?\d+(?:\.\d+)?")
 # "27%", "5,5%" (Hungarian decimal comma) and, defensively, "5.5%"; everything else is a code.
 _VAT_PERCENT = re.compile(r"(\d+(?:[.,]\d+)?)\s*%")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# A Python str holds a surrogate code point only when the JSON had a lone "\ud800" escape.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _json_type(value: object) -> str:
@@ -229,6 +233,60 @@ def _emails(value: object, field: str) -> str | None:
 
 def _vat_percent(value: object, field: str) -> Decimal | None:
     return parse_vat_percent(_text(value, field))
+
+
+# --- what the target columns can hold -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnLimit:
+    """What one warehouse column can hold, so a value that does not fit is a document error here
+    instead of a database error that takes its whole batch down (and differs by dialect: SQLite
+    would store what PostgreSQL refuses). ``warehouse.schema.column_limits`` derives these from
+    the column types; this module only applies them.
+    """
+
+    max_length: int | None = None  # characters of a text column
+    text: bool = False  # no NUL character: PostgreSQL's text and JSONB cannot store one
+    digits: tuple[int, int] | None = None  # (precision, scale) of an exact decimal column
+    integer_bits: int | None = None  # signed width of an integer column
+
+    def check(self, value: object, field: str) -> None:
+        if value is None:
+            return
+        if isinstance(value, str):
+            if self.text and "\x00" in value:
+                raise DocumentError(f"{field}: contains a NUL character, which the warehouse cannot store")
+            if self.text and _LONE_SURROGATE.search(value):
+                raise DocumentError(f"{field}: contains an unpaired UTF-16 surrogate, which is not valid Unicode text")
+            if self.max_length is not None and len(value) > self.max_length:
+                raise DocumentError(
+                    f"{field}: {len(value):,} characters, more than the {self.max_length:,} the warehouse column holds"
+                )
+        elif isinstance(value, Decimal) and self.digits is not None:
+            precision, scale = self.digits
+            whole_digits = precision - scale
+            # Rounded as the column rounds it, in a context wide enough never to fail on its own.
+            fits = value.adjusted() < whole_digits and (
+                value.quantize(Decimal(1).scaleb(-scale), context=Context(prec=precision + 2)).adjusted() < whole_digits
+            )
+            if not fits:
+                raise DocumentError(
+                    f"{field}: {_show(value)} is out of range for the warehouse "
+                    f"(at most {whole_digits} digits before the decimal point)"
+                )
+        elif isinstance(value, int) and not isinstance(value, bool) and self.integer_bits is not None:
+            bound = 2 ** (self.integer_bits - 1)
+            if not -bound <= value < bound:
+                raise DocumentError(f"{field}: {_show(value)} is out of range for a {self.integer_bits}-bit integer column")
+
+
+@dataclass(frozen=True)
+class RowLimits:
+    """Column limits of the invoice row and of each item row, by column name."""
+
+    invoice: Mapping[str, ColumnLimit]
+    item: Mapping[str, ColumnLimit]
 
 
 # --- the mapping ----------------------------------------------------------------------------------
@@ -370,7 +428,9 @@ def content_hash(payload: Mapping[str, Any]) -> str:
         ensure_ascii=False,
         default=_plain_mapping,
     )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    # surrogatepass: a lone "\ud800" escape in Billingo's JSON must hash, not crash the fetch; text
+    # without one encodes exactly as plain UTF-8, so no existing hash changes.
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def change_hash(payload: Mapping[str, Any]) -> str:
@@ -391,8 +451,11 @@ def _plain_mapping(value: object) -> dict[str, Any]:
     raise TypeError(f"content_hash: {type(value).__name__} is not JSON")
 
 
-def normalize_document(payload: Mapping[str, Any]) -> NormalizedDocument:
-    """The invoice row and item rows of one Document; raises ``DocumentError`` (with the id)."""
+def normalize_document(payload: Mapping[str, Any], limits: RowLimits | None = None) -> NormalizedDocument:
+    """The invoice row and item rows of one Document; raises ``DocumentError`` (with the id).
+
+    With ``limits`` every value is also checked against what its warehouse column can hold.
+    """
     if not isinstance(payload, Mapping):
         raise DocumentError(f"document: expected an object, got {_json_type(payload)}")
     document_id = payload.get("id")
@@ -402,14 +465,14 @@ def normalize_document(payload: Mapping[str, Any]) -> NormalizedDocument:
 
     try:
         invoice: dict[str, object] = {"document_id": document_id}
-        invoice.update(_row(payload, INVOICE_FIELDS, prefix="", document=payload))
-        items = tuple(_items(payload))
+        invoice.update(_row(payload, INVOICE_FIELDS, prefix="", document=payload, limits=limits and limits.invoice))
+        items = tuple(_items(payload, limits and limits.item))
     except DocumentError as error:
         raise DocumentError(error.message, document_id) from None
     return NormalizedDocument(document_id=document_id, invoice=invoice, items=items)
 
 
-def _items(document: Mapping[str, Any]) -> Iterator[dict[str, object]]:
+def _items(document: Mapping[str, Any], limits: Mapping[str, ColumnLimit] | None) -> Iterator[dict[str, object]]:
     items = document.get("items")
     if items is None:
         return
@@ -419,7 +482,7 @@ def _items(document: Mapping[str, Any]) -> Iterator[dict[str, object]]:
         prefix = f"items[{index}]"
         if not isinstance(item, Mapping):
             raise DocumentError(f"{prefix}: expected an object, got {_json_type(item)}")
-        yield {"position": index + 1, **_row(item, ITEM_FIELDS, prefix=prefix, document=document)}
+        yield {"position": index + 1, **_row(item, ITEM_FIELDS, prefix=prefix, document=document, limits=limits)}
 
 
 def _row(
@@ -428,6 +491,7 @@ def _row(
     *,
     prefix: str,
     document: Mapping[str, Any],
+    limits: Mapping[str, ColumnLimit] | None = None,
 ) -> dict[str, object]:
     row: dict[str, object] = {}
     for mapping in fields:
@@ -435,7 +499,10 @@ def _row(
             row[mapping.column] = None
             continue
         value, field = _lookup(source, mapping.source, prefix)
-        row[mapping.column] = mapping.convert(value, field)
+        converted = mapping.convert(value, field)
+        if limits is not None and mapping.column in limits:
+            limits[mapping.column].check(converted, field)
+        row[mapping.column] = converted
     return row
 
 

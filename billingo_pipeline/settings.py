@@ -8,10 +8,47 @@ from pathlib import Path
 FERNET_KEY_ENV = "BILLINGO_FERNET_KEY"
 WAREHOUSE_URL_ENV = "BILLINGO_WAREHOUSE_URL"
 API_BASE_URL_ENV = "BILLINGO_API_BASE_URL"
+SYNC_STALE_AFTER_ENV = "BILLINGO_SYNC_STALE_AFTER_SECONDS"
+SYNC_HEARTBEAT_ENV = "BILLINGO_SYNC_HEARTBEAT_SECONDS"
 
 DEFAULT_API_BASE_URL = "https://api.billingo.hu/v3"
 # Embedded default: a SQLite file in the working directory, so nothing needs a server.
 DEFAULT_WAREHOUSE_PATH = Path("billingo_warehouse.db")
+
+
+# A RUNNING sync refreshes its heartbeat this often; one silent for the stale bound is dead (its
+# process is gone) and the next sync takes it over. Ten heartbeats' margin for a busy machine.
+DEFAULT_SYNC_HEARTBEAT_SECONDS = 30.0
+DEFAULT_SYNC_STALE_AFTER_SECONDS = 300.0
+
+
+class SettingsError(ValueError):
+    """An environment setting has a value that cannot be used; the message names the variable."""
+
+
+def _positive_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 7 * 24 * 3600:  # also false for NaN
+        raise SettingsError(f"{name} must be a number of seconds between 0 and one week, got {raw!r}")
+    return value
+
+
+def sync_heartbeat_seconds() -> float:
+    return _positive_seconds(SYNC_HEARTBEAT_ENV, DEFAULT_SYNC_HEARTBEAT_SECONDS)
+
+
+def sync_stale_after_seconds() -> float:
+    """How old a RUNNING row's heartbeat may get before the next sync takes the row over."""
+    stale_after = _positive_seconds(SYNC_STALE_AFTER_ENV, DEFAULT_SYNC_STALE_AFTER_SECONDS)
+    if stale_after <= sync_heartbeat_seconds():
+        raise SettingsError(f"{SYNC_STALE_AFTER_ENV} must be longer than {SYNC_HEARTBEAT_ENV}: a live sync would look dead")
+    return stale_after
 
 
 def warehouse_url() -> str:

@@ -294,15 +294,20 @@ def test_rejected_key_run_is_alerted_by_webhook_and_email(
 def test_run_interrupted_mid_sync_gets_its_running_row_failed_and_alerted(
     engine, warehouse_url, simulator, instance, fernet_key, alert_env, webhook, smtp_server, sigint_guard
 ):
-    """The run worker dies while paging Billingo (SIGINT, as a stopped container gets): the step
-    never finalizes its row, Dagster fails the run, and only the sensor can close the row."""
+    """The run worker is interrupted while paging Billingo (SIGINT, as a stopped container gets):
+    the step finalizes its own row with the reason before the run fails. A worker killed outright
+    (SIGKILL, a lost node) cannot: its row stays RUNNING, and the failure sensor closes it."""
     sink, _ = smtp_server
     api_key = _acme_with_action_on_page_two(engine, simulator, 32, lambda: os.kill(os.getpid(), signal.SIGINT))
     result = _run_sync_job(instance, warehouse_url, simulator, "acme")
     assert not result.success
     assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.FAILURE
     [row] = _rows(engine)
-    assert row.status == RUNNING and row.run_id == result.run_id  # what a dead worker leaves behind
+    assert row.status == FAILED and row.run_id == result.run_id
+    assert row.error_message.startswith("interrupted (Ctrl-C, SIGTERM, or the Dagster run was terminated)")
+
+    with engine.begin() as conn:  # what a worker killed before it could finalize leaves behind
+        conn.execute(sync_log.update().where(sync_log.c.id == row.id).values(status=RUNNING, finished_at=None, error_message=None))
 
     _evaluate(sync_run_failure_sensor, SYNC_RUN_FAILURE_SENSOR, instance, result, warehouse_url, result.get_run_failure_event())
 
@@ -336,7 +341,10 @@ def test_canceled_run_gets_its_running_row_failed_without_an_alert(
     result = _run_sync_job(instance, warehouse_url, simulator, "acme")
     run = instance.get_run_by_id(result.run_id)
     assert run.status == dg.DagsterRunStatus.CANCELED
-    assert _rows(engine)[0].status == RUNNING
+    [row] = _rows(engine)
+    assert row.status == FAILED and row.error_message.startswith("interrupted")  # the step closed it itself
+    with engine.begin() as conn:  # what a worker killed before it could finalize leaves behind
+        conn.execute(sync_log.update().where(sync_log.c.id == row.id).values(status=RUNNING, finished_at=None, error_message=None))
     [canceled_event] = [
         r.event_log_entry.dagster_event
         for r in instance.get_records_for_run(result.run_id, of_type=dg.DagsterEventType.RUN_CANCELED).records

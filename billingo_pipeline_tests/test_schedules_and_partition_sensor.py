@@ -183,8 +183,8 @@ def test_a_second_sync_of_a_running_company_fails_clearly_and_stale_rows_are_tak
             conn.execute(sync_log.insert().values(company_id=acme.id, run_id="raw", trigger="x", status=RUNNING,
                                                   started_at=utcnow(), errors=[]))
 
-    with engine.begin() as conn:  # run-a died 7 hours ago without finalizing its row
-        conn.execute(sync_log.update().where(sync_log.c.id == held).values(started_at=utcnow() - dt.timedelta(hours=7)))
+    with engine.begin() as conn:  # run-a's process died 7 minutes ago without finalizing its row
+        conn.execute(sync_log.update().where(sync_log.c.id == held).values(heartbeat_at=utcnow() - dt.timedelta(minutes=7)))
     taken = start_sync(engine, acme.id, "run-b", "manual")
     with engine.connect() as conn:
         rows = {r.run_id: r for r in conn.execute(sa.select(sync_log))}

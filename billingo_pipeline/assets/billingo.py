@@ -156,6 +156,12 @@ def billingo_sync(
     # for explicitly still fails with the reason.
     skip_unsyncable = len(slugs) > 1 or trigger == "schedule"
     step_checks = StepChecks(engine, context.selected_asset_check_keys, context.run.run_id)
+
+    def run_in_progress(run_id: str) -> bool | None:
+        # Another company's lock held by a run this instance knows has ended is taken over at once.
+        other = context.instance.get_run_by_id(run_id)
+        return None if other is None else not other.is_finished
+
     failures: dict[str, str] = {}
     for slug in slugs:
         try:
@@ -166,6 +172,8 @@ def billingo_sync(
                 run_id=context.run.run_id,
                 trigger=trigger,
                 open_client=(lambda c: billingo.client_for(c, logger=context.log)) if fetch else None,
+                run_in_progress=run_in_progress,
+                logger=context.log,
             )
         except (CompanyError, CompanySyncError, SyncAlreadyRunningError) as exc:
             if skip_unsyncable and isinstance(exc, (CompanyNotSyncableError, UnknownCompanyError)):

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
+import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -14,29 +19,71 @@ from .schema import billingo_invoices as invoices
 from .upsert import upsert
 
 
+def storable_payload(payload: Any) -> tuple[Any, str | None]:
+    """``(payload for the JSON column, verbatim JSON text or None)``: lossless on both dialects.
+
+    Billingo's JSON, as Python parses it, can hold what a database refuses: a NUL character
+    (PostgreSQL's JSONB and text reject it), a lone surrogate such as ``"\\ud800"`` (not valid
+    UTF-8, so neither driver can send it) and ``Infinity``/``NaN`` (not JSON at all). Such a payload
+    is kept whole as ASCII JSON text (NUL and surrogates escaped, non-finite numbers as the tokens
+    ``json.loads`` reads back), and the JSON column gets a stand-in for queries: those characters
+    replaced by U+FFFD, non-finite numbers by null. Every other payload is stored as it is.
+    """
+    try:
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except ValueError:  # a non-finite number, or a lone surrogate (UnicodeEncodeError)
+        return _json_stand_in(payload), json.dumps(payload)
+    # Also true for a literal backslash-u0000 in a string: then kept verbatim needlessly, still lossless.
+    if "\\u0000" in text:
+        return _json_stand_in(payload), json.dumps(payload)
+    return payload, None
+
+
+_UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
+
+
+def _json_stand_in(value: Any) -> Any:
+    if isinstance(value, str):
+        return _UNSTORABLE_CHARACTERS.sub("\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {_json_stand_in(str(key)): _json_stand_in(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_stand_in(item) for item in value]
+    return value
+
+
+def stored_payload(payload: Any, verbatim: str | None) -> Any:
+    """The payload exactly as Billingo sent it, from a raw row's two columns."""
+    return json.loads(verbatim) if verbatim is not None else payload
+
+
 def upsert_raw_documents(
     conn: Connection, company_id: int, sync_id: int, documents: Sequence[tuple[int, dict, str]], now: dt.datetime
 ) -> None:
     """Store ``(document_id, payload, content_hash)`` as received; re-seen documents lose ``missing_since``."""
-    rows = [
-        {
+    rows = []
+    for document_id, payload, content_hash in documents:
+        stored, verbatim = storable_payload(payload)
+        rows.append({
             "company_id": company_id,
             "document_id": document_id,
-            "payload": payload,
+            "payload": stored,
+            "payload_verbatim": verbatim,
             "content_hash": content_hash,
             "first_fetched_at": now,
             "last_fetched_at": now,
             "last_seen_sync_id": sync_id,
             "missing_since": None,
-        }
-        for document_id, payload, content_hash in documents
-    ]
+        })
     upsert(
         conn,
         raw,
         rows,
         conflict_columns=("company_id", "document_id"),
-        update_columns=("payload", "content_hash", "last_fetched_at", "last_seen_sync_id", "missing_since"),
+        update_columns=("payload", "payload_verbatim", "content_hash", "last_fetched_at", "last_seen_sync_id", "missing_since"),
     )
 
 
@@ -73,12 +120,20 @@ def raw_document_states(conn: Connection, company_id: int) -> list[sa.Row]:
     ).all()
 
 
-def raw_payloads(conn: Connection, company_id: int, document_ids: Iterable[int]) -> list[sa.Row]:
-    return conn.execute(
-        sa.select(raw.c.document_id, raw.c.payload, raw.c.content_hash).where(
+@dataclass(frozen=True)
+class RawPayload:
+    document_id: int
+    payload: Any  # exactly as Billingo sent it
+    content_hash: str
+
+
+def raw_payloads(conn: Connection, company_id: int, document_ids: Iterable[int]) -> list[RawPayload]:
+    rows = conn.execute(
+        sa.select(raw.c.document_id, raw.c.payload, raw.c.payload_verbatim, raw.c.content_hash).where(
             raw.c.company_id == company_id, raw.c.document_id.in_(list(document_ids))
         )
     ).all()
+    return [RawPayload(r.document_id, stored_payload(r.payload, r.payload_verbatim), r.content_hash) for r in rows]
 
 
 INVOICE_UPDATE_EXCLUDED = ("id", "company_id", "document_id", "first_seen_at")

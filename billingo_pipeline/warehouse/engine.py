@@ -100,3 +100,17 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+
+
+def warehouse_error_summary(exc: BaseException) -> str:
+    """One line on what the database (or its driver) said, never the SQL, its parameters or a
+    DETAIL line (those quote the rows: payload text, amounts)."""
+    original = getattr(exc, "orig", None) or exc
+    diag = getattr(original, "diag", None)  # psycopg: the server's primary message alone
+    text = getattr(diag, "message_primary", None) if diag is not None else None
+    if not text:
+        text = str(original).splitlines()[0] if str(original) else ""
+    text = " ".join(text.split())
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return f"{type(original).__name__}: {text}" if text else type(original).__name__

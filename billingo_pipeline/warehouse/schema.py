@@ -20,6 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 
+from ..normalize import ColumnLimit, RowLimits
+
 # Constraint names are fixed so migrations on both dialects can refer to them.
 metadata = sa.MetaData(
     naming_convention={
@@ -260,3 +262,22 @@ billingo_invoice_items = sa.Table(
         ondelete="CASCADE",
     ),
 )
+
+
+def column_limits(table: sa.Table) -> dict[str, ColumnLimit]:
+    """What each column of ``table`` can hold, read from its type: the same limits on both
+    dialects, so SQLite refuses what PostgreSQL would (SQLite itself ignores lengths)."""
+    limits: dict[str, ColumnLimit] = {}
+    for column in table.columns:
+        kind = column.type
+        if isinstance(kind, ExactDecimal):
+            limits[column.name] = ColumnLimit(digits=(kind.precision, kind.scale))
+        elif isinstance(kind, sa.String):  # Text is a String without a length
+            limits[column.name] = ColumnLimit(max_length=kind.length, text=True)
+        elif isinstance(kind, sa.Integer):
+            limits[column.name] = ColumnLimit(integer_bits=64 if isinstance(kind, sa.BigInteger) else 32)
+    return limits
+
+
+#: What normalized invoice and item rows are checked against before they are written.
+WAREHOUSE_ROW_LIMITS = RowLimits(invoice=column_limits(billingo_invoices), item=column_limits(billingo_invoice_items))

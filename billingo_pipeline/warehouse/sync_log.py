@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+import os
+import socket
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
@@ -18,14 +20,85 @@ RUNNING, COMPLETED, PARTIAL, FAILED = "RUNNING", "COMPLETED", "PARTIAL", "FAILED
 MAX_STORED_ERRORS = 1000
 # Which step recorded an error: the fetch (document unusable as received) or normalization.
 FETCH_STAGE, NORMALIZE_STAGE = "fetch", "normalize"
-# A RUNNING row older than this belongs to a run that died without finalizing it (killed process,
-# lost container): the next sync of the company takes it over instead of waiting forever. Far
-# above any real sync (a million documents are ~10,000 calls, ~35 minutes at 300 requests/minute).
-STALE_RUNNING_AFTER = dt.timedelta(hours=6)
+# A RUNNING row proves it is alive by its heartbeat (refreshed every page and on a timer, see
+# sync.SyncHeartbeat). One whose heartbeat is older than this belongs to a process that died
+# without finalizing it (SIGKILL, a lost container, the warehouse gone at the end): the next sync
+# takes it over. A live sync is never taken over, however long it has been running.
+DEFAULT_STALE_AFTER = dt.timedelta(minutes=5)
+HOLDER_MAX_LENGTH = 255
 
 
 class SyncAlreadyRunningError(Exception):
     """Another run is syncing this company right now; the message names the run."""
+
+
+class SyncLockLostError(Exception):
+    """This sync's RUNNING row was finalized by someone else (taken over or released by hand)."""
+
+
+def process_holder() -> str:
+    """``host:pid`` of this process, as a RUNNING row records who holds it."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:HOLDER_MAX_LENGTH]
+
+
+def holder_process_gone(holder: str | None) -> bool:
+    """True only when ``holder`` names a process on this host that no longer exists.
+
+    Another host's process cannot be seen from here, and a reused pid looks alive: both answer
+    False, so this can only free a lock early, never take a live one.
+    """
+    host, _, pid = (holder or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class RunningSync:
+    """The RUNNING row of a company, as the next sync or ``unlock`` sees it."""
+
+    id: int
+    company: str
+    run_id: str
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime | None
+    holder: str | None
+
+    def heartbeat_age(self, now: dt.datetime) -> dt.timedelta:
+        # Rows written before heartbeats existed only have their start time.
+        return now - (self.heartbeat_at or self.started_at)
+
+    def abandoned_because(
+        self,
+        now: dt.datetime,
+        stale_after: dt.timedelta,
+        run_in_progress: Callable[[str], bool | None] | None = None,
+    ) -> str | None:
+        """Why this RUNNING row is dead, or None while it may be alive.
+
+        Dead: no heartbeat for ``stale_after``; or its Dagster run is known and no longer in
+        progress (``run_in_progress`` answers False; None means "not known here"); or its
+        process on this host is gone. A fresh heartbeat alone never makes a row dead.
+        """
+        age = self.heartbeat_age(now)
+        if age > stale_after:
+            return f"no heartbeat for {_seconds(age)} (more than {_seconds(stale_after)})"
+        if run_in_progress is not None and run_in_progress(self.run_id) is False:
+            return f"its Dagster run {self.run_id} is no longer in progress"
+        if holder_process_gone(self.holder):
+            return f"its process {self.holder} is gone"
+        return None
+
+
+def _seconds(delta: dt.timedelta) -> str:
+    seconds = delta.total_seconds()
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def utcnow() -> dt.datetime:
@@ -52,48 +125,56 @@ def final_status(counts: SyncCounts) -> str:
     return PARTIAL
 
 
-def _running_elsewhere(conn, company_id: int, run_id: str):
-    return conn.execute(
-        sa.select(sync_log.c.id, sync_log.c.run_id, sync_log.c.started_at, companies.c.slug)
+def _running_row(conn, company_id: int, *, other_than_run: str | None = None) -> RunningSync | None:
+    query = (
+        sa.select(
+            sync_log.c.id, companies.c.slug, sync_log.c.run_id, sync_log.c.started_at,
+            sync_log.c.heartbeat_at, sync_log.c.holder,
+        )
         .join(companies, companies.c.id == sync_log.c.company_id)
-        .where(sync_log.c.company_id == company_id, sync_log.c.status == RUNNING, sync_log.c.run_id != run_id)
-    ).first()
+        .where(sync_log.c.company_id == company_id, sync_log.c.status == RUNNING)
+    )
+    if other_than_run is not None:
+        query = query.where(sync_log.c.run_id != other_than_run)
+    row = conn.execute(query).first()
+    return None if row is None else RunningSync(row.id, row.slug, row.run_id, row.started_at, row.heartbeat_at, row.holder)
 
 
-def _already_running(row) -> SyncAlreadyRunningError:
+def _already_running(row: RunningSync, now: dt.datetime) -> SyncAlreadyRunningError:
     return SyncAlreadyRunningError(
-        f"company '{row.slug}' is already being synced by run {row.run_id} "
-        f"(started {row.started_at:%Y-%m-%d %H:%M:%S} UTC): one sync per company at a time, because "
-        f"Billingo's rate limit is per API key. This sync was not started."
+        f"company '{row.company}' is already being synced by run {row.run_id} "
+        f"(started {row.started_at:%Y-%m-%d %H:%M:%S} UTC, last heartbeat {_seconds(row.heartbeat_age(now))} ago): "
+        f"one sync per company at a time, because Billingo's rate limit is per API key. This sync was not started."
     )
 
 
 def start_sync(
-    engine: Engine, company_id: int, run_id: str, trigger: str, *, stale_after: dt.timedelta = STALE_RUNNING_AFTER
+    engine: Engine,
+    company_id: int,
+    run_id: str,
+    trigger: str,
+    *,
+    stale_after: dt.timedelta = DEFAULT_STALE_AFTER,
+    run_in_progress: Callable[[str], bool | None] | None = None,
 ) -> int:
     """The RUNNING row of this run for this company; a re-executed step reuses (and resets) it.
 
     One sync per company at a time: when another run holds a RUNNING row for the company this
-    raises ``SyncAlreadyRunningError`` before anything is written, unless that row is older than
-    ``stale_after`` (its run died without finalizing it), which is then marked FAILED and taken over.
+    raises ``SyncAlreadyRunningError`` before anything is written, unless that row is dead
+    (``RunningSync.abandoned_because``), which is then marked FAILED "abandoned" and taken over.
     The partial unique index ``ux_sync_log_company_id_running`` closes the race between two runs
     that look at the same moment: the loser's insert fails and is reported the same way.
     """
     now = utcnow()
+    fresh = {"status": RUNNING, "heartbeat_at": now, "holder": process_holder()}
     try:
         with engine.begin() as conn:
-            holder = _running_elsewhere(conn, company_id, run_id)
+            holder = _running_row(conn, company_id, other_than_run=run_id)
             if holder is not None:
-                if now - holder.started_at <= stale_after:
-                    raise _already_running(holder)
-                _mark_failed(
-                    conn,
-                    holder.id,
-                    holder.started_at,
-                    f"abandoned: still RUNNING after {stale_after.total_seconds() / 3600:g} h "
-                    f"(its run died without finishing the sync); taken over by run {run_id}",
-                    now,
-                )
+                reason = holder.abandoned_because(now, stale_after, run_in_progress)
+                if reason is None:
+                    raise _already_running(holder, now)
+                _mark_failed(conn, holder.id, holder.started_at, f"abandoned: {reason}; taken over by run {run_id}", now)
             existing = conn.execute(
                 sa.select(sync_log.c.id).where(sync_log.c.company_id == company_id, sync_log.c.run_id == run_id)
             ).scalar()
@@ -101,21 +182,67 @@ def start_sync(
                 conn.execute(
                     sync_log.update()
                     .where(sync_log.c.id == existing)
-                    .values(status=RUNNING, finished_at=None, duration_seconds=None, error_message=None, errors=[])
+                    .values(**fresh, finished_at=None, duration_seconds=None, error_message=None, errors=[])
                 )
                 return existing
             return conn.execute(
                 sync_log.insert()
-                .values(company_id=company_id, run_id=run_id, trigger=trigger, status=RUNNING, started_at=now, errors=[])
+                .values(company_id=company_id, run_id=run_id, trigger=trigger, started_at=now, errors=[], **fresh)
                 .returning(sync_log.c.id)
             ).scalar_one()
     except sa.exc.IntegrityError:
         # Another run inserted its RUNNING row between our look and our write.
         with engine.connect() as conn:
-            holder = _running_elsewhere(conn, company_id, run_id)
+            holder = _running_row(conn, company_id, other_than_run=run_id)
         if holder is None:
             raise
-        raise _already_running(holder) from None
+        raise _already_running(holder, utcnow()) from None
+
+
+def heartbeat(engine: Engine, sync_id: int, **progress: int) -> None:
+    """Refresh the row's heartbeat (and any progress counters given, e.g. ``documents_fetched``).
+
+    Raises ``SyncLockLostError`` when the row is no longer RUNNING: someone took it over or
+    released it, and this sync must stop writing.
+    """
+    with engine.begin() as conn:
+        changed = conn.execute(
+            sync_log.update()
+            .where(sync_log.c.id == sync_id, sync_log.c.status == RUNNING)
+            .values(heartbeat_at=utcnow(), **progress)
+        ).rowcount
+    if not changed:
+        raise SyncLockLostError(
+            f"sync-log row {sync_id} is no longer RUNNING (taken over or released by another process): this sync stopped"
+        )
+
+
+class UnlockRefusedError(Exception):
+    """The company's RUNNING sync is alive (fresh heartbeat): it is not released."""
+
+
+def release_running_sync(
+    engine: Engine, company_id: int, *, stale_after: dt.timedelta = DEFAULT_STALE_AFTER, who: str = "by hand"
+) -> RunningSync | None:
+    """Mark the company's RUNNING row FAILED "released"; None when there is none.
+
+    Refused (``UnlockRefusedError``) while its heartbeat is fresh: a live sync must not be
+    released under its feet, whatever its age.
+    """
+    now = utcnow()
+    with engine.begin() as conn:
+        row = _running_row(conn, company_id)
+        if row is None:
+            return None
+        age = row.heartbeat_age(now)
+        if age <= stale_after and not holder_process_gone(row.holder):
+            raise UnlockRefusedError(
+                f"company '{row.company}' is being synced by run {row.run_id} and is alive "
+                f"(last heartbeat {_seconds(age)} ago, within {_seconds(stale_after)}): not released. "
+                f"Stop that run instead, or wait until its heartbeat is {_seconds(stale_after)} old."
+            )
+        _mark_failed(conn, row.id, row.started_at, f"abandoned: released {who} (last heartbeat {_seconds(age)} ago)", now)
+    return row
 
 
 def record_fetch(
@@ -159,12 +286,20 @@ def finish_sync(engine: Engine, sync_id: int, counts: SyncCounts, errors: Sequen
         )
         status = final_status(counts)
         now = utcnow()
-        conn.execute(
+        error_message = None
+        if status == FAILED:
+            first = all_errors[0] if all_errors else {}
+            error_message = one_line(
+                f"all {counts.failed} document(s) failed; first: document {first.get('document_id')}: {first.get('message')}"
+                if all_errors else "the sync failed"
+            )
+        changed = conn.execute(
             sync_log.update()
-            .where(sync_log.c.id == sync_id)
+            .where(sync_log.c.id == sync_id, sync_log.c.status == RUNNING)
             .values(
                 status=status,
                 finished_at=now,
+                heartbeat_at=now,
                 duration_seconds=(now - started).total_seconds(),
                 invoices_processed=counts.processed,
                 invoices_created=counts.created,
@@ -173,10 +308,22 @@ def finish_sync(engine: Engine, sync_id: int, counts: SyncCounts, errors: Sequen
                 invoices_failed=counts.failed,
                 invoices_marked_deleted=counts.marked_deleted,
                 items_written=counts.items_written,
+                error_message=error_message,
                 errors=all_errors[:MAX_STORED_ERRORS],
             )
-        )
+        ).rowcount
+        if not changed:
+            raise SyncLockLostError(f"sync-log row {sync_id} was finalized by another process before this sync finished")
     return status
+
+
+MAX_MESSAGE_LENGTH = 1000
+
+
+def one_line(message: str) -> str:
+    """A stored or printed error is one line: whitespace folded, and bounded in length."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= MAX_MESSAGE_LENGTH else text[: MAX_MESSAGE_LENGTH - 3] + "..."
 
 
 def _mark_failed(conn, sync_id: int, started_at: dt.datetime, message: str, now: dt.datetime, **extra) -> None:
@@ -188,7 +335,7 @@ def _mark_failed(conn, sync_id: int, started_at: dt.datetime, message: str, now:
             status=FAILED,
             finished_at=now,
             duration_seconds=(now - started_at).total_seconds(),
-            error_message=message[:4000],
+            error_message=one_line(message),
             **extra,
         )
     )
