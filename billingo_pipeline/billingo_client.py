@@ -6,6 +6,13 @@ must also retry bodies that arrive truncated or as invalid JSON (urllib3 never s
 must say in its own words which company and which status failed. The loop is small and tested
 against the simulator for every path.
 
+What Billingo says is checked before it is believed. Rate-limit headers that make no sense (a
+negative count, a Reset that is neither a wait nor a time near now, an absurd Retry-After) are
+ignored with one warning per sync, and every wait is capped by ``max_backoff_seconds``. A page
+whose paging envelope contradicts the request or itself makes the sweep incomplete, so nothing is
+marked deleted on its word, and a pass never fetches more pages than its first page's total allows
+(plus a margin): a server cannot make a sync loop.
+
 The API key lives only in the session's headers: it is never logged, never part of a message,
 never in ``repr``. It is cleaned before it gets there (``credentials.clean_api_key``), and what
 Billingo says back is redacted before it becomes a log line or an exception.
@@ -13,7 +20,9 @@ Billingo says back is redacted before it becomes a log line or an exception.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -36,6 +45,15 @@ TRANSIENT_TRANSPORT_ERRORS = (
     requests.exceptions.ContentDecodingError,
 )
 MAX_PER_PAGE = 100
+# Billingo's rate-limit window is a minute: a wait it announces beyond an hour is not a wait, it is
+# a header filled with nonsense (a mock's random integer, a proxy's bug) and is not believed.
+PLAUSIBLE_WAIT_SECONDS = 3600.0
+# A pass may legitimately run past what its first page's total implied (documents created while we
+# page add pages), so it gets a margin; past that, or past the absolute cap, paging is a loop.
+PAGE_MARGIN_MIN = 5
+MAX_PAGES_PER_PASS = 100_000
+RATE_LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After")
+_JSON_TYPE_NAMES = {dict: "object", str: "string", int: "number", float: "number", bool: "boolean"}
 
 _STATUS_MEANING = {
     400: "bad request",
@@ -60,11 +78,17 @@ class BillingoApiError(Exception):
 
 @dataclass
 class DocumentPage:
+    """One page of ``GET /documents``. ``number`` is the page we asked for; the envelope fields are
+    what Billingo reported, or None when that was missing or nonsense. ``problems`` says, in words,
+    what in the envelope contradicts the request or itself: such a page cannot prove anything about
+    completeness (its documents are still real documents)."""
+
     number: int
     documents: list[dict[str, Any]]
-    total: int
-    per_page: int
-    last_page: int
+    total: int | None
+    per_page: int | None
+    last_page: int | None
+    problems: tuple[str, ...] = ()
 
 
 @dataclass
@@ -73,6 +97,8 @@ class RequestStats:
     retries: int = 0
     pages_fetched: int = 0
     slept_seconds: float = 0.0
+    ignored_headers: int = 0
+    """Responses whose rate-limit headers (or Retry-After) were ignored as nonsense."""
 
 
 class BillingoClient:
@@ -90,13 +116,17 @@ class BillingoClient:
         max_retries: int = 3,
         backoff_seconds: float = 1.0,
         max_backoff_seconds: float = 60.0,
+        max_pages_per_pass: int = MAX_PAGES_PER_PASS,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ):
         if not 1 <= page_size <= MAX_PER_PAGE:
             raise ValueError(f"page_size must be between 1 and {MAX_PER_PAGE} (Billingo's limit), got {page_size}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if max_pages_per_pass < 1:
+            raise ValueError(f"max_pages_per_pass must be >= 1, got {max_pages_per_pass}")
         self.base_url = base_url.rstrip("/")
         self.company = company
         self.page_size = page_size
@@ -104,9 +134,12 @@ class BillingoClient:
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.max_pages_per_pass = max_pages_per_pass
         self.log = logger or log
         self.stats = RequestStats()
         self._sleep = sleep
+        self._clock = clock  # wall-clock Unix time: X-RateLimit-Reset is a timestamp
+        self._warned_about_headers = False
         self._session = requests.Session()
         self._session.headers.update(
             {"X-API-KEY": clean_api_key(api_key), "Accept": "application/json", "User-Agent": "billingo-pipeline/0.1"}
@@ -141,32 +174,42 @@ class BillingoClient:
     def get_document_page(self, page: int, **filters: Any) -> DocumentPage:
         params = {**{k: v for k, v in filters.items() if v is not None}, "page": page, "per_page": self.page_size}
         body = self._get_json("/documents", params)
-        try:
-            documents = body["data"]
-            if not isinstance(documents, list):
-                raise TypeError("data is not a list")
-            result = DocumentPage(
-                number=int(body.get("current_page") or page),
-                documents=documents,
-                total=int(body["total"]),
-                per_page=int(body.get("per_page") or self.page_size),
-                last_page=int(body.get("last_page") or 1),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
+        documents = body.get("data")
+        if not isinstance(documents, list):
+            found = "missing" if documents is None else f"a JSON {_JSON_TYPE_NAMES.get(type(documents), 'value')}"
             raise BillingoApiError(
-                self.company, f"Billingo returned a malformed document page {page} for company '{self.company}': {exc}"
-            ) from None
+                self.company,
+                f"Billingo returned a malformed document page {page} for company '{self.company}': "
+                f"data is not a list ({found})",
+            )
         self.stats.pages_fetched += 1
-        return result
+        return _checked_page(page, self.page_size, documents, body, redact=self.redact)
 
     def iter_document_pages(self, **filters: Any) -> Iterator[DocumentPage]:
-        """Pages 1..last_page, lazily: memory holds one page at a time."""
+        """Pages 1..last_page, lazily: memory holds one page at a time.
+
+        Paging stops after a page whose envelope has problems (where the next page starts is then
+        unknown), and after as many pages as the first page's total allows (plus a margin for
+        documents created meanwhile, and never more than ``max_pages_per_pass``): that last page
+        then carries a problem saying so, so that a server reporting ever more pages cannot make
+        a pass loop.
+        """
         page = 1
+        bound = self.max_pages_per_pass
         while True:
             current = self.get_document_page(page, **filters)
-            yield current
+            if page == 1 and current.total is not None:
+                bound = min(bound, _page_bound(current.total, self.page_size))
             # last_page is re-read on every page: it moves when documents are created mid-sync.
-            if not current.documents or page >= current.last_page:
+            more = bool(current.documents) and not current.problems and page < (current.last_page or 0)
+            if more and page >= bound:
+                current.problems = (
+                    f"stopped after page {page}: Billingo now reports {current.last_page} pages, more than "
+                    f"the {bound} its first page's total allows",
+                )
+                more = False
+            yield current
+            if not more:
                 return
             page += 1
 
@@ -195,7 +238,9 @@ class BillingoClient:
                         last_problem = f"unexpected JSON {type(body).__name__} on GET {path}"
                 elif response.status_code in RETRYABLE_STATUSES:
                     last_problem = f"HTTP {response.status_code} on GET {path}: {self.redact(_error_message(response))}"
-                    retry_after = _header_seconds(response, "Retry-After")
+                    retry_after, problem = read_retry_after(self._rate_limit_headers(response))
+                    if problem:
+                        self._ignore_headers([problem])
                     if retry_after is not None:
                         delay = min(retry_after, self.max_backoff_seconds)
                 else:
@@ -231,17 +276,35 @@ class BillingoClient:
 
     def _respect_rate_limit(self, response: requests.Response) -> None:
         """When the window is spent, wait for it to reset instead of collecting a 429."""
-        remaining = _header_seconds(response, "X-RateLimit-Remaining")
-        if remaining is None or remaining > 0:
+        reading = read_rate_limit_headers(self._rate_limit_headers(response), now=self._clock())
+        if reading.problems:
+            self._ignore_headers(reading.problems)
+        if reading.remaining != 0 or not reading.reset_in:
             return
-        reset = _header_seconds(response, "X-RateLimit-Reset")
-        if reset is None:
+        wait = min(reading.reset_in, self.max_backoff_seconds)
+        capped = ""
+        if wait < reading.reset_in:
+            capped = f" (capped by max_backoff_seconds; Billingo's window resets in {reading.reset_in:.0f}s)"
+        self.log.info("Billingo rate-limit window spent for company '%s'; waiting %.1fs%s", self.company, wait, capped)
+        self._pause(wait)
+
+    def _rate_limit_headers(self, response: requests.Response) -> dict[str, str]:
+        # Redacted before they are parsed: a problem quotes a value cut short, and a cut-off key
+        # would no longer be recognised by redact().
+        return {name: self.redact(response.headers[name]) for name in RATE_LIMIT_HEADERS if name in response.headers}
+
+    def _ignore_headers(self, problems: list[str] | tuple[str, ...]) -> None:
+        """One warning per client (one sync): a server that sends nonsense sends it on every page."""
+        self.stats.ignored_headers += 1
+        text = "; ".join(problems)
+        if self._warned_about_headers:
+            self.log.debug("Billingo rate-limit headers ignored again for company '%s': %s", self.company, text)
             return
-        # The spec calls Reset "the timestamp at which the window resets"; accept a delta too.
-        wait = reset - time.time() if reset > 1_000_000_000 else reset
-        if wait > 0:
-            self.log.info("Billingo rate-limit window spent for company '%s'; waiting %.1fs", self.company, wait)
-            self._pause(min(wait, self.max_backoff_seconds))
+        self._warned_about_headers = True
+        self.log.warning(
+            "Billingo sent rate-limit headers that make no sense for company '%s' (%s); ignoring them "
+            "(not repeated for this sync)", self.company, text,
+        )
 
     def _pause(self, seconds: float) -> None:
         if seconds > 0:
@@ -249,14 +312,143 @@ class BillingoClient:
             self._sleep(seconds)
 
 
-def _header_seconds(response: requests.Response, name: str) -> float | None:
-    value = response.headers.get(name)
-    if value is None:
+@dataclass(frozen=True)
+class RateLimitReading:
+    """What Billingo's rate-limit headers say, believed only where they make sense.
+
+    ``remaining`` is None when absent or nonsense; ``reset_in`` is the seconds until the window
+    resets (from a delta or a timestamp), None when absent or nonsense; ``problems`` names each
+    header that was ignored and why.
+    """
+
+    limit: int | None
+    remaining: int | None
+    reset_in: float | None
+    problems: tuple[str, ...]
+
+
+def read_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> RateLimitReading:
+    """Sanity-check ``X-RateLimit-Limit``/``-Remaining``/``-Reset`` (``now``: Unix time).
+
+    The spec calls Reset "the timestamp at which the window resets"; a small number is accepted as
+    a delta too. Anything that is neither a delta up to an hour nor a time within an hour of now
+    is ignored, as are a negative or non-integer count and a Remaining above the Limit.
+    """
+    problems: list[str] = []
+    limit = _header_int(headers, "X-RateLimit-Limit", minimum=1, problems=problems)
+    remaining = _header_int(headers, "X-RateLimit-Remaining", minimum=0, problems=problems)
+    if limit is not None and remaining is not None and remaining > limit:
+        problems.append(f"X-RateLimit-Remaining {remaining} is above X-RateLimit-Limit {limit}")
+        remaining = None
+    reset_in = None
+    reset = _header_number(headers, "X-RateLimit-Reset", problems)
+    if reset is not None:
+        if 0 <= reset <= PLAUSIBLE_WAIT_SECONDS:
+            reset_in = reset
+        elif abs(reset - now) <= PLAUSIBLE_WAIT_SECONDS:
+            reset_in = max(reset - now, 0.0)
+        else:
+            problems.append(
+                f"X-RateLimit-Reset {_shown(headers['X-RateLimit-Reset'])} is neither a wait of at most "
+                f"{PLAUSIBLE_WAIT_SECONDS:.0f}s nor a time within {PLAUSIBLE_WAIT_SECONDS:.0f}s of now"
+            )
+    return RateLimitReading(limit, remaining, reset_in, tuple(problems))
+
+
+def read_retry_after(headers: Mapping[str, str]) -> tuple[float | None, str | None]:
+    """``Retry-After`` in seconds (the spec's integer), or None; and the problem if it was absurd."""
+    problems: list[str] = []
+    seconds = _header_number(headers, "Retry-After", problems)
+    if seconds is not None and not 0 <= seconds <= PLAUSIBLE_WAIT_SECONDS:
+        problems.append(
+            f"Retry-After {_shown(headers['Retry-After'])} is not a wait between 0 and {PLAUSIBLE_WAIT_SECONDS:.0f}s"
+        )
+        seconds = None
+    return seconds, (problems[0] if problems else None)
+
+
+def _header_int(headers: Mapping[str, str], name: str, *, minimum: int, problems: list[str]) -> int | None:
+    raw = headers.get(name)
+    if raw is None:
         return None
     try:
-        return max(float(value), 0.0)
+        value = int(raw.strip())
     except ValueError:
+        problems.append(f"{name} {_shown(raw)} is not an integer")
         return None
+    if value < minimum:
+        problems.append(f"{name} {value} is below {minimum}")
+        return None
+    return value
+
+
+def _header_number(headers: Mapping[str, str], name: str, problems: list[str]) -> float | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        problems.append(f"{name} {_shown(raw)} is not a number")
+        return None
+    return value
+
+
+def _shown(raw: str) -> str:
+    """A header value fit for a log line: quoted and short, whatever a server put there."""
+    return repr(raw[:40] + ("…" if len(raw) > 40 else ""))
+
+
+def _page_bound(total: int, page_size: int) -> int:
+    implied = max(1, -(-total // page_size))
+    return implied + max(PAGE_MARGIN_MIN, implied // 10)
+
+
+def _checked_page(
+    page: int, page_size: int, documents: list[Any], body: Mapping[str, Any], *, redact: Callable[[str], str]
+) -> DocumentPage:
+    """The page, with every way its envelope contradicts the request, itself or its data named."""
+    problems: list[str] = []
+
+    def envelope_int(name: str) -> int | None:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if value is None:
+            problems.append(f"no {name}")
+        else:
+            text = redact(json.dumps(value, ensure_ascii=False, default=str))
+            problems.append(f"{name} is {text[:40]}{'…' if len(text) > 40 else ''}, not an integer")
+        return None
+
+    total = envelope_int("total")
+    per_page = envelope_int("per_page")
+    current_page = envelope_int("current_page")
+    last_page = envelope_int("last_page")
+    if total is not None and total < 0:
+        problems.append(f"total {total} is negative")
+        total = None
+    if last_page is not None and last_page < 1:
+        problems.append(f"last_page {last_page} is below 1")
+        last_page = None
+    if per_page is not None and per_page != page_size:
+        problems.append(f"per_page {per_page}, but we asked for {page_size}")
+    if current_page is not None and current_page != page:
+        problems.append(f"current_page {current_page}, but we asked for page {page}")
+    count = len(documents)
+    if count > min(page_size, per_page or page_size):
+        problems.append(f"{count} documents on a page of {min(page_size, per_page or page_size)}")
+    elif total is not None:
+        expected = min(max(total - (page - 1) * page_size, 0), page_size)
+        if count != expected:
+            problems.append(f"{count} documents on page {page}, where total {total} means {expected}")
+    if total is not None and last_page is not None:
+        expected_last = max(1, -(-total // page_size))
+        if last_page != expected_last:
+            problems.append(f"last_page {last_page}, where total {total} at {page_size} a page means {expected_last}")
+    return DocumentPage(page, documents, total, per_page, last_page, tuple(problems))
 
 
 def _error_message(response: requests.Response) -> str:
@@ -281,13 +473,20 @@ def _error_message(response: requests.Response) -> str:
 
 @dataclass
 class SweepResult:
-    """What a full sweep saw: used by the sync log and to decide whether vanished-marking is safe."""
+    """What a full sweep saw: used by the sync log and to decide whether vanished-marking is safe.
+
+    ``final_pass_ids`` holds the id of every document the pass that proved completeness saw
+    (whether yielded then or by an earlier pass). It is None unless ``complete``: only then is
+    "stored but not in it" proof that Billingo no longer has a document.
+    """
 
     duplicates_skipped: int = 0
     passes: int = 0
     last_reported_total: int = 0
     complete: bool = False
     drift_detected: bool = False
+    paging_inconsistent: bool = False
+    final_pass_ids: frozenset[int] | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -298,19 +497,31 @@ def sweep_documents(client: BillingoClient, result: SweepResult, *, max_passes: 
     twice); a draft deleted while we page shifts them the other way (we would miss one). So:
     documents are de-duplicated by id, and when the reported ``total`` moved during a pass, or a
     pass saw fewer distinct documents than the API reports, another pass runs and yields only
-    what is new. The sweep is ``complete`` once a pass saw a steady total and every document.
+    what is new. The sweep is ``complete`` once one pass, on its own, saw a steady total and as
+    many distinct documents as that total: the ids of that pass are ``final_pass_ids``.
+
+    A page whose envelope contradicts itself (see ``DocumentPage.problems``) ends the sweep
+    incomplete: its documents are yielded, but asking again would not make Billingo's paging
+    believable, and nothing may be marked deleted on its word.
     """
     seen: set[int] = set()
     for pass_number in range(1, max_passes + 1):
         result.passes = pass_number
         totals: set[int] = set()
+        pass_ids: set[int] = set()
         without_id = 0  # an id-less document cannot be de-duplicated, but it does count towards total
+        inconsistent = False
         for page in client.iter_document_pages(**filters):
-            totals.add(page.total)
-            result.last_reported_total = page.total
+            if page.problems:
+                inconsistent = True
+                result.notes.append(f"pass {pass_number}, page {page.number}: {'; '.join(page.problems)}")
+            if page.total is not None:
+                totals.add(page.total)
+                result.last_reported_total = page.total
             for document in page.documents:
                 document_id = document.get("id") if isinstance(document, dict) else None
                 if isinstance(document_id, int) and not isinstance(document_id, bool):
+                    pass_ids.add(document_id)
                     if document_id in seen:
                         result.duplicates_skipped += 1
                         continue
@@ -321,15 +532,22 @@ def sweep_documents(client: BillingoClient, result: SweepResult, *, max_passes: 
                         continue  # already yielded (and reported as bad) by the first pass
                 # Documents without a usable id are still yielded: the caller reports them.
                 yield document
-        steady = len(totals) <= 1
+        if inconsistent:
+            result.paging_inconsistent = True
+            result.notes.append(f"pass {pass_number}: Billingo's paging is inconsistent; the fetch is incomplete")
+            break
+        steady = len(totals) == 1
         if not steady:
             result.drift_detected = True
             result.notes.append(f"pass {pass_number}: total moved during paging ({sorted(totals)})")
-        if steady and len(seen) + without_id >= result.last_reported_total:
+        elif len(pass_ids) + without_id >= result.last_reported_total:
             result.complete = True
+            result.final_pass_ids = frozenset(pass_ids)
             return
-        if steady:
+        else:
             result.notes.append(
-                f"pass {pass_number}: saw {len(seen)} distinct documents, Billingo reports {result.last_reported_total}"
+                f"pass {pass_number}: saw {len(pass_ids) + without_id} distinct documents, "
+                f"Billingo reports {result.last_reported_total}"
             )
     result.complete = False
+    result.final_pass_ids = None
