@@ -4,22 +4,31 @@ Both commands are registered on the main group (``billingo_pipeline.cli.main``) 
 warehouse engine from its context object (``click.get_current_context().obj.engine``, which also
 reports a warehouse that cannot be opened). This module does not import ``billingo_pipeline.cli``,
 which imports it. Every error is one line on stderr starting ``error: `` and exit code 1, like the
-rest of the CLI.
+rest of the CLI: that includes an out-of-range ``--page``/``--page-size`` and an ``--output`` file
+that already exists (replaced only with ``--force``, and then atomically).
 """
 
 from __future__ import annotations
 
+import io
+import os
+import re
+import secrets
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 import pandas as pd
 
 from .exports import EXPORT_FORMATS, format_table, write_csv, write_xlsx
-from .queries import SORT_KEYS, InvoiceFilter, ReportError, parse_date, query_invoices, read_view
+from .queries import MAX_PAGE_SIZE, SORT_KEYS, InvoiceFilter, ReportError, parse_date, query_invoices, read_view
 
-__all__ = ["REPORT_NAMES", "invoices_command", "report_command"]
+__all__ = ["MAX_PAGE", "REPORT_NAMES", "invoices_command", "report_command"]
+
+# Far beyond any real portfolio, and small enough that page x page size stays a 64-bit OFFSET on
+# both databases (a bigger one is an OverflowError in the driver, not an empty page).
+MAX_PAGE = 1_000_000_000
 
 # Short names for `billingo-pipeline report NAME`; the full view names are accepted too.
 REPORT_NAMES = {
@@ -39,28 +48,103 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-def _check_output(output_format: str, output: Path | None) -> None:
+class _BoundedInt(click.ParamType):
+    """A whole number in [low, high]; anything else is the CLI's one-line error, not a usage page."""
+
+    name = "integer"
+
+    def __init__(self, low: int, high: int, label: str):
+        self.low, self.high, self.label = low, high, label
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        text = str(value).strip()
+        if not re.fullmatch(r"[+-]?[0-9]+", text):
+            _fail(f"{self.label} must be a whole number, got {text[:40]!r}")
+        # Compared as text first: Python refuses to parse integers of more than 4,300 digits.
+        digits = text.lstrip("+-").lstrip("0")
+        number = int(text) if len(digits) <= len(str(self.high)) else None
+        if number is None or not self.low <= number <= self.high:
+            shown = text if len(text) <= 40 else f"a number of {len(digits)} digits"
+            _fail(f"{self.label} must be between {self.low} and {self.high}, got {shown}")
+        return number
+
+
+def _check_output(output_format: str, output: Path | None, force: bool) -> None:
+    """Refuse what cannot be written before the warehouse is read."""
     if output_format not in EXPORT_FORMATS:
         _fail(f"unknown format {output_format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
     if output_format == "xlsx" and output is None:
         _fail("--format xlsx needs --output PATH (a workbook cannot go to the terminal)")
+    if output is None:
+        return
+    if output.is_dir():
+        _fail(f"--output {output} is a directory, not a file")
+    if os.path.lexists(output) and not force:
+        _fail(f"{output} already exists; nothing written (pass --force to replace it)")
 
 
-def _emit(frame: pd.DataFrame, output_format: str, output: Path | None, sheet_name: str) -> None:
-    """Write the frame as asked; a file gets a confirmation line, stdout gets only the data."""
+def _render(frame: pd.DataFrame, output_format: str, sheet_name: str) -> bytes:
+    if output_format == "xlsx":
+        buffer = io.BytesIO()
+        write_xlsx(frame, buffer, sheet_name=sheet_name)
+        return buffer.getvalue()
+    if output_format == "csv":
+        text = io.StringIO()
+        write_csv(frame, text)
+        return text.getvalue().encode("utf-8")
+    return (format_table(frame) + "\n").encode("utf-8")
+
+
+def _write_file(output: Path, data: bytes, force: bool) -> bool:
+    """Write ``data`` to ``output``, the whole file or nothing; True when a file was replaced.
+
+    Without ``force`` the file is created exclusively (O_EXCL), so a file that appeared since the
+    early check, or a symlink, is refused, never truncated. With ``force`` the data goes to a
+    temporary file beside it that replaces it in one rename: a failed write leaves the old file.
+    """
+    if not force:
+        try:
+            descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            _fail(f"{output} already exists; nothing written (pass --force to replace it)")
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(data)
+        except BaseException:
+            output.unlink(missing_ok=True)
+            raise
+        return False
+    existed = os.path.lexists(output)
+    temporary = output.with_name(f".{output.name}.{secrets.token_hex(4)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        if output_format == "xlsx":
-            write_xlsx(frame, output, sheet_name=sheet_name)
-        elif output_format == "csv":
-            write_csv(frame, output if output is not None else sys.stdout)
-        elif output is not None:
-            output.write_text(format_table(frame) + "\n", encoding="utf-8")
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        os.replace(temporary, output)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return existed
+
+
+def _emit(frame: pd.DataFrame, output_format: str, output: Path | None, sheet_name: str, force: bool) -> None:
+    """Write the frame as asked; a file gets a confirmation line, stdout gets only the data.
+
+    A file's content is rendered in full before the file is touched, so an export that fails
+    creates or truncates nothing.
+    """
+    if output is None:
+        if output_format == "csv":
+            write_csv(frame, sys.stdout)
         else:
             click.echo(format_table(frame))
+        return
+    data = _render(frame, output_format, sheet_name)
+    try:
+        replaced = _write_file(output, data, force)
     except OSError as exc:
         _fail(f"cannot write {output}: {exc.strerror or exc}")
-    if output is not None:
-        click.echo(f"wrote {len(frame)} rows to {output}")
+    click.echo(f"wrote {len(frame)} rows to {output}" + (" (replaced the existing file)" if replaced else ""))
 
 
 _format_option = click.option(
@@ -68,8 +152,11 @@ _format_option = click.option(
     help="Terminal table, CSV, or an Excel workbook (needs --output).",
 )
 _output_option = click.option(
-    "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Write to this file instead of the terminal (required for xlsx).",
+    "--output", type=click.Path(path_type=Path), default=None,
+    help="Write to this file instead of the terminal (required for xlsx); it must not exist yet.",
+)
+_force_option = click.option(
+    "--force", is_flag=True, help="Replace an existing --output file (atomically: all or nothing).",
 )
 
 
@@ -89,10 +176,13 @@ _output_option = click.option(
 @click.option("--sort", default="date", show_default=True, metavar="|".join(SORT_KEYS),
               help="date: invoice date; amount: gross in HUF; partner: partner name.")
 @click.option("--desc", "descending", is_flag=True, help="Sort descending.")
-@click.option("--page-size", default=100, show_default=True, type=int)
-@click.option("--page", default=1, show_default=True, type=int)
+@click.option("--page-size", default=100, show_default=True, type=_BoundedInt(1, MAX_PAGE_SIZE, "page size"),
+              help=f"Rows per page, 1 to {MAX_PAGE_SIZE}.")
+@click.option("--page", default=1, show_default=True, type=_BoundedInt(1, MAX_PAGE, "page"),
+              help=f"Page number, 1 to {MAX_PAGE}.")
 @_format_option
 @_output_option
+@_force_option
 def invoices_command(
     company: str,
     statuses: tuple[str, ...],
@@ -110,9 +200,10 @@ def invoices_command(
     page: int,
     output_format: str,
     output: Path | None,
+    force: bool,
 ) -> None:
     """List one company's invoices with filters, sorting and paging; as a table, CSV or Excel."""
-    _check_output(output_format, output)
+    _check_output(output_format, output, force)
     try:
         filters = InvoiceFilter(
             statuses=statuses,
@@ -131,7 +222,7 @@ def invoices_command(
         )
     except ReportError as exc:
         _fail(str(exc))
-    _emit(frame, output_format, output, sheet_name=f"{company} invoices")
+    _emit(frame, output_format, output, sheet_name=f"{company} invoices", force=force)
     if output_format == "table" and output is None:
         attrs = frame.attrs
         click.echo(f"page {attrs['page']} of {attrs['page_count']} ({attrs['total_rows']} invoices)")
@@ -142,7 +233,8 @@ def invoices_command(
 @click.option("--company", required=True, help="Company slug.")
 @_format_option
 @_output_option
-def report_command(name: str, company: str, output_format: str, output: Path | None) -> None:
+@_force_option
+def report_command(name: str, company: str, output_format: str, output: Path | None, force: bool) -> None:
     """Show a reporting view for one company.
 
     REPORT is one of: receivables, outstanding, aging-by-company, aging-by-partner, cash-flow,
@@ -151,9 +243,9 @@ def report_command(name: str, company: str, output_format: str, output: Path | N
     view_name = REPORT_NAMES.get(name, name)
     if view_name not in REPORT_NAMES.values():
         _fail(f"unknown report {name!r}: expected one of {', '.join(REPORT_NAMES)}")
-    _check_output(output_format, output)
+    _check_output(output_format, output, force)
     try:
         frame = read_view(click.get_current_context().obj.engine, view_name, company)
     except ReportError as exc:
         _fail(str(exc))
-    _emit(frame, output_format, output, sheet_name=name)
+    _emit(frame, output_format, output, sheet_name=name, force=force)
