@@ -1,14 +1,19 @@
-"""Shared set-up of the fault matrix: one company on the simulator, synced through Dagster.
+"""Shared set-up of the fault matrix: one company on the simulator, synced the production way.
 
-Every sync goes the production way (``runner.run_company_syncs``: a Dagster run of the sync
-assets), with the client's backoff shrunk so that retries do not sleep for real. ``FaultRig``
-holds the company and answers the questions every fault test asks: what did the sync log say,
-is every document the simulator holds in the warehouse exactly once, did a later sync recover.
+A sync is ``sync.sync_company`` with the ``BillingoResource``'s clients (what the Dagster asset
+runs for each company), or, with ``via_dagster=True``, a whole Dagster run of the sync assets
+(``runner.run_company_syncs``, what the CLI starts): a Dagster run costs seconds, so the run path
+is kept for the tests that look at what the run shows (its failure text, its event log). The
+client's backoff is shrunk so that retries do not sleep for real. ``FaultRig`` holds the company
+and answers the questions every fault test asks: what did the sync log say, is every document the
+simulator holds in the warehouse exactly once, did the next sync recover.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import uuid
 from collections.abc import Iterator
 
 import dagster as dg
@@ -17,11 +22,13 @@ import sqlalchemy as sa
 
 from billingo_pipeline.admin import register_company
 from billingo_pipeline.resources import BillingoResource
-from billingo_pipeline.runner import SyncRunResult, run_company_syncs
+from billingo_pipeline.runner import run_company_syncs
 from billingo_pipeline.simulator import BillingoSimulator, generate_api_key
+from billingo_pipeline.sync import CompanySyncError, sync_company
+from billingo_pipeline.warehouse.companies import CompanyError, get_company
 from billingo_pipeline.warehouse.engine import get_engine
 from billingo_pipeline.warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
-from billingo_pipeline.warehouse.sync_log import COMPLETED
+from billingo_pipeline.warehouse.sync_log import COMPLETED, SyncAlreadyRunningError
 from billingo_pipeline_tests.pg_cluster import PostgresCluster
 
 SLUG = "acme"
@@ -31,6 +38,16 @@ PAGE_SIZE = 10  # 30 documents are 3 pages: a fault can hit the first, a middle 
 FAST_RETRIES = {"backoff_seconds": 0.001, "max_backoff_seconds": 0.01}
 
 
+@dataclasses.dataclass(frozen=True)
+class SyncOutcome:
+    """How one sync ended, as its caller sees it."""
+
+    run_id: str
+    success: bool
+    status: str | None  # the sync-log row's status; None when no row was written (refused)
+    error: str | None  # the one line the caller got (the exception, or the run's failure)
+
+
 @dataclasses.dataclass
 class FaultRig:
     """One company (``acme``) with ``DOCUMENTS`` documents on the simulator and in the warehouse's companies."""
@@ -38,21 +55,41 @@ class FaultRig:
     engine: sa.Engine
     warehouse_url: str
     simulator: BillingoSimulator
-    instance: dg.DagsterInstance
     api_key: str
     company_id: int
+    _cleanup: contextlib.ExitStack = dataclasses.field(repr=False)
     slug: str = SLUG
+    _instance: dg.DagsterInstance | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def instance(self) -> dg.DagsterInstance:
+        """A test Dagster instance, made on first use (it costs a second or two)."""
+        if self._instance is None:
+            self._instance = self._cleanup.enter_context(dg.instance_for_test())
+        return self._instance
 
     def resource(self, **overrides) -> BillingoResource:
         return BillingoResource(base_url=self.simulator.base_url, page_size=PAGE_SIZE, **{**FAST_RETRIES, **overrides})
 
-    def sync(self, **resource_overrides) -> SyncRunResult:
-        """One Dagster run syncing the company; returns its result (never raises on failure)."""
-        [result] = run_company_syncs(
-            [self.slug], warehouse_url=self.warehouse_url, billingo=self.resource(**resource_overrides),
-            instance=self.instance, trigger="test",
-        )
-        return result
+    def sync(self, *, via_dagster: bool = False, run_id: str | None = None, **resource_overrides) -> SyncOutcome:
+        """One sync of the company (see the module docstring); never raises on a failed sync."""
+        billingo = self.resource(**resource_overrides)
+        if via_dagster:
+            [result] = run_company_syncs(
+                [self.slug], warehouse_url=self.warehouse_url, billingo=billingo, instance=self.instance, trigger="test",
+            )
+            return SyncOutcome(result.run_id, result.success, result.sync_status, result.error)
+        run_id = run_id or f"test-{uuid.uuid4().hex}"
+        try:
+            company = get_company(self.engine, self.slug)
+            result = sync_company(self.engine, company, run_id=run_id, trigger="test", open_client=billingo.client_for)
+        except (CompanySyncError, SyncAlreadyRunningError, CompanyError) as exc:
+            return SyncOutcome(run_id, False, self._status_of(run_id), str(exc))
+        return SyncOutcome(run_id, True, result.status, None)
+
+    def _status_of(self, run_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sync_log.c.status).where(sync_log.c.run_id == run_id)).scalar()
 
     def log_rows(self) -> list[sa.Row]:
         with self.engine.connect() as conn:
@@ -102,7 +139,7 @@ class FaultRig:
         """The next sync, with nothing changed but time, completes and holds every document once."""
         result = self.sync()
         log = self.last_log()
-        assert (result.success, result.sync_status, log.status) == (True, COMPLETED, COMPLETED), log.error_message
+        assert (result.success, result.status, log.status) == (True, COMPLETED, COMPLETED), log.error_message
         assert log.error_message is None and log.errors == [] and log.fetch_complete
         assert log.invoices_processed == len(self.source()) and log.invoices_failed == 0
         if expected_skipped is not None:
@@ -116,18 +153,13 @@ class FaultRig:
 
 
 @pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-@pytest.fixture
-def rig(warehouse_url, simulator, instance, fernet_key) -> FaultRig:
+def rig(warehouse_url, simulator, fernet_key) -> Iterator[FaultRig]:
     api_key = generate_api_key(SLUG)
     simulator.add_organization(api_key, name="Acme Kft.", seed=SLUG, document_count=DOCUMENTS)
     engine = get_engine(warehouse_url)
     company, _ = register_company(engine, SLUG, "Acme Kft.", api_key, api_base_url=simulator.base_url)
-    return FaultRig(engine, warehouse_url, simulator, instance, api_key, company.id)
+    with contextlib.ExitStack() as cleanup:
+        yield FaultRig(engine, warehouse_url, simulator, api_key, company.id, cleanup)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,132 @@
+"""Billingo misbehaving on the wire: 429 storms, 5xx, slow answers, cut-off and non-JSON bodies,
+pages whose ``data`` is not a list, a revoked key. On SQLite and PostgreSQL.
+
+A fault the client can ride out (within its 3 retries) leaves a COMPLETED sync with every document;
+one that outlasts the retries fails the sync with one specific, key-free line, keeps everything
+stored before, marks nothing as vanished, and the next sync completes by itself.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from billingo_pipeline.admin import replace_api_key
+from billingo_pipeline.simulator import generate_api_key
+from billingo_pipeline.warehouse.sync_log import COMPLETED, FAILED
+from billingo_pipeline_tests.faults.conftest import DOCUMENTS, PAGE_SIZE
+
+PAGES = DOCUMENTS // PAGE_SIZE
+# A read timeout the slow fault outlasts; the fault's own delay is longer still.
+READ_TIMEOUT_SECONDS = 0.2
+SLOW_SECONDS = 0.5
+
+
+def _fault_statuses(rig) -> list[int]:
+    return [entry.status for entry in rig.simulator.requests_log if entry.fault]
+
+
+@pytest.mark.parametrize("retry_after", [None, 1], ids=["without-retry-after", "with-retry-after"])
+def test_429_storms_within_the_retries_complete_the_sync(rig, retry_after):
+    # Three 429s in a row on page 1, three more on page 3: each storm is exactly what 3 retries absorb.
+    rig.simulator.inject_fault("rate_limit", times=3, retry_after=retry_after)
+    rig.simulator.inject_fault("rate_limit", times=3, after_requests=2, retry_after=retry_after)
+
+    result = rig.sync()
+    log = rig.last_log()
+    assert (result.status, log.status, log.error_message) == (COMPLETED, COMPLETED, None)
+    assert _fault_statuses(rig) == [429] * 6
+    assert (log.api_calls, log.pages_fetched) == (PAGES + 6, PAGES)  # every 429 counts against the key's limit
+    rig.assert_nothing_lost_or_doubled()
+    rig.assert_recovers(expected_skipped=DOCUMENTS)
+
+
+TRANSIENT = [
+    ("server_error", "HTTP 500"),
+    ("unavailable", "HTTP 503"),
+    ("truncated", "on GET /documents"),
+    ("malformed_page", "invalid JSON body on GET /documents"),
+    ("slow", "Timeout on GET /documents"),
+]
+
+
+@pytest.mark.parametrize("kind, _words", TRANSIENT, ids=[k for k, _ in TRANSIENT])
+def test_transient_faults_within_the_retries_complete_the_sync(rig, kind, _words):
+    # Two failures on the middle page: retried, and the sweep goes on where it was.
+    rig.simulator.inject_fault(kind, times=2, after_requests=1, delay_seconds=SLOW_SECONDS if kind == "slow" else 0)
+
+    result = rig.sync(read_timeout_seconds=READ_TIMEOUT_SECONDS)
+    log = rig.last_log()
+    assert (result.status, log.status, log.error_message) == (COMPLETED, COMPLETED, None)
+    assert log.api_calls == PAGES + 2 and log.invoices_created == DOCUMENTS
+    rig.assert_nothing_lost_or_doubled()
+    rig.assert_recovers(expected_skipped=DOCUMENTS)
+
+
+PERSISTENT = [
+    ("rate_limit", "HTTP 429 on GET /documents: Too many requests"),
+    *TRANSIENT,
+]
+
+
+@pytest.mark.parametrize("kind, words", PERSISTENT, ids=[k for k, _ in PERSISTENT])
+def test_faults_outlasting_the_retries_fail_the_sync_and_lose_nothing(rig, kind, words):
+    first = rig.sync()
+    assert first.status == COMPLETED
+    # Billingo moves on meanwhile: a payment and a new invoice the failed sync cannot bring in.
+    unpaid = next(d for d in rig.source().values() if d["payment_status"] == "outstanding" and not d["cancelled"])
+    rig.simulator.pay_document(rig.api_key, unpaid["id"])
+    new = rig.simulator.add_document(rig.api_key)
+    # Page 1 passes, page 2 fails on all 4 attempts.
+    rig.simulator.inject_fault(kind, times=4, after_requests=1, delay_seconds=SLOW_SECONDS if kind == "slow" else 0)
+
+    result = rig.sync(read_timeout_seconds=READ_TIMEOUT_SECONDS)
+    log = rig.last_log()
+    assert (result.success, result.status, log.status) == (False, FAILED, FAILED)
+    assert f"company '{rig.slug}'" in log.error_message and "failed after 4 attempts" in log.error_message
+    assert words in log.error_message and "\n" not in log.error_message
+    assert log.api_calls == 1 + 4 and log.fetch_complete is not True
+    rig.assert_key_free(log.error_message, result.error)
+    # What the first sync stored is all still there and nothing is marked as vanished from Billingo.
+    assert rig.live_invoice_ids() == set(rig.source()) - {new["id"]}
+
+    log = rig.assert_recovers()
+    assert (log.invoices_created, log.invoices_updated) == (1, 1)
+
+
+def test_a_page_whose_data_is_not_a_list_fails_the_sync_and_loses_nothing(rig):
+    assert rig.sync().status == COMPLETED
+    new = rig.simulator.add_document(rig.api_key)
+    rig.simulator.inject_fault("data_not_list", after_requests=1)
+
+    result = rig.sync()
+    log = rig.last_log()
+    assert (result.success, log.status) == (False, FAILED)
+    assert f"malformed document page 2 for company '{rig.slug}'" in log.error_message
+    assert "data is" in log.error_message and "not a list" in log.error_message and "\n" not in log.error_message
+    assert _fault_statuses(rig) == [200]
+    assert rig.live_invoice_ids() == set(rig.source()) - {new["id"]}
+
+    log = rig.assert_recovers()
+    assert (log.invoices_created, log.invoices_skipped) == (1, DOCUMENTS)
+
+
+def test_a_revoked_key_fails_at_once_naming_the_company_and_never_the_key(rig, caplog):
+    assert rig.sync().status == COMPLETED
+    # The stored key is one Billingo no longer accepts (revoked in Billingo's UI).
+    revoked = generate_api_key("revoked")
+    replace_api_key(rig.engine, rig.slug, revoked, api_base_url=rig.simulator.base_url, verify=False)
+    calls_before = len(rig.simulator.requests_log)
+
+    result = rig.sync(via_dagster=True)
+    log = rig.last_log()
+    assert (result.success, log.status) == (False, FAILED)
+    assert "HTTP 401 (API key missing or invalid)" in log.error_message and f"company '{rig.slug}'" in log.error_message
+    assert len(rig.simulator.requests_log) - calls_before == 1 == log.api_calls  # a 401 is never retried
+    events = "\n".join(str(entry) for entry in rig.instance.all_logs(result.run_id))
+    for text in (log.error_message, result.error, events, caplog.text):
+        assert revoked not in text and rig.api_key not in text
+    assert rig.live_invoice_ids() == set(rig.source())
+
+    # Not a fault time heals: once a working key is stored (`company rotate-key`), the next sync completes.
+    replace_api_key(rig.engine, rig.slug, rig.api_key, api_base_url=rig.simulator.base_url)
+    rig.assert_recovers(expected_skipped=DOCUMENTS)
