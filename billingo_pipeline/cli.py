@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import settings
-from .admin import register_company, replace_api_key, verify_stored_api_key
+from .admin import grant_reader, register_company, replace_api_key, rotate_fernet_key, verify_stored_api_key
 from .billingo_client import BillingoApiError
 from .credentials import CredentialError, generate_fernet_key
 from .health import health_command
@@ -27,6 +27,7 @@ from .warehouse.engine import get_engine, url_without_password
 from .warehouse.sync_log import sync_rows
 
 API_KEY_ENV = "BILLINGO_API_KEY"
+READER_PASSWORD_ENV = "BILLINGO_READER_PASSWORD"
 
 
 class Context:
@@ -76,6 +77,20 @@ def generate_fernet_key_command() -> None:
     click.echo(generate_fernet_key())
 
 
+@main.command("rotate-fernet-key")
+@click.pass_obj
+def rotate_fernet_key_command(ctx: Context) -> None:
+    """Re-encrypt every company's API key with the first key of BILLINGO_FERNET_KEY ("new,old")."""
+    try:
+        rotation = rotate_fernet_key(ctx.engine)
+    except (CompanyError, CredentialError) as exc:
+        _fail(f"nothing re-encrypted: {exc}")
+    click.echo(
+        f"re-encrypted the API keys of {rotation.reencrypted} companies with the first key of "
+        f"{settings.FERNET_KEY_ENV} ({rotation.without_key} without a key); the other keys can now be removed from it."
+    )
+
+
 @main.group()
 def company() -> None:
     """Add, list, update and disable companies; manage their Billingo API keys."""
@@ -90,18 +105,43 @@ api_key_option = click.option(
 )
 
 
+@main.group()
+def company() -> None:
+    """Add, list, update and disable companies; manage their Billingo API keys."""
+
+
+api_key_option = click.option(
+    "--api-key",
+    envvar=API_KEY_ENV,
+    prompt="Billingo API key",
+    hide_input=True,
+    help=f"Read from ${API_KEY_ENV} or a hidden prompt (never pass it on the command line in shared shells).",
+)
+
+
+allow_shared_key_option = click.option(
+    "--allow-shared-key",
+    is_flag=True,
+    help="Accept a key another company already uses (both then share one Billingo rate limit).",
+)
+
+
 @company.command("add")
 @click.argument("slug")
 @click.option("--name", required=True, help="Display name of the company.")
 @api_key_option
 @click.option("--disabled", is_flag=True, help="Store the company with the BILLINGO_SYNC flag off.")
 @click.option("--no-verify", is_flag=True, help="Skip the live key check (offline set-up).")
+@allow_shared_key_option
 @click.pass_obj
-def company_add(ctx: Context, slug: str, name: str, api_key: str, disabled: bool, no_verify: bool) -> None:
+def company_add(
+    ctx: Context, slug: str, name: str, api_key: str, disabled: bool, no_verify: bool, allow_shared_key: bool
+) -> None:
     """Add a company with its Billingo API key (checked live, stored encrypted)."""
     try:
         added, tax_code = register_company(
-            ctx.engine, slug, name, api_key, api_base_url=ctx.api_base_url, verify=not no_verify, sync_enabled=not disabled
+            ctx.engine, slug, name, api_key, api_base_url=ctx.api_base_url, verify=not no_verify,
+            sync_enabled=not disabled, allow_shared_key=allow_shared_key,
         )
     except (CompanyError, CredentialError, BillingoApiError) as exc:
         _fail(str(exc))
@@ -167,11 +207,15 @@ def company_disable(ctx: Context, slug: str) -> None:
 @click.argument("slug")
 @api_key_option
 @click.option("--no-verify", is_flag=True, help="Skip the live key check.")
+@allow_shared_key_option
 @click.pass_obj
-def company_rotate_key(ctx: Context, slug: str, api_key: str, no_verify: bool) -> None:
+def company_rotate_key(ctx: Context, slug: str, api_key: str, no_verify: bool, allow_shared_key: bool) -> None:
     """Replace a company's Billingo API key (the new one is checked live first)."""
     try:
-        rotated, tax_code = replace_api_key(ctx.engine, slug, api_key, api_base_url=ctx.api_base_url, verify=not no_verify)
+        rotated, tax_code = replace_api_key(
+            ctx.engine, slug, api_key, api_base_url=ctx.api_base_url, verify=not no_verify,
+            allow_shared_key=allow_shared_key,
+        )
     except (CompanyError, CredentialError, BillingoApiError) as exc:
         _fail(str(exc))
     click.echo(f"company '{slug}': API key replaced; {_key_outcome(rotated, tax_code)}.")
@@ -188,6 +232,28 @@ def company_test_key(ctx: Context, slug: str) -> None:
     except (CompanyError, CredentialError, BillingoApiError) as exc:
         _fail(str(exc))
     click.echo(f"company '{slug}': key OK (organization tax code {tax_code}).")
+
+
+@company.command("grant-reader")
+@click.argument("slug")
+@click.option("--role", required=True, help="PostgreSQL login role to create (or reuse) for this company's analyst.")
+@click.option("--no-password", is_flag=True, help="Set no password (pg_hba authenticates: peer, cert, ...).")
+@click.pass_obj
+def company_grant_reader(ctx: Context, slug: str, role: str, no_password: bool) -> None:
+    """PostgreSQL: a read-only login that sees this company's rows only (row-level security)."""
+    password = None
+    if not no_password:
+        # Never an option: argv is visible to every user of the machine.
+        password = os.environ.get(READER_PASSWORD_ENV) or click.prompt(
+            f"Password for role {role}", hide_input=True, confirmation_prompt=True
+        )
+    try:
+        grant = grant_reader(ctx.engine, slug, role, password)
+    except CompanyError as exc:
+        _fail(str(exc))
+    action = "created" if grant.created else "updated"
+    password_note = "password set" if grant.password_set else ("no password" if grant.created else "password unchanged")
+    click.echo(f"role '{role}' {action} ({password_note}); it reads companies {', '.join(grant.company_slugs)}.")
 
 
 @main.command("sync")

@@ -8,6 +8,7 @@ rotated without a flag day. No function here ever puts a plaintext key into an e
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from collections.abc import Mapping
 
@@ -83,6 +84,27 @@ def reencrypt_api_key(token: str, company_slug: str, fernet: MultiFernet | None 
     return fernet.rotate(token.encode("ascii")).decode("ascii")
 
 
+def can_decrypt(token: str, fernet: MultiFernet) -> bool:
+    """Whether one of the configured Fernet keys opens ``token`` (the plaintext is not kept)."""
+    try:
+        fernet.decrypt(token.encode("ascii"))
+    except (InvalidToken, UnicodeEncodeError):
+        return False
+    return True
+
+
+def same_api_key(first: str, second: str) -> bool:
+    """Exact comparison of two plaintext keys, in constant time (no early exit that tells how much of it matched)."""
+    return hmac.compare_digest(first.strip().encode("utf-8"), second.strip().encode("utf-8"))
+
+
 def api_key_fingerprint(api_key: str) -> str:
-    """A short, non-reversible tag that tells two keys apart in listings without revealing either."""
+    """A short, non-reversible tag that tells two keys apart in listings without revealing either.
+
+    Ten hex digits are 40 bits: equal keys always have equal fingerprints, and two different keys
+    share one with odds of about N² / 2⁴¹ among N keys (one in ten million for 500 companies).
+    That is good enough to find the candidates for "is this key already in use", not to decide it:
+    a match is confirmed on the decrypted keys (``same_api_key``), so a chance collision never
+    refuses a key. Billingo keys are random UUIDs, so the tag cannot be brute-forced back.
+    """
     return "sha256:" + hashlib.sha256(api_key.strip().encode("utf-8")).hexdigest()[:10]
