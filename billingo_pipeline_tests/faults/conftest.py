@@ -69,7 +69,7 @@ class FaultRig:
         return self._instance
 
     def resource(self, **overrides) -> BillingoResource:
-        return BillingoResource(base_url=self.simulator.base_url, page_size=PAGE_SIZE, **{**FAST_RETRIES, **overrides})
+        return BillingoResource(base_url=self.simulator.base_url, **{"page_size": PAGE_SIZE, **FAST_RETRIES, **overrides})
 
     def sync(self, *, via_dagster: bool = False, run_id: str | None = None, **resource_overrides) -> SyncOutcome:
         """One sync of the company (see the module docstring); never raises on a failed sync."""
@@ -153,9 +153,11 @@ class FaultRig:
 
 
 @pytest.fixture
-def rig(warehouse_url, simulator, fernet_key) -> Iterator[FaultRig]:
+def rig(request, warehouse_url, simulator, fernet_key) -> Iterator[FaultRig]:
+    """The company on a fresh warehouse; ``DOCUMENTS`` documents, or as many as an indirect parameter says."""
     api_key = generate_api_key(SLUG)
-    simulator.add_organization(api_key, name="Acme Kft.", seed=SLUG, document_count=DOCUMENTS)
+    documents = getattr(request, "param", DOCUMENTS)
+    simulator.add_organization(api_key, name="Acme Kft.", seed=SLUG, document_count=documents)
     engine = get_engine(warehouse_url)
     company, _ = register_company(engine, SLUG, "Acme Kft.", api_key, api_base_url=simulator.base_url)
     with contextlib.ExitStack() as cleanup:
