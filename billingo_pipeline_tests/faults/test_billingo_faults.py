@@ -9,6 +9,7 @@ stored before, marks nothing as vanished, and the next sync completes by itself.
 from __future__ import annotations
 
 import pytest
+import requests
 
 from billingo_pipeline.admin import replace_api_key
 from billingo_pipeline.simulator import generate_api_key
@@ -130,3 +131,17 @@ def test_a_revoked_key_fails_at_once_naming_the_company_and_never_the_key(rig, c
     # Not a fault time heals: once a working key is stored (`company rotate-key`), the next sync completes.
     replace_api_key(rig.engine, rig.slug, rig.api_key, api_base_url=rig.simulator.base_url)
     rig.assert_recovers(expected_skipped=DOCUMENTS)
+
+
+def test_the_data_not_list_fault_serves_an_object_where_the_page_list_belongs(simulator):
+    api_key = generate_api_key("shape")
+    simulator.add_organization(api_key, name="Shape Kft.", seed="shape", document_count=3)
+    simulator.inject_fault("data_not_list")
+    faulty, normal = (
+        requests.get(f"{simulator.base_url}/documents", headers={"X-API-KEY": api_key}, timeout=5) for _ in range(2)
+    )
+    assert faulty.status_code == 200 and normal.status_code == 200
+    body, expected = faulty.json(), normal.json()
+    assert body["data"] == {str(i): d for i, d in enumerate(expected["data"], start=1)}
+    assert {k: v for k, v in body.items() if k != "data"} == {k: v for k, v in expected.items() if k != "data"}
+    assert [e.fault for e in simulator.requests_log] == ["data_not_list", None]
