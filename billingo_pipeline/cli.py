@@ -6,6 +6,7 @@ a key is validated live and encrypted before the single write that stores it.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 
@@ -20,11 +21,11 @@ from .credentials import CredentialError, generate_fernet_key
 from .health import health_command
 from .reporting.cli import invoices_command, report_command
 from .resources import BillingoResource
-from .runner import dagster_instance, ensure_company_partitions, run_company_syncs
+from .runner import SyncRunResult, dagster_instance, ensure_company_partitions, run_company_syncs
 from .warehouse import companies as company_store
-from .warehouse.companies import Company, CompanyError
+from .warehouse.companies import Company, CompanyError, UnknownCompanyError
 from .warehouse.engine import get_engine, url_without_password
-from .warehouse.sync_log import sync_rows
+from .warehouse.sync_log import COMPLETED, PARTIAL, UnlockRefusedError, release_running_sync, sync_rows
 
 API_KEY_ENV = "BILLINGO_API_KEY"
 READER_PASSWORD_ENV = "BILLINGO_READER_PASSWORD"
@@ -44,9 +45,10 @@ class Context:
             _fail(f"cannot open the warehouse at {shown}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
 
 
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+def _fail(problem: str | Exception) -> None:
+    """One line on stderr; exit 2 when the input named a company that does not exist, else 1."""
+    click.echo(f"error: {problem}", err=True)
+    sys.exit(2 if isinstance(problem, UnknownCompanyError) else 1)
 
 
 def _key_outcome(company: Company, tax_code: str | None) -> str:
@@ -105,20 +107,6 @@ api_key_option = click.option(
 )
 
 
-@main.group()
-def company() -> None:
-    """Add, list, update and disable companies; manage their Billingo API keys."""
-
-
-api_key_option = click.option(
-    "--api-key",
-    envvar=API_KEY_ENV,
-    prompt="Billingo API key",
-    hide_input=True,
-    help=f"Read from ${API_KEY_ENV} or a hidden prompt (never pass it on the command line in shared shells).",
-)
-
-
 allow_shared_key_option = click.option(
     "--allow-shared-key",
     is_flag=True,
@@ -144,7 +132,7 @@ def company_add(
             sync_enabled=not disabled, allow_shared_key=allow_shared_key,
         )
     except (CompanyError, CredentialError, BillingoApiError) as exc:
-        _fail(str(exc))
+        _fail(exc)
     click.echo(f"company '{slug}' added; {_key_outcome(added, tax_code)}.")
     _add_partition(slug)
 
@@ -184,7 +172,7 @@ def company_update(ctx: Context, slug: str, name: str | None, sync_enabled: bool
             ctx.engine, slug, name=name, billingo_sync_enabled=sync_enabled, is_active=active
         )
     except CompanyError as exc:
-        _fail(str(exc))
+        _fail(exc)
     click.echo(
         f"company '{slug}': name={updated.name!r}, sync={'on' if updated.billingo_sync_enabled else 'off'}, "
         f"active={'yes' if updated.is_active else 'no'}."
@@ -199,7 +187,7 @@ def company_disable(ctx: Context, slug: str) -> None:
     try:
         company_store.update_company(ctx.engine, slug, billingo_sync_enabled=False)
     except CompanyError as exc:
-        _fail(str(exc))
+        _fail(exc)
     click.echo(f"company '{slug}': Billingo sync disabled; its data stays in the warehouse.")
 
 
@@ -217,7 +205,7 @@ def company_rotate_key(ctx: Context, slug: str, api_key: str, no_verify: bool, a
             allow_shared_key=allow_shared_key,
         )
     except (CompanyError, CredentialError, BillingoApiError) as exc:
-        _fail(str(exc))
+        _fail(exc)
     click.echo(f"company '{slug}': API key replaced; {_key_outcome(rotated, tax_code)}.")
     _add_partition(slug)
 
@@ -230,7 +218,7 @@ def company_test_key(ctx: Context, slug: str) -> None:
     try:
         tax_code = verify_stored_api_key(ctx.engine, slug, api_base_url=ctx.api_base_url)
     except (CompanyError, CredentialError, BillingoApiError) as exc:
-        _fail(str(exc))
+        _fail(exc)
     click.echo(f"company '{slug}': key OK (organization tax code {tax_code}).")
 
 
@@ -250,47 +238,130 @@ def company_grant_reader(ctx: Context, slug: str, role: str, no_password: bool) 
     try:
         grant = grant_reader(ctx.engine, slug, role, password)
     except CompanyError as exc:
-        _fail(str(exc))
+        _fail(exc)
     action = "created" if grant.created else "updated"
     password_note = "password set" if grant.password_set else ("no password" if grant.created else "password unchanged")
     click.echo(f"role '{role}' {action} ({password_note}); it reads companies {', '.join(grant.company_slugs)}.")
 
 
+# `sync` exit codes, for cron wrappers (README "Exit codes").
+# Dagster's executor turns SIGTERM into SIGINT, so both end a sync the same way (130 = 128 + SIGINT).
+EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# A company's line in the terminal; --verbose shows Dagster's log and the whole message.
+MAX_LINE_ERROR = 300
+
+
+def _usage_error(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _known_company(engine, slug: str) -> Company:
+    try:
+        return company_store.get_company(engine, slug)
+    except CompanyError as exc:
+        _usage_error(str(exc))
+
+
+def _sync_line(result, verbose: bool) -> str:
+    line = f"{result.company}: {result.sync_status or 'NOT STARTED'}"
+    if result.counts:
+        line += " · " + ", ".join(f"{value} {name}" for name, value in result.counts.items())
+    line += f" · run {result.run_id}"
+    if result.error:
+        error = " ".join(result.error.split())
+        if not verbose and len(error) > MAX_LINE_ERROR:
+            error = error[: MAX_LINE_ERROR - 3] + "..."
+        line += f" · {error}"
+    return line
+
+
+def sync_exit_code(statuses: list[str | None]) -> int:
+    """1 when any company FAILED or did not start, else 3 when any was PARTIAL, else 0."""
+    if any(status not in (COMPLETED, PARTIAL) for status in statuses):
+        return EXIT_FAILED
+    return EXIT_PARTIAL if PARTIAL in statuses else EXIT_COMPLETED
+
+
 @main.command("sync")
 @click.argument("slugs", nargs=-1)
 @click.option("--all", "sync_all", is_flag=True, help="Every company with sync enabled, active and a key.")
+@click.option("--verbose", "-v", is_flag=True, help="Also show Dagster's log lines and each error in full.")
 @click.pass_obj
-def sync_command(ctx: Context, slugs: tuple[str, ...], sync_all: bool) -> None:
-    """Run the Billingo sync (through Dagster) for the given companies."""
+def sync_command(ctx: Context, slugs: tuple[str, ...], sync_all: bool, verbose: bool) -> None:
+    """Run the Billingo sync (through Dagster) for the given companies.
+
+    Prints one line per company. Exit codes: 0 every company COMPLETED; 3 none failed but some
+    were PARTIAL (documents failed, see `status`); 1 a company FAILED or was not started (already
+    syncing elsewhere, the warehouse went away); 2 nothing was synced: unknown or unsyncable
+    company, bad option or setting, unreadable warehouse; 130 interrupted (Ctrl-C or SIGTERM).
+    """
     engine = ctx.engine
     if sync_all:
         slugs = tuple(company_store.syncable_company_slugs(engine))
     if not slugs:
-        _fail("name one or more companies, or pass --all.")
+        _usage_error("name one or more companies, or pass --all.")
+    for slug in slugs:
+        try:
+            _known_company(engine, slug).require_syncable()
+        except CompanyError as exc:
+            _usage_error(str(exc))
     try:
-        for slug in slugs:
-            company_store.get_company(engine, slug).require_syncable()
-    except CompanyError as exc:
-        _fail(str(exc))
-    results = run_company_syncs(
-        list(slugs),
-        warehouse_url=ctx.warehouse_url,
-        billingo=BillingoResource(base_url=ctx.api_base_url),
-        instance=dagster_instance(),
-    )
-    for result in results:
-        line = f"{result.company}: {result.sync_status or 'NOT STARTED'} (run {result.run_id})"
-        click.echo(line + (f" - {result.error}" if result.error else ""))
-    if not all(r.success for r in results):
-        sys.exit(1)
+        settings.sync_stale_after_seconds()
+    except settings.SettingsError as exc:
+        _usage_error(str(exc))
+    try:
+        results = run_company_syncs(
+            list(slugs),
+            warehouse_url=ctx.warehouse_url,
+            billingo=BillingoResource(base_url=ctx.api_base_url),
+            instance=dagster_instance(),
+            console_log_level="INFO" if verbose else "CRITICAL",
+            on_result=lambda result: click.echo(_sync_line(result, verbose)),
+        )
+    except KeyboardInterrupt:  # between two runs, outside Dagster's own interrupt handling
+        results = [SyncRunResult("", "", False, None, None, interrupted=True)]
+    if any(r.interrupted for r in results):
+        click.echo(
+            "interrupted: a company being synced is marked FAILED (interrupted); the remaining companies were not synced.",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(sync_exit_code([r.sync_status for r in results]))
+
+
+@main.command("unlock")
+@click.argument("slug")
+@click.pass_obj
+def unlock_command(ctx: Context, slug: str) -> None:
+    """Release a company's sync lock left by a sync that died (its RUNNING row becomes FAILED).
+
+    Refused while that sync's heartbeat is fresh: a live sync is never released. The next sync
+    takes a dead row over by itself; this is for when you would rather not wait.
+    """
+    company = _known_company(ctx.engine, slug)
+    try:
+        released = release_running_sync(
+            ctx.engine, company.id, stale_after=dt.timedelta(seconds=settings.sync_stale_after_seconds())
+        )
+    except settings.SettingsError as exc:
+        _usage_error(str(exc))
+    except UnlockRefusedError as exc:
+        _fail(exc)
+    if released is None:
+        click.echo(f"company '{slug}': no sync is running; nothing to release.")
+        return
+    click.echo(f"company '{slug}': released the sync of run {released.run_id} (marked FAILED, abandoned).")
 
 
 @main.command("status")
 @click.argument("slug", required=False)
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.pass_obj
 def status_command(ctx: Context, slug: str | None, limit: int) -> None:
-    """Recent sync-log rows, newest first."""
+    """Recent sync-log rows, newest first (a RUNNING row shows how far it got)."""
+    if slug is not None:
+        _known_company(ctx.engine, slug)
     rows = sync_rows(ctx.engine, company_slug=slug, limit=limit)
     if not rows:
         click.echo("no syncs recorded yet.")
@@ -311,6 +382,7 @@ def format_sync_rows(rows: list[dict]) -> str:
                 "updated": r["invoices_updated"],
                 "skipped": r["invoices_skipped"],
                 "failed": r["invoices_failed"],
+                "fetched": r["documents_fetched"],
                 "api calls": r["api_calls"],
                 "error": (r["error_message"] or "")[:60],
             }

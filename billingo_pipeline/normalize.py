@@ -272,7 +272,8 @@ class ColumnLimit:
             )
             if not fits:
                 raise DocumentError(
-                    f"{field}: {_show(value)} is out of range for the warehouse "
+                    # Scientific notation: the same text for 1.5e38 read from the API or from JSONB (an int then).
+                    f"{field}: {value.normalize():E} is out of range for the warehouse "
                     f"(at most {whole_digits} digits before the decimal point)"
                 )
         elif isinstance(value, int) and not isinstance(value, bool) and self.integer_bits is not None:

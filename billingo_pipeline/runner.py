@@ -7,10 +7,11 @@ scheduled ones, with the same metadata and the same sync-log rows.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import dagster as dg
+from sqlalchemy.exc import SQLAlchemyError
 
 from .alerts import run_error_message
 from .assets import billingo_assets
@@ -18,7 +19,7 @@ from .assets.reporting import reporting_assets
 from .assets.billingo import TRIGGER_TAG
 from .partitions import COMPANY_PARTITIONS_NAME
 from .resources import BillingoResource, WarehouseResource
-from .warehouse.engine import get_engine
+from .warehouse.engine import get_engine, warehouse_error_summary
 from .warehouse.sync_log import sync_rows
 
 
@@ -45,6 +46,21 @@ class SyncRunResult:
     success: bool
     sync_status: str | None
     error: str | None
+    counts: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+
+
+def _interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    return any(
+        event.is_step_failure
+        and event.step_failure_data.error is not None
+        and event.step_failure_data.error.cls_name in INTERRUPTION_ERRORS
+        for event in result.all_events
+    )
+
+
+# What a step's interruption (SIGINT inside Dagster's in-process executor) is recorded as.
+INTERRUPTION_ERRORS = frozenset({"DagsterExecutionInterruptedError", "KeyboardInterrupt"})
 
 
 def run_company_syncs(
@@ -55,8 +71,10 @@ def run_company_syncs(
     instance: dg.DagsterInstance,
     trigger: str = "cli",
     console_log_level: str = "WARNING",
+    on_result: Callable[[SyncRunResult], None] | None = None,
 ) -> list[SyncRunResult]:
-    """One Dagster run per company; a failing company does not stop the others."""
+    """One Dagster run per company; a failing company does not stop the others, an interrupted
+    one stops the loop (``SyncRunResult.interrupted``). ``on_result`` sees each as it ends."""
     ensure_company_partitions(instance, slugs)
     resources = {"billingo": billingo, "warehouse": WarehouseResource(url=warehouse_url)}
     engine = get_engine(warehouse_url)
@@ -75,14 +93,36 @@ def run_company_syncs(
         error = None
         if not result.success:
             error = run_error_message([e for e in result.all_events if e.is_step_failure], None)
-        rows = sync_rows(engine, company_slug=slug, run_id=result.run_id, limit=1)
-        results.append(
-            SyncRunResult(
-                company=slug,
-                run_id=result.run_id,
-                success=result.success,
-                sync_status=rows[0]["status"] if rows else None,
-                error=error,
-            )
+        try:
+            rows = sync_rows(engine, company_slug=slug, run_id=result.run_id, limit=1)
+        except SQLAlchemyError as exc:  # the warehouse went away during the sync: the error says so
+            rows = []
+            error = error or f"the warehouse cannot be read: {warehouse_error_summary(exc)}"
+        row = rows[0] if rows else None
+        if row is not None and row["error_message"]:
+            error = row["error_message"]  # our own one line, rather than Dagster's exception text
+        sync_result = SyncRunResult(
+            company=slug,
+            run_id=result.run_id,
+            success=result.success,
+            sync_status=row["status"] if row else None,
+            error=error,
+            counts={name: row[column] for name, column in RESULT_COUNTS} if row else {},
+            interrupted=_interrupted(result),
         )
+        results.append(sync_result)
+        if on_result is not None:
+            on_result(sync_result)
+        if sync_result.interrupted:
+            break
     return results
+
+
+# (label, sync_log column) of what a finished sync reports on its line.
+RESULT_COUNTS = (
+    ("created", "invoices_created"),
+    ("updated", "invoices_updated"),
+    ("unchanged", "invoices_skipped"),
+    ("failed", "invoices_failed"),
+    ("API calls", "api_calls"),
+)

@@ -203,6 +203,7 @@ def fetch_raw_documents(
         return len(batch) - len(refused)
 
     pending: list[tuple[int, dict, str]] = []
+    seen_ids: set[int] = set()
     for document in sweep_documents(client, sweep):
         document_id = _usable_document_id(document)
         if document_id is None:
@@ -210,6 +211,7 @@ def fetch_raw_documents(
             errors.append({"document_id": None, "message": f"document without a usable id (id={shown!r:.40}): not stored"})
             continue
         pending.append((document_id, document, change_hash(document)))
+        seen_ids.add(document_id)
         fetched += 1
         if len(pending) >= client.page_size:
             store_batch(pending)
@@ -219,8 +221,14 @@ def fetch_raw_documents(
 
     marked_missing = 0
     if sweep.complete:
+        # Documents an earlier pass of this sweep returned but the complete final pass did not
+        # (drafts deleted while we paged) are gone too, although this sync stored them.
+        vanished_while_paging = sorted(seen_ids - sweep.final_pass_ids)
         with engine.begin() as conn:
-            marked_missing = store.mark_unseen_raw_documents(conn, company.id, sync_id, utcnow())
+            now = utcnow()
+            marked_missing = store.mark_unseen_raw_documents(conn, company.id, sync_id, now)
+            for ids in chunked(vanished_while_paging, NORMALIZE_BATCH_SIZE):
+                marked_missing += store.mark_raw_documents_missing(conn, company.id, ids, now)
     outcome = FetchOutcome(
         api_calls=client.stats.api_calls,
         pages_fetched=client.stats.pages_fetched,

@@ -103,7 +103,7 @@ def test_missing_or_wrong_fernet_key(cli, engine, acme_key, monkeypatch):
 )
 def test_unknown_company_is_one_line(cli, args):
     result = cli(*args)
-    assert result.exit_code == 1 and "unknown company 'nope'" in _error_line(result)
+    assert result.exit_code == 2 and "unknown company 'nope'" in _error_line(result)
 
 
 def test_bad_slug_and_duplicate(cli, acme_key):
@@ -171,7 +171,7 @@ def test_sync_status_and_disable(cli, engine, acme_key):
 
     assert cli("company", "disable", "acme").exit_code == 0
     refused = cli("sync", "acme")
-    assert refused.exit_code == 1 and "BILLINGO_SYNC feature flag off" in _error_line(refused)
+    assert refused.exit_code == 2 and "BILLINGO_SYNC feature flag off" in _error_line(refused)  # nothing synced
     assert "no companies" not in cli("company", "list").output
     nothing = cli("sync", "--all")
-    assert nothing.exit_code == 1 and "name one or more companies" in _error_line(nothing)
+    assert nothing.exit_code == 2 and "name one or more companies" in _error_line(nothing)

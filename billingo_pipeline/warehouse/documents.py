@@ -101,6 +101,17 @@ def mark_unseen_raw_documents(conn: Connection, company_id: int, sync_id: int, n
     return result.rowcount
 
 
+def mark_raw_documents_missing(conn: Connection, company_id: int, document_ids: Sequence[int], now: dt.datetime) -> int:
+    """Mark these documents missing in Billingo from now on (those not marked already)."""
+    if not document_ids:
+        return 0
+    return conn.execute(
+        raw.update()
+        .where(raw.c.company_id == company_id, raw.c.document_id.in_(list(document_ids)), raw.c.missing_since.is_(None))
+        .values(missing_since=now)
+    ).rowcount
+
+
 def raw_document_states(conn: Connection, company_id: int) -> list[sa.Row]:
     """One small row per raw document: ids and hashes only, so deciding what to do needs no payloads."""
     joined = raw.outerjoin(
