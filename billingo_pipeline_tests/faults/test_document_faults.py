@@ -16,7 +16,7 @@ from billingo_pipeline_tests.faults.conftest import DOCUMENTS
 
 # Aim: 10,000. A first sync of 10,000 documents takes about a minute on PostgreSQL here (bulk writes
 # are being made faster), so the matrix runs this many and bench/ measures the large numbers.
-MANY_DOCUMENTS = 2_000
+MANY_DOCUMENTS = 1_000
 FIVE_MB = 5 * 1024 * 1024
 
 NASTY_TEXTS = (

@@ -59,8 +59,7 @@ def test_an_unusable_fernet_key_fails_the_sync_clearly_and_calls_nobody(rig, fer
         break_key(patched)
         bad_value = os.environ.get(FERNET_KEY_ENV)
         calls_before = len(rig.simulator.requests_log)
-        # One of them through a whole Dagster run: the run's failure is the line the operator reads.
-        result = rig.sync(via_dagster=fault == "wrong")
+        result = rig.sync()
         assert len(rig.simulator.requests_log) == calls_before
     log = rig.last_log()
     assert (result.success, result.status, log.status) == (False, FAILED, FAILED)
@@ -70,8 +69,6 @@ def test_an_unusable_fernet_key_fails_the_sync_clearly_and_calls_nobody(rig, fer
             assert secret not in log.error_message and secret not in result.error
     if fault == "wrong":
         assert f"company '{rig.slug}'" in log.error_message
-        events = "\n".join(str(entry) for entry in rig.instance.all_logs(result.run_id))
-        assert fernet_key not in events and bad_value not in events and rig.api_key not in events
     assert rig.live_invoice_ids() == set(rig.source())
 
     # The right key back in the environment: the next sync completes, nothing to redo.
