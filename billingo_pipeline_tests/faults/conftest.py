@@ -136,7 +136,7 @@ class FaultRig:
         assert len(item_keys) == sum(len(source[i]["items"]) for i in expected)
 
     def assert_recovers(self, *, expected_skipped: int | None = None) -> sa.Row:
-        """The next sync, with nothing changed but time, completes and holds every document once."""
+        """The next sync, with no hand on the warehouse, completes and holds every document once."""
         result = self.sync()
         log = self.last_log()
         assert (result.success, result.status, log.status) == (True, COMPLETED, COMPLETED), log.error_message
