@@ -248,7 +248,7 @@ def company_grant_reader(ctx: Context, slug: str, role: str, no_password: bool) 
 # Dagster's executor turns SIGTERM into SIGINT, so both end a sync the same way (130 = 128 + SIGINT).
 EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # A company's line in the terminal; --verbose shows Dagster's log and the whole message.
-MAX_LINE_ERROR = 300
+MAX_LINE_ERROR = 400
 
 
 def _usage_error(message: str) -> None:
@@ -269,7 +269,7 @@ def _sync_line(result, verbose: bool) -> str:
         line += " · " + ", ".join(f"{value} {name}" for name, value in result.counts.items())
     line += f" · run {result.run_id}"
     if result.error:
-        error = " ".join(result.error.split())
+        error = " ".join(result.error.split()).removeprefix(f"{result.company}: ")
         if not verbose and len(error) > MAX_LINE_ERROR:
             error = error[: MAX_LINE_ERROR - 3] + "..."
         line += f" · {error}"

@@ -38,6 +38,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from .warehouse.companies import list_companies
 from .warehouse.engine import get_engine, url_without_password
 from .warehouse.schema import companies, sync_log
 from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, RUNNING, utcnow
@@ -371,8 +372,8 @@ def _health_frame(rows: Sequence[CompanyHealth]) -> pd.DataFrame:
 def health_command(slugs: tuple[str, ...]) -> None:
     """GREEN / YELLOW / RED sync health per company, with the reasons.
 
-    Exits 1 when any company is RED (for cron and monitoring), 2 when the warehouse cannot be
-    read or a named company has no sync enabled, 0 otherwise.
+    Exits 1 when any company is RED (for cron and monitoring); 2 on bad input: an unknown
+    company, a company without sync enabled, or a warehouse that cannot be read; 0 otherwise.
     """
     url = click.get_current_context().obj.warehouse_url
     try:
@@ -383,7 +384,12 @@ def health_command(slugs: tuple[str, ...]) -> None:
         click.echo(f"error: cannot read the warehouse at {url_without_password(url)}: {reason}", err=True)
         sys.exit(2)
     if missing := sorted(set(slugs) - {h.company_slug for h in rows}):
-        click.echo(f"error: no company with Billingo sync enabled and active named: {', '.join(missing)}", err=True)
+        known = {c.slug for c in list_companies(engine)}
+        unknown = [slug for slug in missing if slug not in known]
+        if unknown:
+            click.echo(f"error: unknown company: {', '.join(unknown)}", err=True)
+        else:
+            click.echo(f"error: Billingo sync is not enabled for: {', '.join(missing)}", err=True)
         sys.exit(2)
     if not rows:
         click.echo("no company has Billingo sync enabled.")

@@ -20,7 +20,7 @@ from .assets.billingo import TRIGGER_TAG
 from .partitions import COMPANY_PARTITIONS_NAME
 from .resources import BillingoResource, WarehouseResource
 from .warehouse.engine import get_engine, warehouse_error_summary
-from .warehouse.sync_log import sync_rows
+from .warehouse.sync_log import FAILED, sync_rows
 
 
 def dagster_instance() -> dg.DagsterInstance:
@@ -98,6 +98,9 @@ def run_company_syncs(
         except SQLAlchemyError as exc:  # the warehouse went away during the sync: the error says so
             rows = []
             error = error or f"the warehouse cannot be read: {warehouse_error_summary(exc)}"
+            unreadable = True
+        else:
+            unreadable = False
         row = rows[0] if rows else None
         if row is not None and row["error_message"]:
             error = row["error_message"]  # our own one line, rather than Dagster's exception text
@@ -105,7 +108,8 @@ def run_company_syncs(
             company=slug,
             run_id=result.run_id,
             success=result.success,
-            sync_status=row["status"] if row else None,
+            # A sync whose row cannot be read back failed: its row is taken over by the next sync.
+            sync_status=row["status"] if row else (FAILED if unreadable else None),
             error=error,
             counts={name: row[column] for name, column in RESULT_COUNTS} if row else {},
             interrupted=_interrupted(result),

@@ -418,9 +418,11 @@ def sync_company(
             # A fetch that broke off has still spent requests of the company's rate limit.
             fail_sync(engine, sync_id, message, api_calls=client.stats.api_calls if client is not None else None)
         except Exception as recording:
+            why = warehouse_error_summary(recording)
+            same = isinstance(exc, sa.exc.SQLAlchemyError) and why == warehouse_error_summary(exc)
             message += (
-                f"; the sync-log row could not be marked FAILED ({warehouse_error_summary(recording)}): "
-                "the next sync takes it over"
+                "; the sync-log row could not be marked FAILED " + ("either" if same else f"({why})")
+                + ": the next sync takes it over"
             )
         if not isinstance(exc, Exception):
             raise  # an interruption goes on stopping the process
