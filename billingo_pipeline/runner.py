@@ -20,7 +20,7 @@ from .assets.billingo import TRIGGER_TAG
 from .partitions import COMPANY_PARTITIONS_NAME
 from .resources import BillingoResource, WarehouseResource
 from .warehouse.engine import get_engine, warehouse_error_summary
-from .warehouse.sync_log import FAILED, sync_rows
+from .warehouse.sync_log import FAILED, PARTIAL, sync_rows
 
 
 def dagster_instance() -> dg.DagsterInstance:
@@ -104,6 +104,9 @@ def run_company_syncs(
         row = rows[0] if rows else None
         if row is not None and row["error_message"]:
             error = row["error_message"]  # our own one line, rather than Dagster's exception text
+        elif row is not None and row["status"] == PARTIAL and row["errors"]:
+            first = row["errors"][0]
+            error = f"first failed document {first.get('document_id')}: {first.get('message')}"
         sync_result = SyncRunResult(
             company=slug,
             run_id=result.run_id,

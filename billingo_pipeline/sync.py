@@ -224,6 +224,8 @@ def fetch_raw_documents(
         # Documents an earlier pass of this sweep returned but the complete final pass did not
         # (drafts deleted while we paged) are gone too, although this sync stored them.
         vanished_while_paging = sorted(seen_ids - sweep.final_pass_ids)
+        if keepalive is not None:
+            keepalive.beat()  # still ours: a sync taken over must not mark the taker's documents missing
         with engine.begin() as conn:
             now = utcnow()
             marked_missing = store.mark_unseen_raw_documents(conn, company.id, sync_id, now)

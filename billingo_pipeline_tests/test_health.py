@@ -189,7 +189,7 @@ def test_health_command_prints_a_table_and_exits_1_when_a_company_is_red(engine,
     only_acme = runner.invoke(health_command, ["acme"], obj=Context(warehouse_url, "http://unused"))
     assert only_acme.exit_code == 0 and "globex" not in only_acme.output
     unknown = runner.invoke(health_command, ["acme", "nope"], obj=Context(warehouse_url, "http://unused"))
-    assert unknown.exit_code == 2 and "named: nope" in unknown.output
+    assert unknown.exit_code == 2 and "unknown company: nope" in unknown.output
 
 
 def test_health_command_reports_an_unreadable_warehouse(tmp_path):
