@@ -1,11 +1,11 @@
-# Two entry points: `make demo` and `make test`. Each creates or refreshes .venv on its own.
+# Entry points: `make demo`, `make test` and `make bench`. Each creates or refreshes .venv on its own.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The stamp is newer than setup.py only after a successful install of the current dependency list.
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv dev clean chromium
+.PHONY: demo test bench venv dev clean chromium
 
 venv: $(STAMP)
 
@@ -20,6 +20,17 @@ demo: $(STAMP)
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Speed targets live here, never in the test suite (bench/run.py; figures in docs/performance.md).
+# BENCH_ARGS="--quick" is a smoke run of a few minutes; without it, the full run of issue 9's sizes.
+# dlt, the comparison, comes with the `bench` extra; PostgreSQL figures need the server on 127.0.0.1:5432.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The UI test (billingo_pipeline_tests/test_ui.py) drives Debian's Chromium through Playwright, never
 # a browser Playwright would download. A no-op when it is there; on a fresh machine (CI) it is

@@ -32,6 +32,8 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
+        # `make bench`: dlt's rest_api source into SQLite/PostgreSQL is the comparison the engine must beat.
+        "bench": ["dlt[sqlalchemy]==1.31.0"],
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.5",

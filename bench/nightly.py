@@ -1,0 +1,63 @@
+"""The nightly sync of a company already synced: unchanged, then after payments.
+
+    .venv/bin/python -m bench.nightly [--documents 100000] [--payments 50] [--dialects ...]
+
+Each sync is ``sync_company`` in its own child process, in the sync's default mode (the engine
+decides between an incremental and a full sweep, as it would at night). Between the two syncs the
+simulator's ``pay_document`` marks ``--payments`` open invoices paid, as the company's accountant
+would during the day; the second sync must update exactly those.
+Targets (at 100,000 documents): unchanged in <= 2 API calls and <= 3 s of sync time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import first_sync
+from bench.common import DIALECTS, BenchCompany, SimulatorProcess, make_company, run_child, seconds, throwaway_warehouse
+
+UNCHANGED_MAX_API_CALLS = 2
+UNCHANGED_MAX_SECONDS = 3.0
+
+
+def _sync(warehouse_url: str, simulator: SimulatorProcess, company: BenchCompany) -> dict[str, Any]:
+    child = run_child("bench.common:sync_once", warehouse_url=warehouse_url, base_url=simulator.base_url,
+                      slug=company.slug)
+    return {**child.value, "peak_rss_mb": child.peak_rss_mb}
+
+
+def measure(warehouse_url: str, simulator: SimulatorProcess, company: BenchCompany, payments: int) -> dict[str, Any]:
+    """``company`` must already be synced into ``warehouse_url`` (bench/first_sync.py)."""
+    unchanged = _sync(warehouse_url, simulator, company)
+    paid = simulator.pay_unpaid(company.api_key, payments)
+    after = _sync(warehouse_url, simulator, company)
+    return {"unchanged": unchanged, "after_payments": after, "paid": len(paid)}
+
+
+def describe(sync: dict[str, Any]) -> str:
+    mode = f", mode {sync['mode'] or sync.get('sync_mode')}" if sync.get("mode") or sync.get("sync_mode") else ""
+    return (f"{sync['api_calls']} API calls, {seconds(sync['wall'])}, {sync['invoices_updated']} updated, "
+            f"{sync['status']}{mode}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--documents", type=int, default=100_000)
+    parser.add_argument("--payments", type=int, default=50)
+    parser.add_argument("--dialects", nargs="+", choices=DIALECTS, default=list(DIALECTS))
+    args = parser.parse_args()
+    with SimulatorProcess() as simulator, tempfile.TemporaryDirectory(prefix="billingo-bench-") as folder:
+        company = make_company(simulator, f"nightly{args.documents}", args.documents)
+        for dialect in args.dialects:
+            with throwaway_warehouse(dialect, Path(folder), f"nightly-{dialect}") as url:
+                first = first_sync.measure(url, simulator, company)
+                nightly = measure(url, simulator, company, args.payments)
+            print(f"{dialect}: first sync {seconds(first['wall'])}; unchanged nightly: {describe(nightly['unchanged'])}; "
+                  f"after {nightly['paid']} payments: {describe(nightly['after_payments'])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The benchmarks (bench/, run by `make bench`) stay importable and their bookkeeping right.
+
+Nothing here measures or times anything: speed targets live in bench/, never in tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import pkgutil
+
+import pytest
+
+import bench
+from bench import many_companies
+from bench import run as bench_run
+
+
+def test_every_bench_module_imports_and_the_measurements_run_alone():
+    names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__))
+    modules = {name: importlib.import_module(f"bench.{name}") for name in names}
+    assert {"common", "fetch_floor", "first_sync", "dlt_load", "nightly", "many_companies", "memory", "run"} <= set(modules)
+    standalone = {name for name, module in modules.items() if callable(getattr(module, "main", None))}
+    assert {"fetch_floor", "first_sync", "dlt_load", "nightly", "many_companies", "memory", "run"} <= standalone
+
+
+def test_sync_time_is_the_union_of_the_sync_intervals_not_their_sum():
+    t0 = dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.timezone.utc)
+    at = lambda seconds: t0 + dt.timedelta(seconds=seconds)  # noqa: E731
+    # Two overlapping syncs (0-10, 5-12) and one apart (20-23): busy 12 + 3, although they sum to 20.
+    assert many_companies._busy_seconds([(at(20), at(23)), (at(0), at(10)), (at(5), at(12))]) == 15
+    assert many_companies._busy_seconds([]) == 0
+
+
+def test_write_docs_replaces_its_own_profile_section_and_keeps_the_rest(tmp_path, monkeypatch):
+    docs = tmp_path / "performance.md"
+    docs.write_text("# Performance\n\nprose\n\n<!-- bench:full:begin -->\nold full\n<!-- bench:full:end -->\n")
+    monkeypatch.setattr(bench_run, "DOCS", docs)
+    monkeypatch.setattr(bench_run, "REPO_ROOT", tmp_path)
+    bench_run.write_docs("quick", "quick table")
+    bench_run.write_docs("full", "new full")
+    text = docs.read_text()
+    assert "prose" in text and "old full" not in text
+    assert text.count("new full") == 1 and text.count("quick table") == 1
+
+
+@pytest.mark.parametrize("argv", [["--sizes", "0"], ["--companies", "0"]])
+def test_sizes_below_one_are_refused_with_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_run.main(argv)
+    assert exc.value.code == 2
+    assert "sizes and counts must be at least 1" in capsys.readouterr().err
