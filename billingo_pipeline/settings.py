@@ -10,6 +10,8 @@ WAREHOUSE_URL_ENV = "BILLINGO_WAREHOUSE_URL"
 API_BASE_URL_ENV = "BILLINGO_API_BASE_URL"
 SYNC_STALE_AFTER_ENV = "BILLINGO_SYNC_STALE_AFTER_SECONDS"
 SYNC_HEARTBEAT_ENV = "BILLINGO_SYNC_HEARTBEAT_SECONDS"
+FULL_SWEEP_EVERY_ENV = "BILLINGO_FULL_SWEEP_EVERY_DAYS"
+INCREMENTAL_OVERLAP_ENV = "BILLINGO_INCREMENTAL_OVERLAP_MINUTES"
 
 DEFAULT_API_BASE_URL = "https://api.billingo.hu/v3"
 # Embedded default: a SQLite file in the working directory, so nothing needs a server.
@@ -27,16 +29,7 @@ class SettingsError(ValueError):
 
 
 def _positive_seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 7 * 24 * 3600:  # also false for NaN
-        raise SettingsError(f"{name} must be a number of seconds between 0 and one week, got {raw!r}")
-    return value
+    return _positive_number(name, default, unit="seconds", at_most=7 * 24 * 3600)
 
 
 def sync_heartbeat_seconds() -> float:
@@ -49,6 +42,35 @@ def sync_stale_after_seconds() -> float:
     if stale_after <= sync_heartbeat_seconds():
         raise SettingsError(f"{SYNC_STALE_AFTER_ENV} must be longer than {SYNC_HEARTBEAT_ENV}: a live sync would look dead")
     return stale_after
+
+
+# Incremental syncs ask for documents modified since the cursor minus this overlap: Billingo does
+# not document whether last_modified_date means "at or after", its resolution is a second, and a
+# document saved while the previous sync started may carry a time just before its cursor.
+DEFAULT_INCREMENTAL_OVERLAP_MINUTES = 10.0
+# Only a full sweep sees deleted drafts and repairs anything an incremental sync could miss.
+DEFAULT_FULL_SWEEP_EVERY_DAYS = 7.0
+
+
+def _positive_number(name: str, default: float, *, unit: str, at_most: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= at_most:  # also false for NaN
+        raise SettingsError(f"{name} must be a number of {unit} above 0 and at most {at_most:g}, got {raw!r}")
+    return value
+
+
+def full_sweep_every_days() -> float:
+    return _positive_number(FULL_SWEEP_EVERY_ENV, DEFAULT_FULL_SWEEP_EVERY_DAYS, unit="days", at_most=366)
+
+
+def incremental_overlap_minutes() -> float:
+    return _positive_number(INCREMENTAL_OVERLAP_ENV, DEFAULT_INCREMENTAL_OVERLAP_MINUTES, unit="minutes", at_most=7 * 24 * 60)
 
 
 def warehouse_url() -> str:

@@ -1,43 +1,48 @@
 """The sync of one company, in plain functions the Dagster asset calls (testable without Dagster).
 
-1. ``fetch_raw_documents``: sweep ``GET /documents`` page by page and upsert each page's payloads
-   into the raw table as it arrives (memory holds one page). A complete sweep marks documents
-   Billingo no longer returns as missing.
-2. ``normalize_raw_documents``: compare every raw document's hash with the hash its invoice was
-   built from; normalize only new or changed ones (pure functions), write invoices and items in
-   bulk, one transaction per batch; record per-document errors without stopping.
+One pass over each Billingo list endpoint (``endpoints``): pages are fetched by a background
+thread one page ahead of the writer (memory holds a page or two), and every page is stored as it
+arrives: unchanged documents (by hash) are only marked as seen, new and changed ones are
+normalized and written with their raw payload in one transaction.
 
-One poisoned document costs one document: values a column cannot hold are document errors
-before anything is written (``normalize.ColumnLimit``), and a batch the database still refuses is
-written again one document at a time, so only the documents it refuses fail.
+Incremental by default: after a complete full sweep, a sync asks only for documents modified since
+the company's cursor (``last_modified_date``) minus an overlap. The cursor is Billingo's own clock
+(``GET /utils/time``) at the start of the newest sync that fetched completely, never this
+machine's. A full sweep runs for the first sync, every ``BILLINGO_FULL_SWEEP_EVERY_DAYS``, when
+normalization changed, and on demand (``full=True``); only a complete full sweep marks documents
+deleted in source.
 
-While it runs, the sync-log row proves it is alive (``SyncHeartbeat``); an interruption (SIGINT,
-SIGTERM, a terminated Dagster run) finalizes the row FAILED with the reason before it propagates.
+One poisoned document costs one document (column limits, then a refused batch written again one
+document at a time). While it runs the sync-log row proves it is alive (``SyncHeartbeat``); an
+interruption (SIGINT, SIGTERM, a terminated Dagster run) finalizes the row FAILED with the reason.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from . import settings
 from .billingo_client import BillingoApiError, BillingoClient, SweepResult, sweep_documents
 from .credentials import CredentialError
-from .normalize import DocumentError, change_hash, normalize_document
-from .warehouse import documents as store
+from .endpoints import ListEndpoint, PageContext, PageOutcome
+from .endpoints.documents import DOCUMENTS, NORMALIZATION_REVISION, renormalize_stored_documents
 from .warehouse.companies import Company, CompanyError
 from .warehouse.engine import warehouse_error_summary
-from .warehouse.schema import WAREHOUSE_ROW_LIMITS
+from .warehouse.refusals import write_isolating_refusals  # noqa: F401 - part of this module's API
 from .warehouse.sync_log import (
+    FULL,
+    INCREMENTAL,
     SyncCounts,
     SyncLockLostError,
     fail_sync,
@@ -45,77 +50,24 @@ from .warehouse.sync_log import (
     heartbeat,
     one_line,
     record_fetch,
+    record_plan,
     start_sync,
+    sync_history,
     utcnow,
 )
 
 log = logging.getLogger(__name__)
 
-# Bump when normalization changes meaning: every invoice is then rebuilt once from its raw payload,
-# even though Billingo's content did not change.
-NORMALIZATION_REVISION = 1
-NORMALIZE_BATCH_SIZE = 500
+BUDAPEST = ZoneInfo("Europe/Budapest")
 # Billingo ids are positive; the warehouse keeps them in BIGINT columns.
 MAX_DOCUMENT_ID = 2**63 - 1
+# Pages fetched ahead of the writer: fetching overlaps writing, memory stays a page or two.
+PREFETCH_PAGES = 1
 
 T = TypeVar("T")
 
 # Failures whose message is already a clear, key-free sentence for the UI and the sync log.
 EXPECTED_SYNC_ERRORS = (BillingoApiError, CredentialError, CompanyError)
-# What the database says about one row it cannot take (a value, a constraint): worth writing the
-# batch again one document at a time. A lost connection is not: it fails the sync.
-ROW_REFUSALS = (sa.exc.DataError, sa.exc.IntegrityError)
-
-
-def chunked(values: Iterable[T], size: int) -> Iterator[list[T]]:
-    batch: list[T] = []
-    for value in values:
-        batch.append(value)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def invoice_source_hash(raw_content_hash: str) -> str:
-    """What an invoice row remembers it was built from: the raw hash under this normalization."""
-    return hashlib.sha256(f"{NORMALIZATION_REVISION}:{raw_content_hash}".encode()).hexdigest()
-
-
-def _is_row_refusal(exc: BaseException) -> bool:
-    # A StatementError that is not a DBAPIError failed while binding one row's value in Python.
-    return isinstance(exc, ROW_REFUSALS) or (
-        isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)
-    )
-
-
-def write_isolating_refusals(
-    engine: Engine,
-    batch: Sequence[T],
-    write: Callable[[Connection, Sequence[T]], None],
-    document_id_of: Callable[[T], int],
-) -> dict[int, str]:
-    """Write ``batch`` in one transaction; if the database refuses a row, write each element in
-    its own transaction instead. Returns ``{document_id: reason}`` of the ones refused (the
-    reason is one line without SQL or values); a lost connection still raises."""
-    try:
-        with engine.begin() as conn:
-            write(conn, batch)
-        return {}
-    except Exception as exc:
-        if not _is_row_refusal(exc):
-            raise
-    refused: dict[int, str] = {}
-    for element in batch:
-        try:
-            with engine.begin() as conn:
-                write(conn, [element])
-        except Exception as exc:
-            if not _is_row_refusal(exc):
-                raise
-            refused[document_id_of(element)] = f"the warehouse refused it ({warehouse_error_summary(exc)})"
-    return refused
 
 
 class SyncHeartbeat:
@@ -163,8 +115,111 @@ class SyncHeartbeat:
                     self.log.warning(f"sync-log heartbeat not written: {warehouse_error_summary(exc)}")
 
 
+@dataclass(frozen=True)
+class SyncPlan:
+    """How a sync fetches: ``FULL`` or ``INCREMENTAL`` from ``modified_since`` (aware UTC)."""
+
+    mode: str
+    reason: str
+    modified_since: dt.datetime | None = None
+
+
+def plan_sync(
+    engine: Engine,
+    company_id: int,
+    *,
+    billingo_now: dt.datetime | None,
+    full_requested: bool = False,
+    full_sweep_every: dt.timedelta | None = None,
+    overlap: dt.timedelta | None = None,
+) -> SyncPlan:
+    """Full or incremental, and why: a pure decision over the company's sync history."""
+    full_sweep_every = full_sweep_every or dt.timedelta(days=settings.full_sweep_every_days())
+    overlap = overlap or dt.timedelta(minutes=settings.incremental_overlap_minutes())
+    history = sync_history(engine, company_id)
+    now = billingo_now or utcnow()
+    if full_requested:
+        return SyncPlan(FULL, "a full sweep was asked for")
+    if history.last_full_sweep_cursor is None:
+        return SyncPlan(FULL, "no complete full sweep yet")
+    if history.last_full_sweep_revision != NORMALIZATION_REVISION:
+        return SyncPlan(FULL, "normalization changed since the last full sweep")
+    age = now - history.last_full_sweep_cursor
+    if age >= full_sweep_every:
+        return SyncPlan(FULL, f"the last full sweep is {age.total_seconds() / 86400:.1f} days old (one runs every {full_sweep_every.total_seconds() / 86400:g})")
+    return SyncPlan(INCREMENTAL, "documents modified since the cursor", modified_since=history.cursor - overlap)
+
+
+def billingo_wall_time(instant: dt.datetime) -> str:
+    """``instant`` as Billingo's ``last_modified_date`` takes it: ``Y-m-d H:i:s``, Budapest time.
+
+    In the autumn hour that Budapest lives twice, a wall time names two instants and Billingo may
+    read the later one: an hour earlier is asked for then, so nothing in between is missed.
+    """
+    local = instant.astimezone(BUDAPEST)
+    if local.replace(fold=0).utcoffset() != local.replace(fold=1).utcoffset():
+        local = (instant - dt.timedelta(hours=1)).astimezone(BUDAPEST)
+    return local.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def prefetched(pages: Iterable[T], *, depth: int = PREFETCH_PAGES) -> Iterator[T]:
+    """``pages``, produced by a background thread up to ``depth`` ahead of the consumer.
+
+    An exception of the producer is raised in the consumer; when the consumer stops (an error,
+    an interruption) the producer is told to stop at its next page and is not waited for long
+    (it may be inside an HTTP request; it is a daemon thread and its client is closed).
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                if not put(("page", page)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer, which decides
+            put(("error", exc))
+
+    producer = threading.Thread(target=produce, name="billingo-prefetch", daemon=True)
+    producer.start()
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == "page":
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        producer.join(timeout=1)
+
+
+def _batched(values: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 @dataclass
 class FetchOutcome:
+    mode: str
     api_calls: int
     pages_fetched: int
     documents_fetched: int
@@ -175,84 +230,6 @@ class FetchOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def _usable_document_id(document: object) -> int | None:
-    document_id = document.get("id") if isinstance(document, dict) else None
-    if isinstance(document_id, int) and not isinstance(document_id, bool) and 0 < document_id <= MAX_DOCUMENT_ID:
-        return document_id
-    return None
-
-
-def fetch_raw_documents(
-    engine: Engine, company: Company, client: BillingoClient, sync_id: int, keepalive: SyncHeartbeat | None = None
-) -> FetchOutcome:
-    started = time.monotonic()
-    sweep = SweepResult()
-    errors: list[dict] = []
-    fetched = 0
-
-    def write(conn: Connection, batch: Sequence[tuple[int, dict, str]]) -> None:
-        store.upsert_raw_documents(conn, company.id, sync_id, batch, utcnow())
-
-    def store_batch(batch: list[tuple[int, dict, str]]) -> int:
-        refused = write_isolating_refusals(engine, batch, write, lambda element: element[0])
-        errors.extend({"document_id": document_id, "message": f"raw payload not stored: {reason}"} for document_id, reason in refused.items())
-        if keepalive is not None:
-            keepalive.beat(
-                api_calls=client.stats.api_calls, pages_fetched=client.stats.pages_fetched, documents_fetched=fetched
-            )
-        return len(batch) - len(refused)
-
-    pending: list[tuple[int, dict, str]] = []
-    seen_ids: set[int] = set()
-    for document in sweep_documents(client, sweep):
-        document_id = _usable_document_id(document)
-        if document_id is None:
-            shown = document.get("id") if isinstance(document, dict) else None
-            errors.append({"document_id": None, "message": f"document without a usable id (id={shown!r:.40}): not stored"})
-            continue
-        pending.append((document_id, document, change_hash(document)))
-        seen_ids.add(document_id)
-        fetched += 1
-        if len(pending) >= client.page_size:
-            store_batch(pending)
-            pending = []
-    if pending:
-        store_batch(pending)
-
-    marked_missing = 0
-    if sweep.complete:
-        # Documents an earlier pass of this sweep returned but the complete final pass did not
-        # (drafts deleted while we paged) are gone too, although this sync stored them.
-        vanished_while_paging = sorted(seen_ids - sweep.final_pass_ids)
-        if keepalive is not None:
-            keepalive.beat()  # still ours: a sync taken over must not mark the taker's documents missing
-        with engine.begin() as conn:
-            now = utcnow()
-            marked_missing = store.mark_unseen_raw_documents(conn, company.id, sync_id, now)
-            for ids in chunked(vanished_while_paging, NORMALIZE_BATCH_SIZE):
-                marked_missing += store.mark_raw_documents_missing(conn, company.id, ids, now)
-    outcome = FetchOutcome(
-        api_calls=client.stats.api_calls,
-        pages_fetched=client.stats.pages_fetched,
-        documents_fetched=fetched,
-        complete=sweep.complete,
-        marked_missing=marked_missing,
-        duration_seconds=time.monotonic() - started,
-        errors=errors,
-        notes=sweep.notes,
-    )
-    record_fetch(
-        engine,
-        sync_id,
-        api_calls=outcome.api_calls,
-        pages_fetched=outcome.pages_fetched,
-        documents_fetched=outcome.documents_fetched,
-        fetch_complete=outcome.complete,
-        errors=errors,
-    )
-    return outcome
-
-
 @dataclass
 class NormalizeOutcome:
     counts: SyncCounts
@@ -261,100 +238,92 @@ class NormalizeOutcome:
     errors: list[dict] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _NormalizedRows:
-    document_id: int
-    invoice: dict
-    items: list[dict]
+def _usable_document_id(document: object) -> int | None:
+    document_id = document.get("id") if isinstance(document, dict) else None
+    if isinstance(document_id, int) and not isinstance(document_id, bool) and 0 < document_id <= MAX_DOCUMENT_ID:
+        return document_id
+    return None
 
 
-def normalize_raw_documents(
-    engine: Engine, company_id: int, *, batch_size: int = NORMALIZE_BATCH_SIZE, keepalive: SyncHeartbeat | None = None
-) -> NormalizeOutcome:
+def sync_endpoint(
+    engine: Engine,
+    company: Company,
+    client: BillingoClient,
+    endpoint: ListEndpoint,
+    sync_id: int,
+    plan: SyncPlan,
+    keepalive: SyncHeartbeat | None = None,
+) -> tuple[FetchOutcome, NormalizeOutcome]:
+    """One pass over ``endpoint``: fetch (a page ahead), store page by page, and after a complete
+    full sweep mark what Billingo no longer returns."""
     started = time.monotonic()
-    with engine.connect() as conn:
-        states = store.raw_document_states(conn, company_id)
-
-    present = [s for s in states if s.missing_since is None]
-    changed = [s for s in present if s.source_hash != invoice_source_hash(s.content_hash)]
-    is_new = {s.document_id: s.source_hash is None for s in changed}
-    newly_missing = [s.document_id for s in states if s.missing_since is not None and s.source_hash is not None and s.deleted_in_source_at is None]
-    seen_again = {s.document_id for s in present if s.deleted_in_source_at is not None}
-
-    def write(conn: Connection, documents: Sequence[_NormalizedRows]) -> None:
-        store.write_invoices_with_items(
-            conn, company_id, [d.invoice for d in documents], [i for d in documents for i in d.items], utcnow()
-        )
-
-    # A document back and changed is restored by its own upsert (which clears the mark), the
-    # others by the update below: count both.
-    created = updated = items_written = restored = 0
-    errors: list[dict] = []
-    for batch_ids in chunked((s.document_id for s in changed), batch_size):
-        with engine.connect() as conn:
-            payloads = store.raw_payloads(conn, company_id, batch_ids)
-        documents: list[_NormalizedRows] = []
-        for row in payloads:
-            try:
-                normalized = normalize_document(row.payload, WAREHOUSE_ROW_LIMITS)
-            except DocumentError as exc:
-                errors.append({"document_id": row.document_id, "message": exc.message})
+    sweep = SweepResult()
+    filters = {}
+    if plan.mode == INCREMENTAL and endpoint.modified_since_filter:
+        filters[endpoint.modified_since_filter] = billingo_wall_time(plan.modified_since)
+    total = PageOutcome()
+    fetch_errors: list[dict] = []
+    seen_ids: set[int] = set()
+    fetched = 0
+    pages = _batched(sweep_documents(client, sweep, path=endpoint.path, **filters), client.page_size)
+    for batch in prefetched(pages):
+        usable: list[tuple[int, dict]] = []
+        for item in batch:
+            item_id = _usable_document_id(item)
+            if item_id is None:
+                shown = item.get("id") if isinstance(item, dict) else None
+                fetch_errors.append({"document_id": None, "message": f"{endpoint.name} item without a usable id (id={shown!r:.40}): not stored"})
                 continue
-            if normalized.document_id != row.document_id:
-                errors.append({"document_id": row.document_id, "message": "payload id differs from the stored id"})
-                continue
-            documents.append(
-                _NormalizedRows(
-                    normalized.document_id,
-                    {**normalized.invoice, "source_hash": invoice_source_hash(row.content_hash)},
-                    [{**item, "document_id": normalized.document_id} for item in normalized.items],
-                )
-            )
-        refused = write_isolating_refusals(engine, documents, write, lambda d: d.document_id)
-        for document in documents:
-            if document.document_id in refused:
-                errors.append({"document_id": document.document_id, "message": refused[document.document_id]})
-                continue
-            if is_new[document.document_id]:
-                created += 1
-            else:
-                updated += 1
-            restored += document.document_id in seen_again
-            items_written += len(document.items)
+            usable.append((item_id, item))
+            seen_ids.add(item_id)
+        fetched += len(usable)
+        total.add(endpoint.store_page(engine, PageContext(company.id, sync_id, utcnow()), usable))
         if keepalive is not None:
-            keepalive.beat()
+            keepalive.beat(
+                api_calls=client.stats.api_calls, pages_fetched=client.stats.pages_fetched, documents_fetched=fetched
+            )
 
     marked_deleted = 0
-    with engine.begin() as conn:
-        now = utcnow()
-        for ids in chunked(newly_missing, batch_size):
-            marked_deleted += store.set_deleted_in_source(conn, company_id, ids, now, now)
-        for ids in chunked(sorted(seen_again), batch_size):
-            restored += store.set_deleted_in_source(conn, company_id, ids, None, now)
-
-    counts = SyncCounts(
-        processed=len(present),
-        created=created,
-        updated=updated,
-        skipped=len(present) - len(changed),
-        failed=len(errors),
-        marked_deleted=marked_deleted,
-        items_written=items_written,
+    if sweep.complete and plan.mode == FULL:
+        if keepalive is not None:
+            keepalive.beat()  # still ours: a sync taken over must not mark the taker's documents missing
+        vanished_while_paging = sorted(seen_ids - sweep.final_pass_ids)
+        marked_deleted = endpoint.mark_vanished(engine, PageContext(company.id, sync_id, utcnow()), vanished_while_paging)
+    duration = time.monotonic() - started
+    fetch = FetchOutcome(
+        mode=plan.mode,
+        api_calls=client.stats.api_calls,
+        pages_fetched=client.stats.pages_fetched,
+        documents_fetched=fetched,
+        complete=sweep.complete,
+        marked_missing=marked_deleted,
+        duration_seconds=duration,
+        errors=fetch_errors,
+        notes=sweep.notes,
     )
-    return NormalizeOutcome(counts=counts, restored=restored, duration_seconds=time.monotonic() - started, errors=errors)
+    record_fetch(
+        engine,
+        sync_id,
+        api_calls=fetch.api_calls,
+        pages_fetched=fetch.pages_fetched,
+        documents_fetched=fetch.documents_fetched,
+        fetch_complete=fetch.complete,
+        errors=fetch_errors,
+    )
+    counts = SyncCounts(
+        processed=fetched,
+        created=total.created,
+        updated=total.updated,
+        skipped=total.skipped,
+        failed=len(total.errors),
+        marked_deleted=marked_deleted,
+        items_written=total.items_written,
+    )
+    return fetch, NormalizeOutcome(counts=counts, restored=total.restored, duration_seconds=duration, errors=total.errors)
 
 
 class CompanySyncError(Exception):
     """A company's sync failed; the message is one key-free line, already in the sync log when it could be written."""
-
-
-@dataclass
-class CompanySyncResult:
-    company: str
-    sync_id: int
-    status: str
-    fetch: FetchOutcome | None
-    normalize: NormalizeOutcome | None
 
 
 def interruption_reason(exc: BaseException) -> str:
@@ -377,6 +346,25 @@ def failure_message(exc: BaseException) -> str:
     return one_line(f"{type(exc).__name__}: {exc}")
 
 
+@dataclass
+class CompanySyncResult:
+    company: str
+    sync_id: int
+    status: str
+    fetch: FetchOutcome | None
+    normalize: NormalizeOutcome | None
+
+
+def _billingo_time(client: BillingoClient, logger) -> dt.datetime | None:
+    """Billingo's clock, or None when it cannot be read: the sync then runs without advancing
+    the cursor (the next one starts from the previous cursor, which is only more overlap)."""
+    try:
+        return client.get_server_time()
+    except BillingoApiError as exc:
+        (logger or log).warning(f"Billingo's clock could not be read, the cursor is not advanced: {exc}")
+        return None
+
+
 def sync_company(
     engine: Engine,
     company: Company,
@@ -386,10 +374,12 @@ def sync_company(
     open_client: Callable[[Company], BillingoClient] | None,
     run_in_progress: Callable[[str], bool | None] | None = None,
     logger: logging.Logger | logging.LoggerAdapter | None = None,
+    full: bool = False,
 ) -> CompanySyncResult:
     """One company's sync with its sync-log row: RUNNING first, then COMPLETED/PARTIAL/FAILED.
 
     ``open_client=None`` re-normalizes what is already stored, without calling Billingo.
+    ``full=True`` forces a full sweep (else ``plan_sync`` decides).
     ``run_in_progress(run_id)`` tells whether another row's Dagster run is still going (None:
     unknown), so a row left by a dead run is taken over at once (``sync_log.start_sync``).
     Whatever ends the sync (an error, SIGINT, SIGTERM, a terminated run, the warehouse going
@@ -403,12 +393,23 @@ def sync_company(
     client: BillingoClient | None = None
     try:
         with SyncHeartbeat(engine, sync_id, settings.sync_heartbeat_seconds(), logger) as beat:
-            fetch = None
-            if open_client is not None:
+            if open_client is None:
+                renormalized = renormalize_stored_documents(engine, company.id)
+                fetch = None
+                normalized = NormalizeOutcome(
+                    renormalized.counts, renormalized.restored, renormalized.duration_seconds, renormalized.errors
+                )
+            else:
                 client = open_client(company)
                 with client:
-                    fetch = fetch_raw_documents(engine, company, client, sync_id, beat)
-            normalized = normalize_raw_documents(engine, company.id, keepalive=beat)
+                    billingo_now = _billingo_time(client, logger)
+                    plan = plan_sync(engine, company.id, billingo_now=billingo_now, full_requested=full)
+                    record_plan(
+                        engine, sync_id, mode=plan.mode, modified_since=plan.modified_since, cursor=billingo_now,
+                        normalization_revision=NORMALIZATION_REVISION,
+                    )
+                    (logger or log).info(f"company '{company.slug}': {plan.mode} sync ({plan.reason})")
+                    fetch, normalized = sync_endpoint(engine, company, client, DOCUMENTS, sync_id, plan, beat)
             status = finish_sync(engine, sync_id, normalized.counts, normalized.errors)
     except SyncLockLostError as exc:
         # The row is someone else's now: leave it as they wrote it.

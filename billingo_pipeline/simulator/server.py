@@ -313,6 +313,12 @@ class BillingoSimulator:
             raise RuntimeError("the simulator is not running: call start() first")
         return f"http://127.0.0.1:{self._server.server_address[1]}/v3"
 
+    def shift_clock(self, delta: datetime.timedelta) -> None:
+        """Move the simulator's clock (what ``/utils/time`` answers and modifications are stamped
+        with) by ``delta`` against the real one: Billingo's clock is not the client machine's."""
+        with self._lock:
+            self._clock_offset += delta
+
     def now(self) -> datetime.datetime:
         """The simulator's clock (aware, Europe/Budapest): the one behind modification times."""
         return (datetime.datetime.now(datetime.timezone.utc) + self._clock_offset).astimezone(BUDAPEST)

@@ -150,6 +150,12 @@ sync_log = sa.Table(
     # names its process so a sync on the same host sees at once when that process is gone.
     sa.Column("heartbeat_at", UtcDateTime(), nullable=True, comment="refreshed while the sync is alive"),
     sa.Column("holder", sa.String(255), nullable=True, comment="host:pid of the syncing process"),
+    # Incremental sync (sync.plan_sync): how the sync fetched and from which cursor. A full sweep is
+    # the only mode that may mark documents deleted in source.
+    sa.Column("mode", sa.String(16), nullable=True, comment="full | incremental"),
+    sa.Column("modified_since", UtcDateTime(), nullable=True, comment="last_modified_date asked for (incremental)"),
+    sa.Column("cursor", UtcDateTime(), nullable=True, comment="Billingo's clock at the start of the sync"),
+    sa.Column("normalization_revision", sa.Integer, nullable=True),
     sa.UniqueConstraint("company_id", "run_id"),
     sa.Index(None, "company_id", "started_at"),
     # One sync per company at a time, whatever the run layout (single partitions, ranges, the CLI):

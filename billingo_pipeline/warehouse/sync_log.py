@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from .schema import companies, sync_log
 
 RUNNING, COMPLETED, PARTIAL, FAILED = "RUNNING", "COMPLETED", "PARTIAL", "FAILED"
+FULL, INCREMENTAL = "full", "incremental"
 
 # Keeps a pathological sync (thousands of broken documents) from bloating one JSON cell.
 MAX_STORED_ERRORS = 1000
@@ -243,6 +244,59 @@ def release_running_sync(
             )
         _mark_failed(conn, row.id, row.started_at, f"abandoned: released {who} (last heartbeat {_seconds(age)} ago)", now)
     return row
+
+
+def record_plan(
+    engine: Engine,
+    sync_id: int,
+    *,
+    mode: str,
+    modified_since: dt.datetime | None,
+    cursor: dt.datetime | None,
+    normalization_revision: int,
+) -> None:
+    """How this sync fetches (``FULL`` or ``INCREMENTAL``), from which instant, and the Billingo
+    clock reading that becomes the next sync's cursor once this one has fetched completely."""
+    with engine.begin() as conn:
+        conn.execute(
+            sync_log.update()
+            .where(sync_log.c.id == sync_id)
+            .values(mode=mode, modified_since=modified_since, cursor=cursor, normalization_revision=normalization_revision)
+        )
+
+
+@dataclass(frozen=True)
+class SyncHistory:
+    """What the next sync of a company needs to know of the earlier ones."""
+
+    last_full_sweep_cursor: dt.datetime | None  # Billingo's clock at the start of the newest complete full sweep
+    last_full_sweep_revision: int | None
+    cursor: dt.datetime | None  # of the newest sync (either mode) that fetched completely
+
+
+def sync_history(engine: Engine, company_id: int) -> SyncHistory:
+    """Only syncs that ended COMPLETED or PARTIAL with every page fetched count: a failed or
+    interrupted sync never moves a cursor."""
+    fetched = sa.and_(
+        sync_log.c.company_id == company_id,
+        sync_log.c.status.in_((COMPLETED, PARTIAL)),
+        sync_log.c.fetch_complete.is_(True),
+        sync_log.c.cursor.is_not(None),
+    )
+    newest = sync_log.c.cursor.desc(), sync_log.c.id.desc()
+    with engine.connect() as conn:
+        full = conn.execute(
+            sa.select(sync_log.c.cursor, sync_log.c.normalization_revision)
+            .where(fetched, sync_log.c.mode == FULL)
+            .order_by(*newest)
+            .limit(1)
+        ).first()
+        cursor = conn.execute(sa.select(sync_log.c.cursor).where(fetched).order_by(*newest).limit(1)).scalar()
+    return SyncHistory(
+        last_full_sweep_cursor=full.cursor if full else None,
+        last_full_sweep_revision=full.normalization_revision if full else None,
+        cursor=cursor,
+    )
 
 
 def record_fetch(

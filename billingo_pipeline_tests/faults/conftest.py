@@ -71,8 +71,11 @@ class FaultRig:
     def resource(self, **overrides) -> BillingoResource:
         return BillingoResource(base_url=self.simulator.base_url, **{"page_size": PAGE_SIZE, **FAST_RETRIES, **overrides})
 
-    def sync(self, *, via_dagster: bool = False, run_id: str | None = None, **resource_overrides) -> SyncOutcome:
-        """One sync of the company (see the module docstring); never raises on a failed sync."""
+    def sync(
+        self, *, via_dagster: bool = False, run_id: str | None = None, full: bool = False, **resource_overrides
+    ) -> SyncOutcome:
+        """One sync of the company (see the module docstring); never raises on a failed sync.
+        ``full`` forces a full sweep (the direct path only)."""
         billingo = self.resource(**resource_overrides)
         if via_dagster:
             [result] = run_company_syncs(
@@ -82,7 +85,9 @@ class FaultRig:
         run_id = run_id or f"test-{uuid.uuid4().hex}"
         try:
             company = get_company(self.engine, self.slug)
-            result = sync_company(self.engine, company, run_id=run_id, trigger="test", open_client=billingo.client_for)
+            result = sync_company(
+                self.engine, company, run_id=run_id, trigger="test", open_client=billingo.client_for, full=full
+            )
         except (CompanySyncError, SyncAlreadyRunningError, CompanyError) as exc:
             return SyncOutcome(run_id, False, self._status_of(run_id), str(exc))
         return SyncOutcome(run_id, True, result.status, None)

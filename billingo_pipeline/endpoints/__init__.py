@@ -1,0 +1,56 @@
+"""Billingo list endpoints as the sync engine sees them: each is described once (path, incremental
+filter, how a page is stored, what a complete full sweep may mark) and swept by the same engine
+(``sync.sync_endpoint``): drift-proof paging, retries, the cursor, heartbeats and counts.
+
+Adding an endpoint is a module here with a ``ListEndpoint`` and its page writer (normalization in
+a pure function, a raw table and its normalized tables in ``warehouse/schema.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+
+@dataclass(frozen=True)
+class PageContext:
+    company_id: int
+    sync_id: int
+    now: dt.datetime
+
+
+@dataclass
+class PageOutcome:
+    """What storing one page did; the engine adds them up for the sync log."""
+
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0  # unchanged since the last sync: nothing written but "seen"
+    restored: int = 0  # back after being marked deleted in source
+    items_written: int = 0
+    errors: list[dict] = field(default_factory=list)  # [{document_id, message}], one per failed document
+
+    def add(self, other: PageOutcome) -> None:
+        self.created += other.created
+        self.updated += other.updated
+        self.skipped += other.skipped
+        self.restored += other.restored
+        self.items_written += other.items_written
+        self.errors.extend(other.errors)
+
+
+@dataclass(frozen=True)
+class ListEndpoint:
+    name: str
+    path: str
+    # The query parameter an incremental sync filters on; None: every sync of it is a full sweep.
+    modified_since_filter: str | None
+    # Stores one page of items with usable ids, in one transaction where it can (one poisoned item
+    # costs that item only).
+    store_page: Callable[[Engine, PageContext, Sequence[tuple[int, dict]]], PageOutcome]
+    # After a complete full sweep: marks what Billingo no longer returns (never deletes); gets the
+    # ids the sync saw but the final pass did not; returns how many rows it marked.
+    mark_vanished: Callable[[Engine, PageContext, Sequence[int]], int]

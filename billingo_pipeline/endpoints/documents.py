@@ -1,0 +1,194 @@
+"""``GET /documents``: issued documents (invoices, proformas, receipts, ...) with their items.
+
+A page is stored in one transaction: for every document that is new or changed (by its change
+hash, blind to Billingo's fake ``paid_date``), the raw payload, the invoice and its items; the
+unchanged ones are only marked as seen. Normalization is the pure ``normalize.normalize_document``,
+checked against what the warehouse columns can hold, so one poisoned document fails alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy.engine import Connection, Engine
+
+from ..normalize import DocumentError, change_hash, normalize_document
+from ..warehouse import documents as store
+from ..warehouse.refusals import write_isolating_refusals
+from ..warehouse.schema import WAREHOUSE_ROW_LIMITS
+from ..warehouse.sync_log import SyncCounts, utcnow
+from . import ListEndpoint, PageContext, PageOutcome
+
+# Bump when normalization changes meaning: every invoice is then rebuilt once from its raw payload
+# (the next sync is a full sweep), even though Billingo's content did not change.
+NORMALIZATION_REVISION = 1
+NORMALIZE_BATCH_SIZE = 500
+
+T = TypeVar("T")
+
+
+def chunked(values: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def invoice_source_hash(raw_content_hash: str) -> str:
+    """What an invoice row remembers it was built from: the raw hash under this normalization."""
+    return hashlib.sha256(f"{NORMALIZATION_REVISION}:{raw_content_hash}".encode()).hexdigest()
+
+
+@dataclass
+class _Document:
+    """One new or changed document of a page, ready to write."""
+
+    document_id: int
+    raw: tuple[int, dict, str]  # (id, payload, content hash)
+    invoice: dict | None  # None: normalization failed, only the raw payload is stored
+    items: list[dict] = field(default_factory=list)
+
+
+def _unchanged(state, content_hash: str) -> bool:
+    return (
+        state is not None
+        and state.content_hash == content_hash
+        and state.source_hash == invoice_source_hash(content_hash)
+        and state.missing_since is None
+        and state.deleted_in_source_at is None
+    )
+
+
+def store_document_page(engine: Engine, page: PageContext, documents: Sequence[tuple[int, dict]]) -> PageOutcome:
+    outcome = PageOutcome()
+    with engine.connect() as conn:
+        states = store.document_states(conn, page.company_id, [document_id for document_id, _ in documents])
+    unchanged: list[int] = []
+    to_write: list[_Document] = []
+    kinds: dict[int, str] = {}
+    restoring: set[int] = set()
+    for document_id, payload in documents:
+        content_hash = change_hash(payload)
+        state = states.get(document_id)
+        if _unchanged(state, content_hash):
+            unchanged.append(document_id)
+            continue
+        document = _Document(document_id, (document_id, payload, content_hash), None)
+        try:
+            normalized = normalize_document(payload, WAREHOUSE_ROW_LIMITS)
+        except DocumentError as exc:
+            outcome.errors.append({"document_id": document_id, "message": exc.message})
+        else:
+            document.invoice = {**normalized.invoice, "source_hash": invoice_source_hash(content_hash)}
+            document.items = [{**item, "document_id": document_id} for item in normalized.items]
+            kinds[document_id] = "created" if state is None or state.source_hash is None else "updated"
+            if state is not None and state.deleted_in_source_at is not None:
+                restoring.add(document_id)
+        to_write.append(document)
+
+    def write(conn: Connection, batch: Sequence[_Document]) -> None:
+        store.upsert_raw_documents(conn, page.company_id, page.sync_id, [d.raw for d in batch], page.now)
+        with_invoice = [d for d in batch if d.invoice is not None]
+        store.write_invoices_with_items(
+            conn, page.company_id, [d.invoice for d in with_invoice], [i for d in with_invoice for i in d.items], page.now
+        )
+
+    if unchanged:
+        with engine.begin() as conn:
+            store.touch_raw_documents(conn, page.company_id, page.sync_id, unchanged, page.now)
+    refused = write_isolating_refusals(engine, to_write, write, lambda d: d.document_id)
+    for document in to_write:
+        if document.document_id in refused:
+            outcome.errors.append({"document_id": document.document_id, "message": f"not stored: {refused[document.document_id]}"})
+        elif document.invoice is not None:
+            if kinds[document.document_id] == "created":
+                outcome.created += 1
+            else:
+                outcome.updated += 1
+            outcome.restored += document.document_id in restoring
+            outcome.items_written += len(document.items)
+    outcome.skipped = len(unchanged)
+    return outcome
+
+
+def mark_vanished_documents(engine: Engine, page: PageContext, vanished_while_paging: Sequence[int]) -> int:
+    """After a complete full sweep: every stored document this sync did not see, and those an
+    earlier pass saw but the complete final pass did not (drafts deleted while we paged), are
+    missing in Billingo; their invoices become deleted in source. Returns how many invoices."""
+    with engine.begin() as conn:
+        store.mark_unseen_raw_documents(conn, page.company_id, page.sync_id, page.now)
+        for ids in chunked(vanished_while_paging, NORMALIZE_BATCH_SIZE):
+            store.mark_raw_documents_missing(conn, page.company_id, ids, page.now)
+        return store.mark_invoices_of_missing_documents(conn, page.company_id, page.now)
+
+
+DOCUMENTS = ListEndpoint(
+    name="documents",
+    path="/documents",
+    modified_since_filter="last_modified_date",
+    store_page=store_document_page,
+    mark_vanished=mark_vanished_documents,
+)
+
+
+@dataclass
+class RenormalizeOutcome:
+    counts: SyncCounts
+    restored: int
+    duration_seconds: float
+    errors: list[dict] = field(default_factory=list)
+
+
+def renormalize_stored_documents(engine: Engine, company_id: int, *, batch_size: int = NORMALIZE_BATCH_SIZE) -> RenormalizeOutcome:
+    """Rebuild invoices and items from the stored raw payloads, without calling Billingo: for the
+    invoices/items assets materialized alone. Only documents whose invoice is stale are rebuilt."""
+    started = time.monotonic()
+    with engine.connect() as conn:
+        states = store.raw_document_states(conn, company_id)
+    present = [s for s in states if s.missing_since is None]
+    stale = [s for s in present if s.source_hash != invoice_source_hash(s.content_hash)]
+    is_new = {s.document_id: s.source_hash is None for s in stale}
+
+    def write(conn: Connection, batch: Sequence[_Document]) -> None:
+        store.write_invoices_with_items(
+            conn, company_id, [d.invoice for d in batch], [i for d in batch for i in d.items], utcnow()
+        )
+
+    created = updated = items_written = 0
+    errors: list[dict] = []
+    for batch_ids in chunked((s.document_id for s in stale), batch_size):
+        with engine.connect() as conn:
+            payloads = store.raw_payloads(conn, company_id, batch_ids)
+        batch: list[_Document] = []
+        for row in payloads:
+            try:
+                normalized = normalize_document(row.payload, WAREHOUSE_ROW_LIMITS)
+            except DocumentError as exc:
+                errors.append({"document_id": row.document_id, "message": exc.message})
+                continue
+            batch.append(_Document(
+                row.document_id, (row.document_id, row.payload, row.content_hash),
+                {**normalized.invoice, "source_hash": invoice_source_hash(row.content_hash)},
+                [{**item, "document_id": row.document_id} for item in normalized.items],
+            ))
+        refused = write_isolating_refusals(engine, batch, write, lambda d: d.document_id)
+        for document in batch:
+            if document.document_id in refused:
+                errors.append({"document_id": document.document_id, "message": f"not stored: {refused[document.document_id]}"})
+                continue
+            created += is_new[document.document_id]
+            updated += not is_new[document.document_id]
+            items_written += len(document.items)
+    counts = SyncCounts(
+        processed=len(present), created=created, updated=updated, skipped=len(present) - len(stale),
+        failed=len(errors), items_written=items_written,
+    )
+    return RenormalizeOutcome(counts, 0, time.monotonic() - started, errors)
