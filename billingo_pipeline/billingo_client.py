@@ -20,6 +20,7 @@ Billingo says back is redacted before it becomes a log line or an exception.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
@@ -167,12 +168,25 @@ class BillingoClient:
         """``GET /organization``: the cheapest call that proves the key works and has a subscription."""
         return self._get_json("/organization")
 
+    def get_server_time(self) -> dt.datetime:
+        """Billingo's own clock (``GET /utils/time``), aware UTC: incremental cursors come from it,
+        never from this machine's clock (the two differ, and this machine's zone is not Budapest's)."""
+        body = self._get_json("/utils/time")
+        epoch = body.get("epoch")
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or not 1_000_000_000 <= epoch <= 10_000_000_000:
+            raise BillingoApiError(
+                self.company, f"Billingo returned an unusable time for company '{self.company}': epoch {str(epoch)[:40]!r}"
+            )
+        return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+
     def get_document(self, document_id: int) -> dict[str, Any]:
         return self._get_json(f"/documents/{int(document_id)}")
 
-    def get_document_page(self, page: int, **filters: Any) -> DocumentPage:
+    def get_document_page(self, page: int, *, path: str = "/documents", **filters: Any) -> DocumentPage:
+        """One page of a Billingo list endpoint (``/documents`` unless ``path`` says another: they
+        share Laravel's paging envelope)."""
         params = {**{k: v for k, v in filters.items() if v is not None}, "page": page, "per_page": self.page_size}
-        body = self._get_json("/documents", params)
+        body = self._get_json(path, params)
         documents = body.get("data")
         if not isinstance(documents, list):
             raise BillingoApiError(
@@ -182,7 +196,7 @@ class BillingoClient:
         self.stats.pages_fetched += 1
         return _checked_page(page, self.page_size, documents, body, redact=self.redact)
 
-    def iter_document_pages(self, **filters: Any) -> Iterator[DocumentPage]:
+    def iter_document_pages(self, *, path: str = "/documents", **filters: Any) -> Iterator[DocumentPage]:
         """Pages 1..last_page, lazily: memory holds one page at a time.
 
         Paging stops after a page whose envelope has problems (where the next page starts is then
@@ -194,7 +208,7 @@ class BillingoClient:
         page = 1
         bound = self.max_pages_per_pass
         while True:
-            current = self.get_document_page(page, **filters)
+            current = self.get_document_page(page, path=path, **filters)
             if page == 1 and current.total is not None:
                 bound = min(bound, _page_bound(current.total, self.page_size))
             # last_page is re-read on every page: it moves when documents are created mid-sync.
@@ -487,7 +501,9 @@ class SweepResult:
     notes: list[str] = field(default_factory=list)
 
 
-def sweep_documents(client: BillingoClient, result: SweepResult, *, max_passes: int = 3, **filters: Any) -> Iterator[dict[str, Any]]:
+def sweep_documents(
+    client: BillingoClient, result: SweepResult, *, path: str = "/documents", max_passes: int = 3, **filters: Any
+) -> Iterator[dict[str, Any]]:
     """Every document exactly once, despite Billingo's newest-first offset paging.
 
     A document created while we page shifts every later page by one (we would see one document
@@ -508,7 +524,7 @@ def sweep_documents(client: BillingoClient, result: SweepResult, *, max_passes: 
         pass_ids: set[int] = set()
         without_id = 0  # an id-less document cannot be de-duplicated, but it does count towards total
         inconsistent = False
-        for page in client.iter_document_pages(**filters):
+        for page in client.iter_document_pages(path=path, **filters):
             if page.problems:
                 inconsistent = True
                 result.notes.append(f"pass {pass_number}, page {page.number}: {'; '.join(page.problems)}")

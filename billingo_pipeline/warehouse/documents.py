@@ -191,3 +191,52 @@ def set_deleted_in_source(
         .where(invoices.c.company_id == company_id, invoices.c.document_id.in_(list(document_ids)), sa.not_(already))
         .values(deleted_in_source_at=deleted_at, last_changed_at=now)
     ).rowcount
+
+
+# --- what the one-pass sync reads and marks per page -------------------------------------------
+
+
+def document_states(conn: Connection, company_id: int, document_ids: Sequence[int]) -> dict[int, sa.Row]:
+    """For one page: what is stored of these documents (raw hash, missing mark, the hash their
+    invoice was built from, its deleted mark), so unchanged ones are skipped before any write."""
+    if not document_ids:
+        return {}
+    joined = raw.outerjoin(
+        invoices, sa.and_(invoices.c.company_id == raw.c.company_id, invoices.c.document_id == raw.c.document_id)
+    )
+    rows = conn.execute(
+        sa.select(
+            raw.c.document_id,
+            raw.c.content_hash,
+            raw.c.missing_since,
+            invoices.c.source_hash,
+            invoices.c.deleted_in_source_at,
+        )
+        .select_from(joined)
+        .where(raw.c.company_id == company_id, raw.c.document_id.in_(list(document_ids)))
+    ).all()
+    return {row.document_id: row for row in rows}
+
+
+def touch_raw_documents(conn: Connection, company_id: int, sync_id: int, document_ids: Sequence[int], now: dt.datetime) -> None:
+    """Unchanged documents seen again: only when and by which sync they were last seen."""
+    if document_ids:
+        conn.execute(
+            raw.update()
+            .where(raw.c.company_id == company_id, raw.c.document_id.in_(list(document_ids)))
+            .values(last_seen_sync_id=sync_id, last_fetched_at=now)
+        )
+
+
+def mark_invoices_of_missing_documents(conn: Connection, company_id: int, now: dt.datetime) -> int:
+    """Invoices whose raw document is missing in Billingo become deleted in source (once)."""
+    missing = sa.select(raw.c.document_id).where(raw.c.company_id == company_id, raw.c.missing_since.is_not(None))
+    return conn.execute(
+        invoices.update()
+        .where(
+            invoices.c.company_id == company_id,
+            invoices.c.deleted_in_source_at.is_(None),
+            invoices.c.document_id.in_(missing),
+        )
+        .values(deleted_in_source_at=now, last_changed_at=now)
+    ).rowcount
