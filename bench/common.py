@@ -229,8 +229,8 @@ def _child_main(function: str) -> None:
 
 SYNC_LOG_FIGURES = ("status", "duration_seconds", "api_calls", "pages_fetched", "documents_fetched",
                     "invoices_created", "invoices_updated", "invoices_skipped", "invoices_failed", "items_written")
-# Columns the incremental engine adds; reported when the schema has them.
-SYNC_LOG_OPTIONAL = ("mode", "sync_mode")
+# Columns of later schemas (migration 0006: full | incremental); reported when the schema has them.
+SYNC_LOG_OPTIONAL = ("mode",)
 
 
 def sync_once(warehouse_url: str, base_url: str, slug: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def measure(warehouse_url: str, simulator: SimulatorProcess, company: BenchCompa
 
 
 def describe(sync: dict[str, Any]) -> str:
-    mode = f", mode {sync['mode'] or sync.get('sync_mode')}" if sync.get("mode") or sync.get("sync_mode") else ""
+    mode = f", {sync['mode']}" if sync.get("mode") else ""
     return (f"{sync['api_calls']} API calls, {seconds(sync['wall'])}, {sync['invoices_updated']} updated, "
             f"{sync['status']}{mode}")
 

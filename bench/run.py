@@ -9,12 +9,14 @@ All figures of one run come from the same machine in the same minutes, and every
 two figures of that run. One simulator process serves every measurement (bench/common.py says
 why it is a process of its own); each sync, dlt load and floor runs in a fresh child process.
 Targets are printed next to the figures with "met"/"MISSED"; a missed target does not change the
-exit code (a loaded machine is not a failure), an error does.
+exit code (a loaded machine is not a failure); a measurement that fails is noted in its table, the
+others still run, and the run exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shlex
 import sys
@@ -45,7 +47,8 @@ MAX_POSTGRES_RATIO = 1.25
 
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {"sizes": [20_000, 100_000], "memory_sizes": [10_000, 100_000], "companies": 200, "company_documents": 500},
-    "quick": {"sizes": [1_000, 5_000], "memory_sizes": [1_000, 5_000], "companies": 20, "company_documents": 100},
+    # Every measurement at sizes where fixed costs still show: a smoke run, not figures to quote.
+    "quick": {"sizes": [1_000, 3_000], "memory_sizes": [1_000, 3_000], "companies": 20, "company_documents": 100},
 }
 DOCS = REPO_ROOT / "docs" / "performance.md"
 
@@ -136,7 +139,28 @@ def memory_report(args, results) -> Report:
     return report
 
 
-def run(args) -> list[Report]:
+class Failures:
+    """Measurements that failed: the others still run and print; the run then exits 1."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, list[str]] = {}
+
+    @contextlib.contextmanager
+    def recorded(self, measurement: str, dialect: str):
+        try:
+            yield
+        except Exception as exc:
+            last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            message = f"{dialect}: ERROR, not measured: {last.strip()}"
+            self.messages.setdefault(measurement, []).append(message)
+            print(f"{measurement}, {message}", file=sys.stderr, flush=True)
+
+    def note_on(self, report: Report, measurement: str) -> None:
+        for message in self.messages.get(measurement, []):
+            report.note(message)
+
+
+def run(args, failures: Failures) -> list[Report]:
     ensure_fernet_key()
     wanted = set(args.only)
     sync_sizes = sorted(set(args.sizes) | (set(args.memory_sizes) if "memory" in wanted else set()))
@@ -158,32 +182,38 @@ def run(args) -> list[Report]:
                     results[dialect][n] = first_sync.measure(url, simulator, companies[n])
                     print(f"{dialect}: first sync, {n} documents: {seconds(results[dialect][n]['wall'])}", flush=True)
                     if "nightly" in wanted and n == max(args.sizes):
-                        nightlies[dialect] = nightly.measure(url, simulator, companies[n], args.payments)
-                        print(f"{dialect}: nightly unchanged {nightly.describe(nightlies[dialect]['unchanged'])}; "
-                              f"after payments {nightly.describe(nightlies[dialect]['after_payments'])}", flush=True)
+                        with failures.recorded("nightly", dialect):
+                            nightlies[dialect] = nightly.measure(url, simulator, companies[n], args.payments)
+                        if dialect in nightlies:
+                                print(f"{dialect}: nightly unchanged {nightly.describe(nightlies[dialect]['unchanged'])}; "
+                                  f"after payments {nightly.describe(nightlies[dialect]['after_payments'])}", flush=True)
             if "dlt" in wanted and dlt_load.dlt_available():
                 dlt_results[dialect] = {}
                 for n in args.sizes:
-                    with throwaway_warehouse(dialect, folder, f"dlt-{dialect}-{n}") as url:
+                    with throwaway_warehouse(dialect, folder, f"dlt-{dialect}-{n}") as url, failures.recorded("dlt", dialect):
                         dlt_results[dialect][n] = dlt_load.measure(url, simulator, companies[n], folder / f"dlt-{dialect}-{n}")
-                    print(f"{dialect}: dlt, {n} documents: {seconds(dlt_results[dialect][n]['wall'])}", flush=True)
+                        print(f"{dialect}: dlt, {n} documents: {seconds(dlt_results[dialect][n]['wall'])}", flush=True)
         if "many_companies" in wanted:
             tenants = many_companies.make_companies(simulator, args.companies, args.company_documents)
             for dialect in args.dialects:
-                with throwaway_warehouse(dialect, folder, f"many-{dialect}") as url:
+                with throwaway_warehouse(dialect, folder, f"many-{dialect}") as url, \
+                        failures.recorded("many_companies", dialect):
                     many[dialect] = many_companies.measure(url, simulator, tenants, args.layout)
-                print(f"{dialect}: {args.companies} companies, nightly {many_companies.describe(many[dialect][1])}",
-                      flush=True)
+                    print(f"{dialect}: {args.companies} companies, nightly {many_companies.describe(many[dialect][1])}",
+                          flush=True)
     print(flush=True)
     if "first_sync" in wanted:
         report = first_sync_reports(args, results, floors, dlt_results)
         if "dlt" in wanted and not dlt_load.dlt_available():
             report.note(dlt_load.MISSING)
+        failures.note_on(report, "dlt")
         reports.append(report)
     if "nightly" in wanted:
         reports.append(nightly_report(args, nightlies))
+        failures.note_on(reports[-1], "nightly")
     if "many_companies" in wanted:
         reports.append(many_report(args, many))
+        failures.note_on(reports[-1], "many_companies")
     if "memory" in wanted:
         reports.append(memory_report(args, results))
     return reports
@@ -213,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     if min(args.sizes + list(args.memory_sizes) + [args.companies, args.company_documents]) < 1:
         _parser().error("sizes and counts must be at least 1")
     started = time.perf_counter()
-    reports = run(args)
+    failures = Failures()
+    reports = run(args, failures)
     command = "make bench" + (f' BENCH_ARGS="{shlex.join(argv if argv is not None else sys.argv[1:])}"'
                               if (argv if argv is not None else sys.argv[1:]) else "")
     markdown = "\n\n".join([
@@ -223,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown)
     if args.write_docs:
         write_docs(profile, markdown)
+    if failures.messages:
+        raise SystemExit(f"error: {sum(map(len, failures.messages.values()))} measurement(s) failed (see the notes above)")
 
 
 if __name__ == "__main__":
