@@ -16,7 +16,8 @@ from sqlalchemy.engine import Connection
 from .schema import billingo_documents_raw as raw
 from .schema import billingo_invoice_items as items
 from .schema import billingo_invoices as invoices
-from .upsert import upsert
+from . import bulk
+from .upsert import write_upsert
 
 
 def storable_payload(payload: Any) -> tuple[Any, str | None]:
@@ -29,15 +30,21 @@ def storable_payload(payload: Any) -> tuple[Any, str | None]:
     ``json.loads`` reads back), and the JSON column gets a stand-in for queries: those characters
     replaced by U+FFFD, non-finite numbers by null. Every other payload is stored as it is.
     """
+    stored, verbatim, _ = _storable_json(payload)
+    return stored, verbatim
+
+
+def _storable_json(payload: Any) -> tuple[Any, str | None, str | None]:
+    """``storable_payload`` plus the JSON text of the payload column when it came for free."""
     try:
         text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
         text.encode("utf-8")
     except ValueError:  # a non-finite number, or a lone surrogate (UnicodeEncodeError)
-        return _json_stand_in(payload), json.dumps(payload)
+        return _json_stand_in(payload), json.dumps(payload), None
     # Also true for a literal backslash-u0000 in a string: then kept verbatim needlessly, still lossless.
     if "\\u0000" in text:
-        return _json_stand_in(payload), json.dumps(payload)
-    return payload, None
+        return _json_stand_in(payload), json.dumps(payload), None
+    return payload, None, text
 
 
 _UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
@@ -65,12 +72,15 @@ def upsert_raw_documents(
 ) -> None:
     """Store ``(document_id, payload, content_hash)`` as received; re-seen documents lose ``missing_since``."""
     rows = []
+    # COPY takes the JSON text storable_payload has already made (JSONB parses it into the same
+    # value a bound dict gives): one serialization per payload instead of two.
+    serialized = bulk.is_postgresql(conn)
     for document_id, payload, content_hash in documents:
-        stored, verbatim = storable_payload(payload)
+        stored, verbatim, text = _storable_json(payload)
         rows.append({
             "company_id": company_id,
             "document_id": document_id,
-            "payload": stored,
+            "payload": bulk.JsonText(text) if serialized and text is not None else stored,
             "payload_verbatim": verbatim,
             "content_hash": content_hash,
             "first_fetched_at": now,
@@ -78,13 +88,15 @@ def upsert_raw_documents(
             "last_seen_sync_id": sync_id,
             "missing_since": None,
         })
-    upsert(
+    write_upsert(
         conn,
         raw,
         rows,
         conflict_columns=("company_id", "document_id"),
         update_columns=("payload", "payload_verbatim", "content_hash", "last_fetched_at", "last_seen_sync_id", "missing_since"),
     )
+    if bulk.is_postgresql(conn):
+        bulk.ensure_planner_statistics(conn, (raw,))  # for the next page's reads of raw rows
 
 
 def mark_unseen_raw_documents(conn: Connection, company_id: int, sync_id: int, now: dt.datetime) -> int:
@@ -165,17 +177,25 @@ def write_invoices_with_items(
         {**row, "company_id": company_id, "first_seen_at": now, "last_changed_at": now, "deleted_in_source_at": None}
         for row in invoice_rows
     ]
-    upsert(
+    write_upsert(
         conn,
         invoices,
         rows,
         conflict_columns=("company_id", "document_id"),
         update_columns=[c.name for c in invoices.columns if c.name not in INVOICE_UPDATE_EXCLUDED],
     )
+    if bulk.is_postgresql(conn):
+        # After the invoices, before the items: see bulk's docstring (a first load otherwise
+        # checks each item's foreign key against every invoice of the company).
+        bulk.ensure_planner_statistics(conn, (invoices, items))
     document_ids = [row["document_id"] for row in invoice_rows]
     conn.execute(items.delete().where(items.c.company_id == company_id, items.c.document_id.in_(document_ids)))
     if item_rows:
-        conn.execute(items.insert(), [{**row, "company_id": company_id} for row in item_rows])
+        item_values = [{**row, "company_id": company_id} for row in item_rows]
+        if bulk.is_postgresql(conn):
+            bulk.copy_insert(conn, items, item_values)
+        else:
+            conn.execute(items.insert(), item_values)
 
 
 def set_deleted_in_source(

@@ -1,0 +1,308 @@
+"""The page writers (raw rows, invoices, items) store exactly what a plain INSERT stores, on both dialects.
+
+On PostgreSQL they go through COPY and one set-based upsert (``warehouse/bulk.py``); these tests
+compare what they store, column by column, with what ``conn.execute(insert, rows)`` stores for the
+same rows, and with what SQLite stores.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from billingo_pipeline.normalize import change_hash, normalize_document
+from billingo_pipeline.simulator.data import generate_documents
+from billingo_pipeline.warehouse import bulk
+from billingo_pipeline.warehouse import companies as company_store
+from billingo_pipeline.warehouse import documents as store
+from billingo_pipeline.warehouse.engine import get_engine
+from billingo_pipeline.warehouse.refusals import is_row_refusal
+from billingo_pipeline.warehouse.schema import (
+    WAREHOUSE_ROW_LIMITS,
+    billingo_documents_raw,
+    billingo_invoice_items,
+    billingo_invoices,
+)
+from billingo_pipeline.warehouse.sync_log import start_sync
+from billingo_pipeline.warehouse.upsert import upsert
+
+from .conftest import _truncate_all
+
+NOW = dt.datetime(2026, 11, 30, 8, 15, 30, 123456, tzinfo=dt.timezone.utc)
+# Columns a writer fills from the database (ids) or that name the company: compared separately.
+NOT_COMPARED = {"id", "company_id"}
+HOSTILE = "tab\there\nnew line\r\nback\\slash \\N \\\\N 'single' \"double\" 😀 עברית مرحبا \u202e ﷽ end"
+
+
+def _page(count: int = 100, seed: int = 7) -> list[dict]:
+    return generate_documents(seed, count, today=dt.date(2026, 11, 30))
+
+
+def _rows(documents: list[dict]) -> tuple[list, list, list]:
+    raw_rows = [(d["id"], d, change_hash(d)) for d in documents]
+    normalized = [normalize_document(d, WAREHOUSE_ROW_LIMITS) for d in documents]
+    invoice_rows = [{**n.invoice, "source_hash": h} for n, (_, _, h) in zip(normalized, raw_rows)]
+    item_rows = [{**item, "document_id": n.document_id} for n in normalized for item in n.items]
+    return raw_rows, invoice_rows, item_rows
+
+
+def _company(engine, slug: str):
+    company = company_store.add_company(engine, slug, slug.title())
+    return company, start_sync(engine, company.id, f"run-{slug}", "cli")
+
+
+def _write_page(engine, company_id: int, sync_id: int, documents: list[dict], now: dt.datetime = NOW) -> None:
+    raw_rows, invoice_rows, item_rows = _rows(documents)
+    with engine.begin() as conn:  # one transaction per page, as the sync writes it
+        store.upsert_raw_documents(conn, company_id, sync_id, raw_rows, now)
+        store.write_invoices_with_items(conn, company_id, invoice_rows, item_rows, now)
+
+
+def _write_page_by_plain_insert(engine, company_id: int, sync_id: int, documents: list[dict]) -> None:
+    """The reference: SQLAlchemy's own INSERT of the same rows, bound by the column types."""
+    raw_rows, invoice_rows, item_rows = _rows(documents)
+    with engine.begin() as conn:
+        rows = []
+        for document_id, payload, content_hash in raw_rows:
+            stored, verbatim = store.storable_payload(payload)
+            rows.append({"company_id": company_id, "document_id": document_id, "payload": stored,
+                         "payload_verbatim": verbatim, "content_hash": content_hash, "first_fetched_at": NOW,
+                         "last_fetched_at": NOW, "last_seen_sync_id": sync_id, "missing_since": None})
+        upsert(conn, billingo_documents_raw, rows, conflict_columns=("company_id", "document_id"), update_columns=("payload",))
+        upsert(
+            conn, billingo_invoices,
+            [{**r, "company_id": company_id, "first_seen_at": NOW, "last_changed_at": NOW, "deleted_in_source_at": None}
+             for r in invoice_rows],
+            conflict_columns=("company_id", "document_id"), update_columns=("invoice_number",),
+        )
+        conn.execute(billingo_invoice_items.insert(), [{**r, "company_id": company_id} for r in item_rows])
+
+
+def _stored(engine, company_id: int) -> dict[str, list[tuple]]:
+    """Every column of the company's rows (but ids), in key order, as Python values."""
+    order = {
+        billingo_documents_raw: ("document_id",),
+        billingo_invoices: ("document_id",),
+        billingo_invoice_items: ("document_id", "position"),
+    }
+    stored = {}
+    with engine.connect() as conn:
+        for table, keys in order.items():
+            columns = [c for c in table.columns if c.name not in NOT_COMPARED]
+            stored[table.name] = [
+                tuple(row)
+                for row in conn.execute(
+                    sa.select(*columns).where(table.c.company_id == company_id).order_by(*(table.c[k] for k in keys))
+                )
+            ]
+    return stored
+
+
+def _items_of(engine, company_id: int, document_id: int) -> list[tuple]:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(billingo_invoice_items.c.position, billingo_invoice_items.c.name)
+            .where(billingo_invoice_items.c.company_id == company_id, billingo_invoice_items.c.document_id == document_id)
+            .order_by(billingo_invoice_items.c.position)
+        ).all()
+
+
+def test_a_realistic_page_is_stored_exactly_as_a_plain_insert_stores_it(engine):
+    documents = _page()
+    bulk_company, bulk_sync = _company(engine, "bulk")
+    plain_company, plain_sync = _company(engine, "plain")
+    _write_page(engine, bulk_company.id, bulk_sync, documents)
+    _write_page_by_plain_insert(engine, plain_company.id, plain_sync, documents)
+
+    written, reference = _stored(engine, bulk_company.id), _stored(engine, plain_company.id)
+    # last_seen_sync_id names each company's own sync; everything else must be identical.
+    sync_column = [c.name for c in billingo_documents_raw.columns if c.name not in NOT_COMPARED].index("last_seen_sync_id")
+    assert {r[sync_column] for r in written["billingo_documents_raw"]} == {bulk_sync}
+    strip = lambda rows: [r[:sync_column] + r[sync_column + 1:] for r in rows]  # noqa: E731
+    assert strip(written["billingo_documents_raw"]) == strip(reference["billingo_documents_raw"])
+    assert written["billingo_invoices"] == reference["billingo_invoices"]
+    assert written["billingo_invoice_items"] == reference["billingo_invoice_items"]
+    assert len(written["billingo_invoices"]) == 100 and len(written["billingo_invoice_items"]) > 100
+
+    with engine.connect() as conn:
+        invoice = conn.execute(sa.select(billingo_invoices).where(billingo_invoices.c.company_id == bulk_company.id)
+                               .order_by(billingo_invoices.c.document_id).limit(1)).one()
+        payloads = store.raw_payloads(conn, bulk_company.id, [d["id"] for d in documents])
+    assert isinstance(invoice.gross_total, Decimal) and invoice.first_seen_at == NOW
+    assert invoice.first_seen_at.tzinfo == dt.timezone.utc
+    assert {p.document_id: p.payload for p in payloads} == {d["id"]: d for d in documents}
+
+
+def test_both_dialects_store_the_same_page_identically(tmp_path, postgres_database_url):
+    documents = _page(seed=11)
+    stored = []
+    for url in (f"sqlite:///{tmp_path / 'warehouse.db'}", postgres_database_url):
+        engine = get_engine(url)
+        if engine.dialect.name == "postgresql":
+            _truncate_all(url)
+        company, sync_id = _company(engine, "acme")
+        _write_page(engine, company.id, sync_id, documents)
+        rows = _stored(engine, company.id)
+        rows.pop("billingo_documents_raw")  # JSON and JSONB read back the same dicts, checked below
+        with engine.connect() as conn:
+            payloads = store.raw_payloads(conn, company.id, [d["id"] for d in documents])
+        rows["payloads"] = sorted(((p.document_id, p.payload) for p in payloads), key=lambda pair: pair[0])
+        stored.append(rows)
+    assert stored[0] == stored[1]
+
+
+def test_writing_the_same_page_again_replaces_it_without_duplicates(engine):
+    documents = _page()
+    company, sync_id = _company(engine, "acme")
+    _write_page(engine, company.id, sync_id, documents)
+    first = _stored(engine, company.id)
+    later = NOW + dt.timedelta(hours=1)
+    _write_page(engine, company.id, sync_id, documents, now=later)
+    again = _stored(engine, company.id)
+    assert [len(again[name]) for name in again] == [len(first[name]) for name in first]
+    assert again["billingo_invoice_items"] == first["billingo_invoice_items"]
+    with engine.connect() as conn:
+        invoice = conn.execute(sa.select(billingo_invoices.c.first_seen_at, billingo_invoices.c.last_changed_at)
+                               .where(billingo_invoices.c.company_id == company.id).limit(1)).one()
+        raw = conn.execute(sa.select(billingo_documents_raw.c.first_fetched_at, billingo_documents_raw.c.last_fetched_at)
+                           .where(billingo_documents_raw.c.company_id == company.id).limit(1)).one()
+    assert tuple(invoice) == (NOW, later) and tuple(raw) == (NOW, later)  # first seen kept, last moved
+
+
+def test_an_invoice_that_lost_an_item_loses_it(engine):
+    documents = _page(20)
+    document = next(d for d in documents if len(d["items"]) >= 2)
+    company, sync_id = _company(engine, "acme")
+    _write_page(engine, company.id, sync_id, documents)
+    assert len(_items_of(engine, company.id, document["id"])) == len(document["items"])
+    document["items"] = document["items"][:1]
+    _write_page(engine, company.id, sync_id, documents)
+    assert _items_of(engine, company.id, document["id"]) == [(1, document["items"][0]["name"])]
+
+
+def test_hostile_text_and_payloads_round_trip_exactly(engine):
+    documents = _page(3)
+    big = ("5 MB of text \t\n\\N \\ 😀 עברית " * 200_000)[:5_000_000]
+    first, second, third = documents
+    first["comment"] = HOSTILE
+    first["document_partner"]["name"] = HOSTILE[:255]
+    first["items"][0]["name"] = HOSTILE
+    first["items"][0]["comment"] = big
+    second["comment"] = big
+    second["unexpected field"] = {"nul": "a\x00b", "tab\tkey": HOSTILE}  # JSONB cannot hold NUL: verbatim
+    third["weird"] = [math.inf, -math.inf, math.nan, "\\u0000 literally", "\ud800 lone"]
+    company, sync_id = _company(engine, "acme")
+    _write_page(engine, company.id, sync_id, documents)
+
+    with engine.connect() as conn:
+        comments = dict(conn.execute(sa.select(billingo_invoices.c.document_id, billingo_invoices.c.comment)
+                                     .where(billingo_invoices.c.company_id == company.id)).all())
+        partner = conn.execute(sa.select(billingo_invoices.c.partner_name).where(billingo_invoices.c.document_id == first["id"])).scalar_one()
+        item = conn.execute(sa.select(billingo_invoice_items.c.name, billingo_invoice_items.c.comment).where(
+            billingo_invoice_items.c.document_id == first["id"], billingo_invoice_items.c.position == 1)).one()
+        payloads = {p.document_id: p.payload for p in store.raw_payloads(conn, company.id, [d["id"] for d in documents])}
+        verbatim = dict(conn.execute(sa.select(billingo_documents_raw.c.document_id, billingo_documents_raw.c.payload_verbatim)).all())
+        stand_in = conn.execute(sa.select(billingo_documents_raw.c.payload).where(billingo_documents_raw.c.document_id == second["id"])).scalar_one()
+    assert comments[first["id"]] == HOSTILE and comments[second["id"]] == big and len(big) == 5_000_000
+    assert partner == HOSTILE[:255] and tuple(item) == (HOSTILE, big)
+    assert verbatim[first["id"]] is None and verbatim[second["id"]] is not None and verbatim[third["id"]] is not None
+    assert stand_in["unexpected field"] == {"nul": "a\ufffdb", "tab\tkey": HOSTILE}
+    assert payloads[first["id"]] == first and payloads[second["id"]] == second
+    weird = payloads[third["id"]]["weird"]  # NaN never equals itself: compared one by one
+    assert weird[:2] == [math.inf, -math.inf] and math.isnan(weird[2]) and weird[3:] == third["weird"][3:]
+
+
+def test_nulls_stay_null(engine):
+    company, sync_id = _company(engine, "acme")
+    invoice = {"document_id": 1, "source_hash": "h" * 64, "cancelled": False, "invoice_number": None,
+               "gross_total": None, "comment": None, "invoice_date": None, "electronic": None}
+    item = {"document_id": 1, "position": 1, "name": None, "quantity": None, "vat_percent": None}
+    with engine.begin() as conn:
+        store.write_invoices_with_items(conn, company.id, [invoice], [item], NOW)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(billingo_invoices.c.invoice_number, billingo_invoices.c.gross_total, billingo_invoices.c.comment,
+                                        billingo_invoices.c.invoice_date, billingo_invoices.c.electronic, billingo_invoices.c.deleted_in_source_at)).one()
+        stored_item = conn.execute(sa.select(billingo_invoice_items.c.name, billingo_invoice_items.c.quantity, billingo_invoice_items.c.vat_percent)).one()
+    assert tuple(stored) == (None,) * 6 and tuple(stored_item) == (None,) * 3
+
+
+def test_amounts_keep_the_bind_processors_quantization(engine):
+    """COPY gets the text ExactDecimal's bind processor makes: rounded half up at the column's scale."""
+    company, _ = _company(engine, "acme")
+    invoice = {"document_id": 1, "source_hash": "h" * 64, "cancelled": False, "gross_total": Decimal("0.0000005"),
+               "net_total": Decimal("1E+3"), "conversion_rate": Decimal("0.000000005"), "vat_total": Decimal("-2.5000005")}
+    item = {"document_id": 1, "position": 1, "quantity": Decimal("1.23456789"), "vat_percent": Decimal("27.00005")}
+    with engine.begin() as conn:
+        store.write_invoices_with_items(conn, company.id, [invoice], [item], NOW)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(billingo_invoices.c.gross_total, billingo_invoices.c.net_total,
+                                     billingo_invoices.c.conversion_rate, billingo_invoices.c.vat_total)).one()
+        item_row = conn.execute(sa.select(billingo_invoice_items.c.quantity, billingo_invoice_items.c.vat_percent)).one()
+    assert [format(v, "f") for v in row] == ["0.000001", "1000.000000", "0.00000001", "-2.500001"]
+    assert [format(v, "f") for v in item_row] == ["1.234568", "27.0001"]
+
+
+def test_a_rollback_of_the_callers_transaction_leaves_nothing(engine):
+    documents = _page(10)
+    company, sync_id = _company(engine, "acme")
+    raw_rows, invoice_rows, item_rows = _rows(documents)
+    with engine.connect() as conn:
+        with conn.begin() as transaction:
+            store.upsert_raw_documents(conn, company.id, sync_id, raw_rows, NOW)
+            store.write_invoices_with_items(conn, company.id, invoice_rows, item_rows, NOW)
+            assert conn.execute(sa.select(sa.func.count()).select_from(billingo_invoice_items)).scalar_one() == len(item_rows)
+            transaction.rollback()
+    assert _stored(engine, company.id) == {t.name: [] for t in (billingo_documents_raw, billingo_invoices, billingo_invoice_items)}
+    _write_page(engine, company.id, sync_id, documents)  # and the same session writes the page afterwards
+    assert len(_stored(engine, company.id)["billingo_invoice_items"]) == len(item_rows)
+
+
+def test_a_row_the_database_refuses_is_a_row_refusal_on_both_dialects(engine):
+    """What the per-document isolation of the sync catches: SQLAlchemy's own exception types."""
+    company, sync_id = _company(engine, "acme")
+    orphan = {"document_id": 404, "position": 1, "name": "no such invoice"}
+    with pytest.raises(sa.exc.IntegrityError) as excinfo:
+        with engine.begin() as conn:
+            store.write_invoices_with_items(conn, company.id, [{"document_id": 1, "source_hash": "h" * 64, "cancelled": False}], [orphan], NOW)
+    assert is_row_refusal(excinfo.value)
+    with pytest.raises(sa.exc.StatementError) as excinfo:
+        with engine.begin() as conn:
+            store.write_invoices_with_items(conn, company.id, [{"document_id": 1, "source_hash": "h" * 64, "cancelled": False}],
+                                            [{"document_id": 1, "position": 1, "quantity": 1.5}], NOW)
+    assert is_row_refusal(excinfo.value) and "Decimal" in str(excinfo.value)
+    assert _stored(engine, company.id)["billingo_invoices"] == []
+    _write_page(engine, company.id, sync_id, _page(5))  # the connection is usable afterwards
+    assert len(_stored(engine, company.id)["billingo_invoices"]) == 5
+
+
+def test_postgresql_tables_get_statistics_as_they_grow(postgres_database_url):
+    """Without statistics PostgreSQL keeps a plan that checks each item's foreign key against every
+    invoice of the company (bulk's docstring); the writers analyze a table it knows nothing about
+    and one that doubled since. PostgreSQL only: SQLite keeps no plan across statements."""
+    _truncate_all(postgres_database_url)
+    engine = get_engine(postgres_database_url)
+    company, sync_id = _company(engine, "acme")
+    tables = (billingo_documents_raw, billingo_invoices, billingo_invoice_items)
+    with engine.begin() as conn:
+        assert bulk.ensure_planner_statistics(conn, tables) == []  # empty tables: nothing to learn
+    _write_page(engine, company.id, sync_id, _page(100, seed=1))
+    with engine.connect() as conn:
+        reltuples = dict(conn.execute(sa.text(
+            "SELECT relname, reltuples FROM pg_class WHERE relname IN ('billingo_documents_raw', 'billingo_invoices')")).all())
+        assert reltuples == {"billingo_documents_raw": 100, "billingo_invoices": 100}
+        assert bulk.ensure_planner_statistics(conn, tables) == ["billingo_invoice_items"]  # written after its check
+        assert bulk.ensure_planner_statistics(conn, tables) == []
+    documents = _page(2000, seed=2)
+    for start in range(0, len(documents), 100):
+        _write_page(engine, company.id, sync_id, documents[start:start + 100])
+    with engine.connect() as conn:
+        analyzed = conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE relname = 'billingo_invoices'")).scalar_one()
+        assert 1000 <= analyzed <= 2100  # never less than half of what the table holds
+        plan = "\n".join(conn.execute(sa.text(
+            "EXPLAIN SELECT 1 FROM ONLY billingo_invoices x WHERE company_id = :c AND document_id = :d FOR KEY SHARE OF x"),
+            {"c": company.id, "d": 5}).scalars())
+    assert "uq_billingo_invoices_company_id_document_id" in plan
