@@ -274,7 +274,7 @@ class Report:
         print(f"  note: {text}", flush=True)
 
     def markdown(self) -> str:
-        lines = [f"### {self.title}", "", "| measurement | figure | target | |", "| --- | --- | --- | --- |"]
+        lines = [f"#### {self.title}", "", "| measurement | figure | target | |", "| --- | --- | --- | --- |"]
         lines += [f"| {m} | {f} | {t} | {v} |" for m, f, t, v in self.rows]
         if self.notes:
             lines += [""] + [f"- {n}" for n in self.notes]
