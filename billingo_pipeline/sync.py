@@ -36,7 +36,7 @@ from . import settings
 from .billingo_client import BillingoApiError, BillingoClient, SweepResult, sweep_documents
 from .credentials import CredentialError
 from .endpoints import ListEndpoint, PageContext, PageOutcome
-from .endpoints.documents import DOCUMENTS, NORMALIZATION_REVISION, renormalize_stored_documents
+from .endpoints.documents import DOCUMENTS, NORMALIZATION_REVISION, chunked, renormalize_stored_documents
 from .warehouse.companies import Company, CompanyError
 from .warehouse.engine import warehouse_error_summary
 from .warehouse.refusals import write_isolating_refusals  # noqa: F401 - part of this module's API
@@ -206,17 +206,6 @@ def prefetched(pages: Iterable[T], *, depth: int = PREFETCH_PAGES) -> Iterator[T
         producer.join(timeout=1)
 
 
-def _batched(values: Iterable[T], size: int) -> Iterator[list[T]]:
-    batch: list[T] = []
-    for value in values:
-        batch.append(value)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 @dataclass
 class FetchOutcome:
     mode: str
@@ -265,7 +254,7 @@ def sync_endpoint(
     fetch_errors: list[dict] = []
     seen_ids: set[int] = set()
     fetched = 0
-    pages = _batched(sweep_documents(client, sweep, path=endpoint.path, **filters), client.page_size)
+    pages = chunked(sweep_documents(client, sweep, path=endpoint.path, **filters), client.page_size)
     for batch in prefetched(pages):
         usable: list[tuple[int, dict]] = []
         for item in batch:
