@@ -28,7 +28,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
@@ -120,6 +120,7 @@ class BillingoClient:
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        rate_limiter: RequestBudget | None = None,
     ):
         if not 1 <= page_size <= MAX_PER_PAGE:
             raise ValueError(f"page_size must be between 1 and {MAX_PER_PAGE} (Billingo's limit), got {page_size}")
@@ -140,6 +141,8 @@ class BillingoClient:
         self._sleep = sleep
         self._clock = clock  # wall-clock Unix time: X-RateLimit-Reset is a timestamp
         self._warned_about_headers = False
+        # Shared by every client of the same key (rate_limit.limiter_for_key): the budget is the key's.
+        self._rate_limiter = rate_limiter
         self._session = requests.Session()
         self._session.headers.update(
             {"X-API-KEY": clean_api_key(api_key), "Accept": "application/json", "User-Agent": "billingo-pipeline/0.1"}
@@ -230,6 +233,8 @@ class BillingoClient:
         url = self.base_url + path
         last_problem = ""
         for attempt in range(self.max_retries + 1):
+            if self._rate_limiter is not None:
+                self.stats.slept_seconds += self._rate_limiter.acquire(self.max_backoff_seconds)
             self.stats.api_calls += 1
             delay = self._backoff(attempt)
             try:
@@ -290,6 +295,8 @@ class BillingoClient:
         reading = read_rate_limit_headers(self._rate_limit_headers(response), now=self._clock())
         if reading.problems:
             self._ignore_headers(reading.problems)
+        if self._rate_limiter is not None:
+            self._rate_limiter.observe(reading)
         if reading.remaining != 0 or not reading.reset_in:
             return
         wait = min(reading.reset_in, self.max_backoff_seconds)
@@ -321,6 +328,16 @@ class BillingoClient:
         if seconds > 0:
             self.stats.slept_seconds += seconds
             self._sleep(seconds)
+
+
+class RequestBudget(Protocol):
+    """What the client needs of a rate limiter (``rate_limit.KeyRateLimiter``)."""
+
+    def acquire(self, max_server_wait: float) -> float:
+        """Wait for room for one request (a wait Billingo announced: at most ``max_server_wait``)."""
+        ...
+
+    def observe(self, reading: RateLimitReading) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -286,12 +286,14 @@ def sync_exit_code(statuses: list[str | None]) -> int:
 @main.command("sync")
 @click.argument("slugs", nargs=-1)
 @click.option("--all", "sync_all", is_flag=True, help="Every company with sync enabled, active and a key.")
+@click.option("--full", is_flag=True, help="A full sweep of every document (also marks deleted drafts), not an incremental sync.")
 @click.option("--verbose", "-v", is_flag=True, help="Also show Dagster's log lines and each error in full.")
 @click.pass_obj
-def sync_command(ctx: Context, slugs: tuple[str, ...], sync_all: bool, verbose: bool) -> None:
+def sync_command(ctx: Context, slugs: tuple[str, ...], sync_all: bool, full: bool, verbose: bool) -> None:
     """Run the Billingo sync (through Dagster) for the given companies.
 
-    Prints one line per company. Exit codes: 0 every company COMPLETED; 3 none failed but some
+    The companies run as the daily schedule runs them: up to 25 a Dagster run, several at once
+    inside a run. Prints one line per company. Exit codes: 0 every company COMPLETED; 3 none failed but some
     were PARTIAL (documents failed, see `status`); 1 a company FAILED or was not started (already
     syncing elsewhere, the warehouse went away); 2 nothing was synced: unknown or unsyncable
     company, bad option or setting, unreadable warehouse; 130 interrupted (Ctrl-C or SIGTERM).
@@ -318,6 +320,7 @@ def sync_command(ctx: Context, slugs: tuple[str, ...], sync_all: bool, verbose: 
             instance=dagster_instance(),
             console_log_level="INFO" if verbose else "CRITICAL",
             on_result=lambda result: click.echo(_sync_line(result, verbose)),
+            full=full,
         )
     except KeyboardInterrupt:  # between two runs, outside Dagster's own interrupt handling
         results = [SyncRunResult("", "", False, None, None, interrupted=True)]

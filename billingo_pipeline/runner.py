@@ -1,26 +1,36 @@
-"""Running syncs through Dagster from outside the UI (the CLI and the demo).
+"""Running syncs through Dagster from outside the UI (the CLI, the demo, the benchmarks).
 
 Every sync goes through Dagster, whoever starts it, so the UI shows CLI and demo runs like
-scheduled ones, with the same metadata and the same sync-log rows.
+scheduled ones, with the same metadata and the same sync-log rows. The runs are laid out as the
+daily schedule lays them out: contiguous ranges of company partitions, up to
+``COMPANIES_PER_RUN`` companies a run, each run a ``billingo_sync_job`` run whose step syncs its
+companies concurrently (assets/billingo.py). ``execute_sync_range`` is one such run.
+
+The aging report follows every sync through its automation condition where a daemon runs; a run
+started here has none, so ``run_company_syncs`` materializes the report of the companies it
+synced right after their sync run (one report run per sync run).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
 from .alerts import run_error_message
 from .assets import billingo_assets
+from .assets.billingo import COMPANIES_PER_RUN, ERRORS_BY_COMPANY, FULL_SWEEP_TAG, TRIGGER_TAG
 from .assets.reporting import reporting_assets
-from .assets.billingo import TRIGGER_TAG
-from .partitions import COMPANY_PARTITIONS_NAME
+from .jobs import billingo_sync_job
+from .partitions import COMPANY_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG
 from .resources import BillingoResource, WarehouseResource
+from .warehouse.companies import syncable_company_slugs
 from .warehouse.engine import get_engine, warehouse_error_summary
-from .warehouse.sync_log import FAILED, PARTIAL, sync_rows
+from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, sync_rows
 
 
 def dagster_instance() -> dg.DagsterInstance:
@@ -37,6 +47,79 @@ def ensure_company_partitions(instance: dg.DagsterInstance, slugs: Sequence[str]
     if missing:
         instance.add_dynamic_partitions(COMPANY_PARTITIONS_NAME, missing)
     return missing
+
+
+@dataclass(frozen=True)
+class SyncChunk:
+    """One run's companies: the partition range ``first``..``last`` and the companies wanted in it."""
+
+    first: str
+    last: str
+    companies: tuple[str, ...]
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {RANGE_START_TAG: self.first, RANGE_END_TAG: self.last}
+
+
+def _chunked(values: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def plan_sync_chunks(
+    partition_keys: Sequence[str], wanted: Iterable[str], per_run: int, *, outside: Iterable[str] = ()
+) -> list[SyncChunk]:
+    """Contiguous chunks of the wanted companies, in partition order, at most ``per_run`` each.
+
+    A range holds every partition between its ends: the step skips those that are not syncable,
+    but a partition in ``outside`` (e.g. a syncable company nobody asked for) must never be inside
+    one, so a chunk ends before it."""
+    if per_run < 1:
+        raise ValueError(f"per_run must be >= 1, got {per_run}")
+    wanted_set, outside_set = set(wanted), set(outside)
+    segments: list[list[str]] = [[]]
+    for key in partition_keys:
+        if key in wanted_set:
+            segments[-1].append(key)
+        elif key in outside_set and segments[-1]:
+            segments.append([])
+    return [
+        SyncChunk(chunk[0], chunk[-1], tuple(chunk))
+        for segment in segments
+        for chunk in _chunked(segment, per_run)
+    ]
+
+
+def sync_job(resources: Mapping[str, Any]) -> dg.JobDefinition:
+    """``billingo_sync_job`` bound to these resources, as the schedule's runs execute it."""
+    return dg.Definitions(assets=billingo_assets, jobs=[billingo_sync_job], resources=resources).resolve_job_def(
+        billingo_sync_job.name
+    )
+
+
+def execute_sync_range(
+    job: dg.JobDefinition,
+    chunk: SyncChunk,
+    *,
+    instance: dg.DagsterInstance,
+    trigger: str,
+    full: bool = False,
+    run_config: dg.RunConfig | None = None,
+) -> dg.ExecuteInProcessResult:
+    """One run of the schedule's layout: the chunk's partition range, in this process.
+
+    The benchmarks call it as the schedule's runs would run: ``plan_sync_chunks(...)`` then, per
+    chunk, ``execute_sync_range(sync_job(resources), chunk, instance=..., trigger="schedule")``.
+    """
+    tags = {**chunk.tags, TRIGGER_TAG: trigger, **({FULL_SWEEP_TAG: "true"} if full else {})}
+    return job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
 
 
 @dataclass(frozen=True)
@@ -63,6 +146,55 @@ def _interrupted(result: dg.ExecuteInProcessResult) -> bool:
 INTERRUPTION_ERRORS = frozenset({"DagsterExecutionInterruptedError", "KeyboardInterrupt"})
 
 
+def _errors_by_company(step_failures: Sequence[dg.DagsterEvent]) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    for event in step_failures:
+        data = event.step_failure_data.user_failure_data
+        entry = data.metadata.get(ERRORS_BY_COMPANY) if data is not None else None
+        if entry is not None and isinstance(entry.value, dict):
+            errors.update({str(k): str(v) for k, v in entry.value.items()})
+    return errors
+
+
+def company_results(engine, result: dg.ExecuteInProcessResult, companies: Sequence[str]) -> list[SyncRunResult]:
+    """One ``SyncRunResult`` per company of a sync run, from its sync-log rows and the step's failure."""
+    step_failures = [e for e in result.all_events if e.is_step_failure]
+    run_error = run_error_message(step_failures, None) if not result.success else None
+    own_errors = _errors_by_company(step_failures)
+    interrupted = _interrupted(result)
+    try:
+        rows = {row["company"]: row for row in reversed(sync_rows(engine, run_id=result.run_id, limit=10_000))}
+        unreadable = None
+    except SQLAlchemyError as exc:  # the warehouse went away during the sync: the error says so
+        rows = {}
+        unreadable = f"the warehouse cannot be read: {warehouse_error_summary(exc)}"
+    results = []
+    for slug in companies:
+        row = rows.get(slug)
+        error = own_errors.get(slug)
+        if row is not None and row["error_message"]:
+            error = row["error_message"]  # our own one line, rather than Dagster's exception text
+        elif row is not None and row["status"] == PARTIAL and row["errors"]:
+            first = row["errors"][0]
+            error = f"first failed document {first.get('document_id')}: {first.get('message')}"
+        elif error is None and row is None:
+            error = unreadable or run_error
+        # A sync whose row cannot be read back failed: its row is taken over by the next sync.
+        status = row["status"] if row else (FAILED if unreadable else None)
+        results.append(
+            SyncRunResult(
+                company=slug,
+                run_id=result.run_id,
+                success=status in (COMPLETED, PARTIAL),
+                sync_status=status,
+                error=error,
+                counts={name: row[column] for name, column in RESULT_COUNTS} if row else {},
+                interrupted=interrupted,
+            )
+        )
+    return results
+
+
 def run_company_syncs(
     slugs: Sequence[str],
     *,
@@ -72,57 +204,58 @@ def run_company_syncs(
     trigger: str = "cli",
     console_log_level: str = "WARNING",
     on_result: Callable[[SyncRunResult], None] | None = None,
+    full: bool = False,
+    companies_per_run: int = COMPANIES_PER_RUN,
 ) -> list[SyncRunResult]:
-    """One Dagster run per company; a failing company does not stop the others, an interrupted
-    one stops the loop (``SyncRunResult.interrupted``). ``on_result`` sees each as it ends."""
+    """The companies in as few Dagster runs as the schedule's layout allows (ranges of up to
+    ``companies_per_run``, concurrent inside); one ``SyncRunResult`` per company, in the order
+    their runs end (partition order). A failing company does not stop the others; an interrupted
+    run stops the loop (``SyncRunResult.interrupted``; companies of later runs get no result).
+    ``on_result`` sees each result as its run ends."""
     ensure_company_partitions(instance, slugs)
-    resources = {"billingo": billingo, "warehouse": WarehouseResource(url=warehouse_url)}
+    warehouse = WarehouseResource(url=warehouse_url)
+    resources = {"billingo": billingo, "warehouse": warehouse}
     engine = get_engine(warehouse_url)
-    results = []
-    for slug in slugs:
-        result = dg.materialize(
-            [*billingo_assets, *reporting_assets],
-            partition_key=slug,
+    wanted = list(dict.fromkeys(slugs))
+    # The range may pass over partitions the step skips (not syncable), never over a syncable
+    # company that was not asked for.
+    outside = set(syncable_company_slugs(engine)) - set(wanted)
+    chunks = plan_sync_chunks(instance.get_dynamic_partitions(COMPANY_PARTITIONS_NAME), wanted, companies_per_run, outside=outside)
+    # The event log keeps everything; the terminal only needs warnings and errors.
+    run_config = dg.RunConfig(loggers={"console": {"config": {"log_level": console_log_level}}})
+    job = sync_job(resources)
+    results: list[SyncRunResult] = []
+    for chunk in chunks:
+        run = execute_sync_range(job, chunk, instance=instance, trigger=trigger, full=full, run_config=run_config)
+        chunk_results = company_results(engine, run, chunk.companies)
+        results.extend(chunk_results)
+        for company_result in chunk_results:
+            if on_result is not None:
+                on_result(company_result)
+        if any(r.interrupted for r in chunk_results):
+            break
+        _materialize_aging_reports(
+            [r.company for r in chunk_results if r.success], instance=instance, warehouse=warehouse, run_config=run_config
+        )
+    return results
+
+
+def _materialize_aging_reports(
+    synced: Sequence[str], *, instance: dg.DagsterInstance, warehouse: WarehouseResource, run_config
+) -> None:
+    """The aging report of the companies just synced, as the automation condition would request it."""
+    partition_keys = instance.get_dynamic_partitions(COMPANY_PARTITIONS_NAME)
+    not_synced = set(partition_keys) - set(synced)
+    for report_chunk in plan_sync_chunks(partition_keys, synced, COMPANIES_PER_RUN, outside=not_synced):
+        # A report that cannot be built fails its own run (visible in the UI); it never changes how the sync went.
+        dg.materialize(
+            reporting_assets,
             instance=instance,
-            resources=resources,
-            tags={TRIGGER_TAG: trigger},
-            # The event log keeps everything; the terminal only needs warnings and errors.
-            run_config=dg.RunConfig(loggers={"console": {"config": {"log_level": console_log_level}}}),
+            resources={"warehouse": warehouse},
+            tags=report_chunk.tags,
+            run_config=run_config,
             raise_on_error=False,
         )
-        error = None
-        if not result.success:
-            error = run_error_message([e for e in result.all_events if e.is_step_failure], None)
-        try:
-            rows = sync_rows(engine, company_slug=slug, run_id=result.run_id, limit=1)
-        except SQLAlchemyError as exc:  # the warehouse went away during the sync: the error says so
-            rows = []
-            error = error or f"the warehouse cannot be read: {warehouse_error_summary(exc)}"
-            unreadable = True
-        else:
-            unreadable = False
-        row = rows[0] if rows else None
-        if row is not None and row["error_message"]:
-            error = row["error_message"]  # our own one line, rather than Dagster's exception text
-        elif row is not None and row["status"] == PARTIAL and row["errors"]:
-            first = row["errors"][0]
-            error = f"first failed document {first.get('document_id')}: {first.get('message')}"
-        sync_result = SyncRunResult(
-            company=slug,
-            run_id=result.run_id,
-            success=result.success,
-            # A sync whose row cannot be read back failed: its row is taken over by the next sync.
-            sync_status=row["status"] if row else (FAILED if unreadable else None),
-            error=error,
-            counts={name: row[column] for name, column in RESULT_COUNTS} if row else {},
-            interrupted=_interrupted(result),
-        )
-        results.append(sync_result)
-        if on_result is not None:
-            on_result(sync_result)
-        if sync_result.interrupted:
-            break
-    return results
 
 
 # (label, sync_log column) of what a finished sync reports on its line.

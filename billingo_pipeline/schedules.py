@@ -6,7 +6,8 @@ Run layout
   configured) and launches one run per chunk of up to ``COMPANIES_PER_RUN`` of them. A run carries
   its chunk as a partition *range* (tags ``dagster/asset_partition_range_start`` / ``_end``) over
   the dynamic partitions' order (the order they were added in), and the ``billingo_sync`` step
-  syncs every company of the range one after the other (``context.partition_keys``). 500
+  syncs the companies of the range concurrently (``context.partition_keys``, up to
+  ``BillingoResource.max_concurrent_companies`` at a time, default 4). 500
   companies are 20 runs, not 500: Dagster's per-run overhead (process start, code load, event
   writes) is paid per chunk. ``build_schedule_from_partitioned_job`` cannot be used: it refuses
   dynamic partitions.
@@ -19,7 +20,12 @@ Run layout
   sync is idempotent and the sync-log guard keeps two syncs of one company from overlapping.
 
 Concurrency and Billingo's rate limit (~300 requests/minute per API key)
-- Within a run companies sync sequentially, so a run uses one key at a time.
+- Within a run up to ``max_concurrent_companies`` companies sync at once, each with its own
+  client and key; every request first passes its key's limiter (rate_limit.py), shared by all the
+  clients of that key in the process (300 requests/minute unless configured; Billingo's
+  ``X-RateLimit-*`` headers take precedence), so concurrent companies sharing a key share its budget.
+  Runs in other processes do not see each other's limiters: Billingo's headers and its 429s
+  (retried, ``Retry-After`` honoured) are what keeps them apart.
 - The instance's run queue bounds the runs (``max_concurrent_runs`` in dagster.yaml) and keeps
   single-partition runs of one company apart (tag limit on ``dagster/partition``).
 - Ranges carry no per-company tag, so the warehouse enforces the rest: at most one RUNNING
@@ -33,18 +39,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from .assets.billingo import COMPANIES_PER_RUN
 from .jobs import billingo_sync_job
-from .partitions import COMPANY_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG
+from .partitions import COMPANY_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG  # noqa: F401 - re-exported for tests
 from .resources import WarehouseResource
-from .runner import ensure_company_partitions
-from .sync import chunked
+from .runner import SyncChunk, ensure_company_partitions, plan_sync_chunks  # noqa: F401 - plan_sync_chunks re-exported
 from .warehouse.companies import syncable_company_slugs
 
 SYNC_TIMEZONE_ENV = "BILLINGO_SYNC_TIMEZONE"
@@ -56,24 +59,10 @@ DAILY_SYNC_SCHEDULE = "billingo_daily_sync"
 COMPANY_COUNT_TAG = "billingo/companies"
 
 
-@dataclass(frozen=True)
-class SyncChunk:
-    first: str
-    last: str
-    companies: tuple[str, ...]
-
-
-def plan_sync_chunks(partition_keys: Sequence[str], syncable: Iterable[str], per_run: int) -> list[SyncChunk]:
-    """Contiguous chunks of the syncable companies, in partition order, at most ``per_run`` each."""
-    wanted = set(syncable)
-    ordered = [key for key in partition_keys if key in wanted]
-    return [SyncChunk(chunk[0], chunk[-1], tuple(chunk)) for chunk in chunked(ordered, per_run)]
-
-
 def sync_run_request(chunk: SyncChunk, tick_date: str) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"{tick_date}:{chunk.first}..{chunk.last}",
-        tags={RANGE_START_TAG: chunk.first, RANGE_END_TAG: chunk.last, COMPANY_COUNT_TAG: str(len(chunk.companies))},
+        tags={**chunk.tags, COMPANY_COUNT_TAG: str(len(chunk.companies))},
     )
 
 

@@ -3,8 +3,17 @@
 The three assets are one multi-asset because one company's sync is one unit: its sync-log row
 goes RUNNING -> COMPLETED/PARTIAL/FAILED inside one step, and invoices are written together
 with their items. The step accepts a range of company partitions (``BackfillPolicy``), so many
-companies sync in few runs: each company is synced on its own, a failing company does not stop
-the others, and materializations are recorded per company partition for those that synced.
+companies sync in few runs.
+
+One execution model, whatever the run holds (one company or 25): the companies sync at the same
+time in a bounded pool (``BillingoResource.max_concurrent_companies``, default 4), each with its
+own client, under its key's shared request budget (rate_limit.py); as each company finishes, the
+step yields one ``AssetMaterialization`` per selected asset for that company's partition, from
+the step's own thread. The step never yields outputs: an output stands for every partition of the
+run's range, and a company that failed or was skipped must not look materialized. A failing
+company does not stop the others; a company already syncing elsewhere is refused alone. Assets
+downstream (the aging report) follow these materializations through their automation condition,
+after every sync the same way.
 
 Selecting only ``billingo_invoices``/``billingo_invoice_items`` re-normalizes what is already
 stored without calling Billingo. Invoices and items are always written together.
@@ -12,28 +21,38 @@ stored without calling Billingo. Invoices and items are always written together.
 After each company's sync its asset checks (checks.py) are evaluated and stored with its sync-log
 row, and its materializations carry its health and key metrics (health.py); the step reports one
 result per check for all its companies. A range run (the daily schedule's chunks, backfills)
-skips a company disabled since the run was requested instead of failing.
+skips a company disabled since the run was requested instead of failing. A run tagged
+``billingo/full_sweep=true`` (``billingo-pipeline sync --full``, or a launch from the UI with that
+tag) asks every company of it for a full sweep instead of an incremental sync.
 """
 
+import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..checks import INVOICES, ITEMS, RAW, SYNC_CHECK_SPECS, StepChecks
+from ..concurrency import run_concurrently
 from ..health import sync_operations_metadata
 from ..partitions import company_partitions
+from ..rate_limit import SyncStopRequested
 from ..resources import BillingoResource, WarehouseResource
 from ..sync import CompanySyncError, CompanySyncResult, sync_company
-from ..warehouse.companies import CompanyError, CompanyNotSyncableError, UnknownCompanyError, get_company
+from ..warehouse.companies import Company, CompanyError, CompanyNotSyncableError, UnknownCompanyError, get_company
 from ..warehouse.engine import warehouse_error_summary
 from ..warehouse.sync_log import SyncAlreadyRunningError
 
 TRIGGER_TAG = "billingo/trigger"
+# "true": every company of the run gets a full sweep (the only kind that marks documents deleted in source).
+FULL_SWEEP_TAG = "billingo/full_sweep"
 GROUP = "billingo"
 # Companies per run in a backfill: few runs for many companies, and one slow company's run
 # does not hold up hundreds of others.
 COMPANIES_PER_RUN = 25
+# What a company's sync may end with that is its own failure, not the step's.
+COMPANY_FAILURES = (CompanyError, CompanySyncError, SyncAlreadyRunningError)
 
 
 def sync_trigger(tags: Mapping[str, str]) -> str:
@@ -46,6 +65,10 @@ def sync_trigger(tags: Mapping[str, str]) -> str:
     if "dagster/backfill" in tags:
         return "backfill"
     return "manual"
+
+
+def full_sweep_requested(tags: Mapping[str, str]) -> bool:
+    return tags.get(FULL_SWEEP_TAG, "").strip().lower() == "true"
 
 
 def _errors_table(errors: list[dict], limit: int = 20) -> dg.MetadataValue:
@@ -146,68 +169,105 @@ def _materializations(
 )
 def billingo_sync(
     context: dg.AssetExecutionContext, billingo: BillingoResource, warehouse: WarehouseResource
-) -> Iterator[dg.AssetMaterialization | dg.MaterializeResult | dg.AssetCheckResult]:
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckResult]:
     engine = warehouse.get_engine()
     selected = set(context.selected_asset_keys)
     fetch = RAW in selected
+    run_id = context.run.run_id
     trigger = sync_trigger(context.run.tags)
+    full = full_sweep_requested(context.run.tags)
     slugs = context.partition_keys
+    log, instance = context.log, context.instance
     # A run of several companies (a schedule chunk, a backfill range) may hold a company disabled
     # or removed since the run was requested: it is skipped with a log line. One company asked
     # for explicitly still fails with the reason.
     skip_unsyncable = len(slugs) > 1 or trigger == "schedule"
-    step_checks = StepChecks(engine, context.selected_asset_check_keys, context.run.run_id)
+    step_checks = StepChecks(engine, context.selected_asset_check_keys, run_id)
+    checks_lock = threading.Lock()  # StepChecks collects every company's outcomes in one place
+    stop = threading.Event()  # set when this step is interrupted: the workers' clients stop
 
-    def run_in_progress(run_id: str) -> bool | None:
+    def run_in_progress(other_run_id: str) -> bool | None:
         # Another company's lock held by a run this instance knows has ended is taken over at once.
-        other = context.instance.get_run_by_id(run_id)
+        other = instance.get_run_by_id(other_run_id)
         return None if other is None else not other.is_finished
 
-    failures: dict[str, str] = {}
-    for slug in slugs:
+    def open_client(company: Company):
+        return billingo.client_for(company, logger=log, should_stop=stop.is_set)
+
+    def sync_one(slug: str) -> _SyncedCompany:
+        company = get_company(engine, slug)
+        result = sync_company(
+            engine,
+            company,
+            run_id=run_id,
+            trigger=trigger,
+            open_client=open_client if fetch else None,
+            run_in_progress=run_in_progress,
+            logger=log,
+            full=full,
+        )
+        synced = _SyncedCompany(result)
         try:
-            company = get_company(engine, slug)
-            result = sync_company(
-                engine,
-                company,
-                run_id=context.run.run_id,
-                trigger=trigger,
-                open_client=(lambda c: billingo.client_for(c, logger=context.log)) if fetch else None,
-                run_in_progress=run_in_progress,
-                logger=context.log,
-            )
-        except (CompanyError, CompanySyncError, SyncAlreadyRunningError) as exc:
-            if skip_unsyncable and isinstance(exc, (CompanyNotSyncableError, UnknownCompanyError)):
-                context.log.warning(f"company '{slug}': skipped, not synced in this run: {exc}")
-                continue
-            failures[slug] = str(exc)
-            context.log.error(f"company '{slug}': sync failed: {exc}")
-            continue
-        if result.normalize and result.normalize.errors:
-            context.log.warning(f"company '{slug}': {len(result.normalize.errors)} document(s) could not be normalized")
-        for note in result.fetch.notes if result.fetch else []:
-            context.log.warning(f"company '{slug}': {note}")
-        context.log.info(f"company '{slug}': sync {result.status}")
-        operations: dict[str, dg.MetadataValue] = {}
-        try:
-            step_checks.after_sync(slug, company.id, result.sync_id)
-            operations = sync_operations_metadata(engine, company_id=company.id, company_slug=slug, sync_id=result.sync_id)
+            with checks_lock:
+                step_checks.after_sync(slug, company.id, result.sync_id)
+            synced.operations = sync_operations_metadata(engine, company_id=company.id, company_slug=slug, sync_id=result.sync_id)
         except SQLAlchemyError as exc:  # the sync itself is recorded; its checks/metrics are extras
-            context.log.warning(f"company '{slug}': checks or metrics not recorded: {warehouse_error_summary(exc)}")
-        for materialization in _materializations(result, selected, operations):
-            if len(slugs) == 1:
-                # A one-company run yields real outputs, so assets downstream of the sync (the aging
-                # report) run in the same job instead of being skipped.
-                yield dg.MaterializeResult(asset_key=materialization.asset_key, metadata=materialization.metadata)
-            else:
-                yield materialization
+            synced.problem = f"checks or metrics not recorded: {warehouse_error_summary(exc)}"
+        return synced
+
+    failures: dict[str, str] = {}
+    workers = min(billingo.max_concurrent_companies, len(slugs))
+    if len(slugs) > 1:
+        log.info(f"syncing {len(slugs)} companies, {workers} at a time{' (full sweep)' if full else ''}")
+    for outcome in run_concurrently(slugs, sync_one, max_workers=max(workers, 1), stop=stop):
+        slug, error = outcome.item, outcome.error
+        if error is not None:
+            if not isinstance(error, Exception):
+                raise error  # an interruption seen first by a worker still stops the step
+            if skip_unsyncable and isinstance(error, (CompanyNotSyncableError, UnknownCompanyError)):
+                log.warning(f"company '{slug}': skipped, not synced in this run: {error}")
+                continue
+            failures[slug] = str(error) if isinstance(error, COMPANY_FAILURES) else _unexpected(error)
+            log.error(f"company '{slug}': sync failed: {failures[slug]}")
+            continue
+        synced = outcome.result
+        result = synced.result
+        if result.normalize and result.normalize.errors:
+            log.warning(f"company '{slug}': {len(result.normalize.errors)} document(s) could not be normalized")
+        for note in result.fetch.notes if result.fetch else []:
+            log.warning(f"company '{slug}': {note}")
+        if synced.problem:
+            log.warning(f"company '{slug}': {synced.problem}")
+        log.info(f"company '{slug}': sync {result.status}")
+        yield from _materializations(result, selected, synced.operations)
     try:
         yield from step_checks.results()
     except SQLAlchemyError as exc:  # e.g. the warehouse went away: the failures below say what matters
-        context.log.warning(f"asset checks not evaluated: {warehouse_error_summary(exc)}")
+        log.warning(f"asset checks not evaluated: {warehouse_error_summary(exc)}")
     if failures:
         # `from None` and key-free messages: nothing secret reaches the event log.
         raise dg.Failure(
             description="; ".join(f"{slug}: {message}" for slug, message in failures.items()),
-            metadata={"failed_companies": dg.MetadataValue.json(sorted(failures))},
+            metadata={
+                "failed_companies": dg.MetadataValue.json(sorted(failures)),
+                # Each company's own line, for whoever reports per company (runner.py).
+                ERRORS_BY_COMPANY: dg.MetadataValue.json(failures),
+            },
         ) from None
+
+
+ERRORS_BY_COMPANY = "errors_by_company"
+
+
+@dataclass
+class _SyncedCompany:
+    result: CompanySyncResult
+    operations: dict[str, dg.MetadataValue] = field(default_factory=dict)
+    problem: str | None = None
+
+
+def _unexpected(error: Exception) -> str:
+    """One key-free line for a failure outside the sync itself (reading the company, its checks)."""
+    if isinstance(error, SQLAlchemyError):
+        return f"the warehouse failed: {warehouse_error_summary(error)}"
+    return " ".join(f"{type(error).__name__}: {error}".split())[:400]
