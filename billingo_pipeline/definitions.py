@@ -33,7 +33,7 @@ defs = dg.Definitions(
         sync_health_report_sensor,
         sync_run_failure_sensor,
         sync_run_canceled_sensor,
-        # Requests the aging report after syncs whose run did not already build it (multi-company runs).
+        # Requests the aging report after every sync: sync runs record per-company materializations, never outputs.
         dg.AutomationConditionSensorDefinition(
             "billingo_reporting_after_sync",
             target=dg.AssetSelection.groups("reporting"),

@@ -6,9 +6,10 @@ figures as plottable numbers (their history is charted by the UI across material
 
 Like ``billingo_sync`` it takes a range of company partitions per run and records one
 materialization per company, so it is a one-spec multi-asset yielding ``AssetMaterialization``s.
-It is part of ``billingo_sync_job`` and runs right after a one-company sync in the same run. In a
-multi-company run the sync records per-company events rather than outputs, so Dagster skips this
-step there; the eager automation condition then requests it once those syncs are materialized.
+Every sync run, of one company or many, records per-company events rather than outputs, so the
+report is not part of ``billingo_sync_job``: its eager automation condition requests it once
+those syncs are materialized, and ``runner.run_company_syncs`` (the CLI, the demo) builds it
+right after the runs it starts, where no daemon may be running.
 """
 
 import base64
