@@ -217,3 +217,33 @@ def test_the_pool_hands_back_every_outcome_and_stops_the_rest_when_closed():
     release.set()
     outcomes.close()  # as an interrupted step does: the rest never start
     assert stop.is_set()
+
+
+INTERRUPTED = "interrupted (Ctrl-C, SIGTERM, or the Dagster run was terminated) before the sync finished"
+
+
+def test_an_interrupted_range_run_finalizes_every_company_being_synced(engine, warehouse_url, simulator, fernet_key, tmp_path):
+    import signal
+
+    from billingo_pipeline_tests.faults.cli_subprocess import cli_environment, start_cli, wait_until
+
+    slugs = ["alfa", "bravo", "charlie"]
+    for slug in slugs:
+        simulator.inject_fault("slow", times=5, delay_seconds=2, api_key=_add(engine, simulator, slug))
+    env = cli_environment(warehouse_url, simulator.base_url, tmp_path / "dagster_home")
+    process = start_cli(env, "sync", *slugs)
+
+    def running() -> int:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(sync_log).where(sync_log.c.status == "RUNNING")).scalar()
+
+    wait_until(lambda: running() == 3, what="three companies syncing at once")
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    lines = stdout.splitlines()
+    assert [line.split(" · ")[0] for line in lines] == [f"{slug}: FAILED" for slug in slugs]
+    assert all(INTERRUPTED in line for line in lines) and "Traceback" not in stderr
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(sync_log.c.status, sync_log.c.error_message, sync_log.c.finished_at)).all()
+    assert len(rows) == 3 and all(r.status == "FAILED" and r.error_message.startswith(INTERRUPTED) and r.finished_at for r in rows)
