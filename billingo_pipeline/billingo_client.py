@@ -244,7 +244,7 @@ class BillingoClient:
             else:
                 if response.status_code == 200:
                     try:
-                        body = response.json()
+                        body = parse_json_body(response)
                     except ValueError:
                         last_problem = f"invalid JSON body on GET {path}"
                     else:
@@ -479,10 +479,21 @@ def _checked_page(
     return DocumentPage(page, documents, total, per_page, last_page, tuple(problems))
 
 
+def parse_json_body(response: requests.Response) -> Any:
+    """The body as the standard library's json reads it, whatever else is installed.
+
+    ``response.json()`` uses simplejson when some other package brought it in, and simplejson
+    (since 3.19) refuses ``NaN``/``Infinity``: a whole page would then look like invalid JSON and
+    be retried and failed, where the stdlib parser hands the one bad number to the document
+    checks. UTF-8 per RFC 8259, which is what Billingo sends.
+    """
+    return json.loads(response.content.decode("utf-8"))
+
+
 def _error_message(response: requests.Response) -> str:
     """The message of Billingo's error bodies: {"error": {"message"}} or {"message", "errors"}."""
     try:
-        body = response.json()
+        body = parse_json_body(response)
     except ValueError:
         return (response.text or "").strip()[:200] or response.reason or "no body"
     if not isinstance(body, dict):

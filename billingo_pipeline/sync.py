@@ -350,6 +350,8 @@ def _billingo_time(client: BillingoClient, logger) -> dt.datetime | None:
     try:
         return client.get_server_time()
     except BillingoApiError as exc:
+        if exc.status is not None and exc.status != 429:
+            raise  # a refused key or subscription: no page would be served either
         (logger or log).warning(f"Billingo's clock could not be read, the cursor is not advanced: {exc}")
         return None
 

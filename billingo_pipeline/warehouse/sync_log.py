@@ -117,11 +117,13 @@ class SyncCounts:
     items_written: int = 0
 
 
-def final_status(counts: SyncCounts) -> str:
-    """COMPLETED when nothing failed, FAILED when everything did, PARTIAL in between."""
+def final_status(counts: SyncCounts, mode: str | None = FULL) -> str:
+    """COMPLETED when nothing failed, PARTIAL when some documents did, FAILED when a full sweep
+    (or a re-normalization) failed every document. An incremental sync sees only what changed:
+    its one failed document of one fetched leaves the rest of the warehouse sound, so PARTIAL."""
     if counts.failed == 0:
         return COMPLETED
-    if counts.failed >= counts.processed:
+    if counts.failed >= counts.processed and mode != INCREMENTAL:
         return FAILED
     return PARTIAL
 
@@ -330,15 +332,15 @@ def finish_sync(engine: Engine, sync_id: int, counts: SyncCounts, errors: Sequen
     as failed documents of this sync too. A re-executed normalize step replaces its own errors.
     """
     with engine.begin() as conn:
-        stored, started = conn.execute(
-            sa.select(sync_log.c.errors, sync_log.c.started_at).where(sync_log.c.id == sync_id)
+        stored, started, mode = conn.execute(
+            sa.select(sync_log.c.errors, sync_log.c.started_at, sync_log.c.mode).where(sync_log.c.id == sync_id)
         ).one()
         fetch_errors = [e for e in stored or [] if e.get("stage") == FETCH_STAGE]
         all_errors = fetch_errors + [{**e, "stage": NORMALIZE_STAGE} for e in errors]
         counts = replace(
             counts, failed=counts.failed + len(fetch_errors), processed=counts.processed + len(fetch_errors)
         )
-        status = final_status(counts)
+        status = final_status(counts, mode)
         now = utcnow()
         error_message = None
         if status == FAILED:

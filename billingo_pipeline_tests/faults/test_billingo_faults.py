@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import pytest
 import requests
+import sqlalchemy as sa
 
 from billingo_pipeline.admin import replace_api_key
 from billingo_pipeline.simulator import generate_api_key
+from billingo_pipeline.warehouse.schema import billingo_invoices
 from billingo_pipeline.warehouse.sync_log import COMPLETED, FAILED
 from billingo_pipeline_tests.faults.conftest import DOCUMENTS, PAGE_SIZE
 
@@ -21,6 +23,10 @@ PAGES = DOCUMENTS // PAGE_SIZE
 # answering a normal page of 10 documents stays well inside.
 READ_TIMEOUT_SECONDS = 0.5
 SLOW_SECONDS = 1.0
+
+
+# Every sync reads Billingo's clock first (GET /utils/time, the incremental cursor): one call.
+CLOCK = 1
 
 
 def _fault_statuses(rig) -> list[int]:
@@ -37,9 +43,9 @@ def test_429_storms_within_the_retries_complete_the_sync(rig, retry_after):
     log = rig.last_log()
     assert (result.status, log.status, log.error_message) == (COMPLETED, COMPLETED, None)
     assert _fault_statuses(rig) == [429] * 6
-    assert (log.api_calls, log.pages_fetched) == (PAGES + 6, PAGES)  # every 429 counts against the key's limit
+    assert (log.api_calls, log.pages_fetched) == (CLOCK + PAGES + 6, PAGES)  # every 429 counts against the key's limit
     rig.assert_nothing_lost_or_doubled()
-    rig.assert_recovers(expected_skipped=DOCUMENTS)
+    rig.assert_recovers(unchanged=True)
 
 
 TRANSIENT = [
@@ -61,9 +67,9 @@ def test_transient_faults_within_the_retries_complete_the_sync(rig, kind, _words
     assert (result.status, log.status, log.error_message) == (COMPLETED, COMPLETED, None)
     assert log.invoices_created == DOCUMENTS
     assert fault.fired == 2
-    assert log.api_calls == PAGES + 2  # every retried attempt counts against the key's limit
+    assert log.api_calls == CLOCK + PAGES + 2  # every retried attempt counts against the key's limit
     rig.assert_nothing_lost_or_doubled()
-    rig.assert_recovers(expected_skipped=DOCUMENTS)
+    rig.assert_recovers(unchanged=True)
 
 
 PERSISTENT = [
@@ -76,25 +82,30 @@ PERSISTENT = [
 def test_faults_outlasting_the_retries_fail_the_sync_and_lose_nothing(rig, kind, words):
     first = rig.sync()
     assert first.status == COMPLETED
-    # Billingo moves on meanwhile: a payment and a new invoice the failed sync cannot bring in.
+    # Billingo moves on meanwhile: a payment and a new invoice.
     unpaid = next(d for d in rig.source().values() if d["payment_status"] == "outstanding" and not d["cancelled"])
     rig.simulator.pay_document(rig.api_key, unpaid["id"])
     new = rig.simulator.add_document(rig.api_key)
-    # Page 1 passes, page 2 fails on all 4 attempts.
+    # A full sweep (three pages): page 1 passes, page 2 fails on all 4 attempts.
     rig.simulator.inject_fault(kind, times=4, after_requests=1, delay_seconds=SLOW_SECONDS if kind == "slow" else 0)
 
-    result = rig.sync(read_timeout_seconds=READ_TIMEOUT_SECONDS)
+    result = rig.sync(full=True, read_timeout_seconds=READ_TIMEOUT_SECONDS)
     log = rig.last_log()
     assert (result.success, result.status, log.status) == (False, FAILED, FAILED)
     assert f"company '{rig.slug}'" in log.error_message and "failed after 4 attempts" in log.error_message
     assert words in log.error_message and "\n" not in log.error_message
-    assert log.api_calls == 1 + 4 and log.fetch_complete is not True
+    assert log.api_calls == CLOCK + 1 + 4 and log.fetch_complete is not True
     rig.assert_key_free(log.error_message, result.error)
-    # What the first sync stored is all still there and nothing is marked as vanished from Billingo.
-    assert rig.live_invoice_ids() == set(rig.source()) - {new["id"]}
+    # What the first sync stored is all still there, nothing is marked as vanished from Billingo,
+    # and page 1, stored as it arrived, is kept (it holds the new invoice: newest first).
+    assert rig.live_invoice_ids() == set(rig.source())
 
-    log = rig.assert_recovers()
-    assert (log.invoices_created, log.invoices_updated) == (1, 1)
+    rig.assert_recovers()
+    with rig.engine.connect() as conn:
+        status = conn.execute(
+            sa.select(billingo_invoices.c.payment_status).where(billingo_invoices.c.document_id == unpaid["id"])
+        ).scalar_one()
+    assert status == "paid"
 
 
 def test_a_page_whose_data_is_not_a_list_fails_the_sync_and_loses_nothing(rig):
@@ -102,16 +113,15 @@ def test_a_page_whose_data_is_not_a_list_fails_the_sync_and_loses_nothing(rig):
     new = rig.simulator.add_document(rig.api_key)
     rig.simulator.inject_fault("data_not_list", after_requests=1)
 
-    result = rig.sync()
+    result = rig.sync(full=True)  # three pages: the second is the bad one
     log = rig.last_log()
     assert (result.success, log.status) == (False, FAILED)
     assert f"malformed document page 2 for company '{rig.slug}'" in log.error_message
     assert "data is" in log.error_message and "not a list" in log.error_message and "\n" not in log.error_message
     assert _fault_statuses(rig) == [200]
-    assert rig.live_invoice_ids() == set(rig.source()) - {new["id"]}
+    assert rig.live_invoice_ids() == set(rig.source())  # page 1 (the new invoice on it) was stored as it came
 
-    log = rig.assert_recovers()
-    assert (log.invoices_created, log.invoices_skipped) == (1, DOCUMENTS)
+    rig.assert_recovers()
 
 
 def test_a_revoked_key_fails_at_once_naming_the_company_and_never_the_key(rig, caplog):
@@ -133,7 +143,7 @@ def test_a_revoked_key_fails_at_once_naming_the_company_and_never_the_key(rig, c
 
     # Not a fault time heals: once a working key is stored (`company rotate-key`), the next sync completes.
     replace_api_key(rig.engine, rig.slug, rig.api_key, api_base_url=rig.simulator.base_url)
-    rig.assert_recovers(expected_skipped=DOCUMENTS)
+    rig.assert_recovers(unchanged=True)
 
 
 def test_the_data_not_list_fault_serves_an_object_where_the_page_list_belongs(simulator):

@@ -53,7 +53,7 @@ def test_sync_exit_codes_and_one_line_per_company(rig, cli):
     partial = cli("sync", "acme", "globex")
     assert partial.exit_code == 3, partial.output
     first = partial.stdout.splitlines()[0]
-    assert first.startswith("acme: PARTIAL · 0 created, 0 updated, 29 unchanged, 1 failed")
+    assert first.startswith("acme: PARTIAL · 0 created, 0 updated, 0 unchanged, 1 failed, 2 API calls")  # incremental
     assert first.endswith(f"first failed document {max(rig.source())}: gross_total: '12.700,00 Ft' is not a number")
 
     start_sync(rig.engine, globex.id, "someone-else", "schedule")  # globex is busy elsewhere

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from billingo_pipeline.sync import billingo_wall_time, plan_sync, prefetched
 from billingo_pipeline.warehouse.schema import billingo_invoices, sync_log
 from billingo_pipeline.warehouse.sync_log import COMPLETED, FULL, INCREMENTAL, utcnow
+from billingo_pipeline_tests.faults.conftest import HISTORY_AGE
 
 OVERLAP = dt.timedelta(minutes=10)
 
@@ -27,18 +28,11 @@ def _document_requests(rig, since: int):
     return [r for r in rig.simulator.requests_log[since:] if r.path == "/v3/documents"]
 
 
-def _history_older_than_the_overlap(rig) -> None:
-    """The simulator's history was stamped up to a minute ago; move Billingo's clock on so that
-    none of it falls inside the incremental overlap, and counts are exact."""
-    rig.simulator.shift_clock(OVERLAP + dt.timedelta(minutes=2))
-
-
 def _outstanding(rig) -> list[int]:
     return sorted(i for i, d in rig.source().items() if d["payment_status"] in ("outstanding", "expired") and d["type"] == "invoice")
 
 
 def test_after_a_full_sweep_an_unchanged_sync_costs_two_calls_and_fetches_nothing(rig):
-    _history_older_than_the_overlap(rig)
     first = rig.sync()
     full = rig.last_log()
     assert (first.status, full.mode, full.modified_since) == (COMPLETED, FULL, None)
@@ -55,7 +49,6 @@ def test_after_a_full_sweep_an_unchanged_sync_costs_two_calls_and_fetches_nothin
 
 
 def test_an_invoice_paid_two_years_after_it_was_issued_is_caught_by_the_next_incremental_sync(rig):
-    _history_older_than_the_overlap(rig)
     rig.sync()
     oldest = min(_outstanding(rig), key=lambda i: rig.source()[i]["invoice_date"])
     issued = dt.date.fromisoformat(rig.source()[oldest]["invoice_date"])
@@ -107,7 +100,8 @@ def test_billingos_clock_off_by_fifteen_minutes_loses_nothing(rig, skew_minutes)
     rig.sync()
     full = rig.last_log()
     # The cursor is Billingo's clock, not ours.
-    assert abs(full.cursor - (utcnow() + dt.timedelta(minutes=skew_minutes))) < dt.timedelta(seconds=5)
+    assert abs(full.cursor - rig.simulator.now()) < dt.timedelta(seconds=5)
+    assert abs((full.cursor - utcnow()) - (HISTORY_AGE + dt.timedelta(minutes=skew_minutes))) < dt.timedelta(seconds=5)
     changed = _outstanding(rig)[:3]
     for document_id in changed:
         rig.simulator.pay_document(rig.api_key, document_id)
