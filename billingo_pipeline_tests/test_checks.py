@@ -93,7 +93,7 @@ def test_every_check_passes_on_good_data_and_is_stored_with_the_sync(engine, war
     assert all(e.passed for e in evaluations.values()), {n: e.description for n, e in evaluations.items()}
     assert evaluations[ITEMS_ADD_UP].asset_key == dg.AssetKey("billingo_invoice_items")
     assert evaluations[INVOICES_PER_CALL].asset_key == dg.AssetKey("billingo_documents_raw")
-    assert evaluations[INVOICES_PER_CALL].metadata["invoices_per_api_call"].value == 60.0
+    assert evaluations[INVOICES_PER_CALL].metadata["invoices_per_api_call"].value == 30.0  # one page + the clock
 
     stored = _stored(engine, result.run_id)
     assert set(stored) == ALL_CHECKS and all(entry["passed"] for entry in stored.values())
@@ -107,7 +107,7 @@ def test_every_check_passes_on_good_data_and_is_stored_with_the_sync(engine, war
     metadata = {k: v.value for k, v in invoices.metadata.items()}
     assert (metadata["health"], metadata["health_level"]) == ("GREEN", 0)
     assert metadata["success_rate_30d"] == 1.0 and metadata["error_rate_30d"] == 0.0
-    assert metadata["invoices_per_api_call"] == 60.0 and metadata["invoices_per_api_call_30d"] == 60.0
+    assert metadata["invoices_per_api_call"] == 30.0 and metadata["invoices_per_api_call_30d"] == 30.0
     assert isinstance(invoices.metadata["median_sync_duration_seconds_30d"], dg.FloatMetadataValue)
 
 
@@ -172,7 +172,7 @@ def test_few_invoices_per_api_call_fail_the_alert(engine, warehouse_url, simulat
     evaluation = _evaluations(result)[INVOICES_PER_CALL]
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
     stored = _stored(engine, result.run_id)[INVOICES_PER_CALL]
-    assert stored["figures"]["calls_needed"] == 1 and stored["figures"]["api_calls"] >= 6
+    assert stored["figures"]["calls_needed"] == 2 and stored["figures"]["api_calls"] >= 7  # 6 pages + the clock
     assert stored["figures"]["invoices_per_api_call"] <= 10
 
 
@@ -181,7 +181,9 @@ Row = namedtuple("Row", "api_calls documents_fetched")
 
 @pytest.mark.parametrize(
     "calls, documents, passed",
-    [(0, 0, True), (1, 30, True), (2, 120, True), (3, 120, False), (10, 500, True), (11, 500, False), (2, 99, False)],
+    # A sync needs a call per page of 100 plus one reading of Billingo's clock.
+    [(0, 0, True), (1, 30, True), (2, 30, True), (3, 120, True), (4, 120, False), (10, 500, True), (11, 500, False),
+     (2, 99, True), (3, 99, False)],
 )
 def test_invoices_per_api_call_rule(calls, documents, passed):
     assert check_invoices_per_api_call(Row(calls, documents)).passed is passed
