@@ -154,9 +154,9 @@ def _database_today(engine: sa.Engine) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
 
 
-def _sync(url: str, simulator: BillingoSimulator, instance: dg.DagsterInstance) -> None:
+def _sync(url: str, simulator: BillingoSimulator, instance: dg.DagsterInstance, *, full: bool = False) -> None:
     [result] = run_company_syncs(
-        [SLUG], warehouse_url=url, instance=instance, trigger="test",
+        [SLUG], warehouse_url=url, instance=instance, trigger="test", full=full,
         billingo=BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01),
     )
     assert result.success, result.error
@@ -190,7 +190,9 @@ def _build_portfolio(url: str, instance: dg.DagsterInstance) -> Portfolio:
         _sync(url, simulator, instance)
         cancellation = simulator.cancel_document(api_key, ids[CANCELLED_LATER])
         simulator.delete_document(api_key, ids[DELETED_LATER])
-        _sync(url, simulator, instance)
+        # Only a full sweep sees that a document vanished from Billingo; an incremental sync would
+        # leave A11 in the views.
+        _sync(url, simulator, instance, full=True)
     return Portfolio(url, today, cancellation["invoice_number"], instance)
 
 
@@ -382,7 +384,11 @@ def test_sync_history(portfolio):
         assert row["finished_at"].tzinfo is not None and row["finished_at"] >= row["started_at"]
     with portfolio.engine.connect() as conn:
         stored = conn.execute(sa.select(sync_log.c.id, sync_log.c.api_calls).order_by(sync_log.c.id.desc())).all()
+        modes = conn.execute(sa.select(sync_log.c.mode).order_by(sync_log.c.id.desc())).scalars().all()
     assert [(r["sync_id"], r["api_calls"]) for r in (newest, first)] == [tuple(row) for row in stored]
+    # Billingo's clock, then one page of 19 documents (then 20): both syncs are full sweeps, the
+    # first because none had completed yet, the second because it was asked for.
+    assert [row.api_calls for row in stored] == [2, 2] and modes == ["full", "full"]
 
 
 def test_receivables_exclude_cancelled_non_receivable_and_deleted_documents(portfolio):
