@@ -386,8 +386,8 @@ def test_sync_history(portfolio):
         stored = conn.execute(sa.select(sync_log.c.id, sync_log.c.api_calls).order_by(sync_log.c.id.desc())).all()
         modes = conn.execute(sa.select(sync_log.c.mode).order_by(sync_log.c.id.desc())).scalars().all()
     assert [(r["sync_id"], r["api_calls"]) for r in (newest, first)] == [tuple(row) for row in stored]
-    # Billingo's clock, then one page of 19 documents (then 20): both syncs are full sweeps, the
-    # first because none had completed yet, the second because it was asked for.
+    # Billingo's clock, then one page of 19 documents (both times: the cancellation came, A11 went).
+    # Both are full sweeps: the first because none had completed yet, the second because asked for.
     assert [row.api_calls for row in stored] == [2, 2] and modes == ["full", "full"]
 
 
