@@ -29,6 +29,7 @@ from .jobs import billingo_sync_job
 from .partitions import COMPANY_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG
 from .resources import BillingoResource, WarehouseResource
 from .warehouse.companies import syncable_company_slugs
+from .iterables import chunked
 from .warehouse.engine import get_engine, warehouse_error_summary
 from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, sync_rows
 
@@ -62,17 +63,6 @@ class SyncChunk:
         return {RANGE_START_TAG: self.first, RANGE_END_TAG: self.last}
 
 
-def _chunked(values: Iterable[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for value in values:
-        batch.append(value)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def plan_sync_chunks(
     partition_keys: Sequence[str], wanted: Iterable[str], per_run: int, *, outside: Iterable[str] = ()
 ) -> list[SyncChunk]:
@@ -93,7 +83,7 @@ def plan_sync_chunks(
     return [
         SyncChunk(chunk[0], chunk[-1], tuple(chunk))
         for segment in segments
-        for chunk in _chunked(segment, per_run)
+        for chunk in chunked(segment, per_run)
     ]
 
 

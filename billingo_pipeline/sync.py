@@ -36,7 +36,8 @@ from . import settings
 from .billingo_client import BillingoApiError, BillingoClient, SweepResult, sweep_documents
 from .credentials import CredentialError
 from .endpoints import ListEndpoint, PageContext, PageOutcome
-from .endpoints.documents import DOCUMENTS, NORMALIZATION_REVISION, chunked, renormalize_stored_documents
+from .endpoints.documents import DOCUMENTS, NORMALIZATION_REVISION, renormalize_stored_documents
+from .iterables import chunked
 from .warehouse.companies import Company, CompanyError
 from .warehouse.engine import warehouse_error_summary
 from .warehouse.refusals import write_isolating_refusals  # noqa: F401 - part of this module's API

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
+from ..iterables import chunked
 from ..normalize import DocumentError, change_hash, normalize_document
 from ..warehouse import documents as store
 from ..warehouse.refusals import write_isolating_refusals
@@ -27,19 +27,6 @@ from . import ListEndpoint, PageContext, PageOutcome
 # (the next sync is a full sweep), even though Billingo's content did not change.
 NORMALIZATION_REVISION = 1
 NORMALIZE_BATCH_SIZE = 500
-
-T = TypeVar("T")
-
-
-def chunked(values: Iterable[T], size: int) -> Iterator[list[T]]:
-    batch: list[T] = []
-    for value in values:
-        batch.append(value)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def invoice_source_hash(raw_content_hash: str) -> str:

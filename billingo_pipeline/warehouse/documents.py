@@ -124,12 +124,13 @@ def mark_raw_documents_missing(conn: Connection, company_id: int, document_ids: 
     ).rowcount
 
 
-def raw_document_states(conn: Connection, company_id: int) -> list[sa.Row]:
-    """One small row per raw document: ids and hashes only, so deciding what to do needs no payloads."""
+def _states_query(company_id: int) -> sa.Select:
+    """Raw hash and missing mark, and the hash and deleted mark of the invoice built from it: all
+    that deciding what to do with a document needs, without its payload."""
     joined = raw.outerjoin(
         invoices, sa.and_(invoices.c.company_id == raw.c.company_id, invoices.c.document_id == raw.c.document_id)
     )
-    return conn.execute(
+    return (
         sa.select(
             raw.c.document_id,
             raw.c.content_hash,
@@ -139,8 +140,12 @@ def raw_document_states(conn: Connection, company_id: int) -> list[sa.Row]:
         )
         .select_from(joined)
         .where(raw.c.company_id == company_id)
-        .order_by(raw.c.document_id)
-    ).all()
+    )
+
+
+def raw_document_states(conn: Connection, company_id: int) -> list[sa.Row]:
+    """One small row per raw document of the company."""
+    return conn.execute(_states_query(company_id).order_by(raw.c.document_id)).all()
 
 
 @dataclass(frozen=True)
@@ -217,24 +222,10 @@ def set_deleted_in_source(
 
 
 def document_states(conn: Connection, company_id: int, document_ids: Sequence[int]) -> dict[int, sa.Row]:
-    """For one page: what is stored of these documents (raw hash, missing mark, the hash their
-    invoice was built from, its deleted mark), so unchanged ones are skipped before any write."""
+    """For one page: what is stored of these documents, so unchanged ones are skipped before any write."""
     if not document_ids:
         return {}
-    joined = raw.outerjoin(
-        invoices, sa.and_(invoices.c.company_id == raw.c.company_id, invoices.c.document_id == raw.c.document_id)
-    )
-    rows = conn.execute(
-        sa.select(
-            raw.c.document_id,
-            raw.c.content_hash,
-            raw.c.missing_since,
-            invoices.c.source_hash,
-            invoices.c.deleted_in_source_at,
-        )
-        .select_from(joined)
-        .where(raw.c.company_id == company_id, raw.c.document_id.in_(list(document_ids)))
-    ).all()
+    rows = conn.execute(_states_query(company_id).where(raw.c.document_id.in_(list(document_ids)))).all()
     return {row.document_id: row for row in rows}
 
 
