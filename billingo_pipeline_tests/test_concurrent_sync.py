@@ -229,7 +229,10 @@ def test_an_interrupted_range_run_finalizes_every_company_being_synced(engine, w
 
     slugs = ["alfa", "bravo", "charlie"]
     for slug in slugs:
-        simulator.inject_fault("slow", times=5, delay_seconds=2, api_key=_add(engine, simulator, slug))
+        # Three slow pages each: the signal lands while every company still has pages to ask for
+        # (one interrupted after its last request would finish and complete).
+        api_key = _add(engine, simulator, slug, documents=250)
+        simulator.inject_fault("slow", times=5, delay_seconds=1, api_key=api_key)
     env = cli_environment(warehouse_url, simulator.base_url, tmp_path / "dagster_home")
     process = start_cli(env, "sync", *slugs)
 
