@@ -162,7 +162,10 @@ def test_one_run_syncs_a_range_of_companies_and_skips_a_disabled_one(engine, war
     materialized = {(m.asset_key.to_user_string(), m.partition) for m in result.asset_materializations_for_node("billingo_sync")}
     assert materialized == {(key, slug) for key in ("billingo_documents_raw", "billingo_invoices", "billingo_invoice_items")
                             for slug in ("acme", "globex", "initech")}
-    assert len(simulator.requests_log) - calls_before == 3  # one page each; none for the disabled company
+    # Billingo's clock and one page each (a first sync is a full sweep); none for the disabled company.
+    requests = sorted((r.organization, r.path) for r in simulator.requests_log[calls_before:])
+    assert requests == [(slug.title(), path) for slug in ("acme", "globex", "initech")
+                        for path in ("/v3/documents", "/v3/utils/time")]
     logs = "\n".join(str(e.message) for e in instance.all_logs(result.run_id))
     assert "company 'stale': skipped" in logs and "BILLINGO_SYNC feature flag off" in logs
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}

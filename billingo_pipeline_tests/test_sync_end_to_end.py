@@ -5,6 +5,7 @@ Each test runs on SQLite and on the real PostgreSQL (the ``warehouse_url`` fixtu
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from decimal import Decimal
 
@@ -19,7 +20,11 @@ from billingo_pipeline.resources import BillingoResource, WarehouseResource
 from billingo_pipeline.runner import run_company_syncs
 from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
-from billingo_pipeline.warehouse.sync_log import COMPLETED, FAILED, PARTIAL
+from billingo_pipeline.warehouse.sync_log import COMPLETED, FAILED, FULL, INCREMENTAL, PARTIAL
+
+# The generated history is stamped up to a minute before "now": a clock moved past the incremental
+# overlap (10 minutes) keeps it out of an incremental sync, whose counts are then exact.
+HISTORY_AGE = dt.timedelta(minutes=12)
 
 
 @pytest.fixture
@@ -28,13 +33,14 @@ def instance():
         yield instance
 
 
-def _sync(instance, warehouse_url, simulator, *slugs):
+def _sync(instance, warehouse_url, simulator, *slugs, full=False):
     return run_company_syncs(
         list(slugs),
         warehouse_url=warehouse_url,
         billingo=BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01, page_size=50),
         instance=instance,
         trigger="test",
+        full=full,
     )
 
 
@@ -78,6 +84,7 @@ def _materialization_metadata(instance, run_id, asset_key):
 def test_full_sync_then_resync_skips_everything(engine, warehouse_url, simulator, instance, fernet_key, caplog):
     caplog.set_level(logging.DEBUG)
     api_key = _add(engine, simulator, "acme", seed=1, documents=120)
+    simulator.shift_clock(HISTORY_AGE)
     source = {d["id"]: d for d in simulator.documents(api_key)}
 
     [first] = _sync(instance, warehouse_url, simulator, "acme")
@@ -94,22 +101,35 @@ def test_full_sync_then_resync_skips_everything(engine, warehouse_url, simulator
 
     [log] = _log_rows(engine)
     assert (log.status, log.invoices_processed, log.invoices_created, log.invoices_skipped) == (COMPLETED, 120, 120, 0)
-    assert log.api_calls == 3 and log.pages_fetched == 3 and log.trigger == "test"
+    # Billingo's clock first, then three pages: a first sync is a full sweep from nowhere.
+    assert log.api_calls == 4 and log.pages_fetched == 3 and log.trigger == "test"
+    assert (log.mode, log.modified_since, log.fetch_complete) == (FULL, None, True)
+    assert log.cursor is not None
     metadata = _materialization_metadata(instance, first.run_id, "billingo_invoices")
     assert (metadata["processed"], metadata["created"], metadata["failed"]) == (120, 120, 0)
     raw_metadata = _materialization_metadata(instance, first.run_id, "billingo_documents_raw")
-    assert raw_metadata["api_calls"] == 3 and raw_metadata["documents_fetched"] == 120
+    assert raw_metadata["api_calls"] == 4 and raw_metadata["documents_fetched"] == 120
     assert _materialization_metadata(instance, first.run_id, "billingo_invoice_items")["items_written"] > 120
 
     ids_before = {r.document_id: r.id for r in invoices.values()}
+    # Nothing changed since the full sweep: the incremental re-sync reads the clock and one empty page.
     [second] = _sync(instance, warehouse_url, simulator, "acme")
     assert second.sync_status == COMPLETED
     last = _log_rows(engine)[-1]
+    assert (last.mode, last.modified_since) == (INCREMENTAL, log.cursor - dt.timedelta(minutes=10))
+    assert (last.api_calls, last.pages_fetched, last.documents_fetched, last.fetch_complete) == (2, 1, 0, True)
+    assert (last.invoices_processed, last.invoices_created, last.invoices_updated, last.invoices_skipped, last.items_written) == (0, 0, 0, 0, 0)
+    # A full re-sync fetches everything again and finds every document unchanged.
+    [third] = _sync(instance, warehouse_url, simulator, "acme", full=True)
+    assert third.sync_status == COMPLETED
+    last = _log_rows(engine)[-1]
+    assert (last.mode, last.api_calls, last.pages_fetched, last.invoices_processed) == (FULL, 4, 3, 120)
     assert (last.invoices_created, last.invoices_updated, last.invoices_skipped, last.items_written) == (0, 0, 120, 0)
+    assert last.invoices_marked_deleted == 0
     assert {r.document_id: r.id for r in _invoices(engine).values()} == ids_before
     assert _count(engine, billingo_invoices) == 120
     # The key appears in no log line, no event (metadata included) and no warehouse table but its own.
-    for run_id in (first.run_id, second.run_id):
+    for run_id in (first.run_id, second.run_id, third.run_id):
         assert api_key not in "\n".join(str(entry) for entry in instance.all_logs(run_id))
     assert api_key not in caplog.text
     with engine.connect() as conn:
@@ -119,6 +139,7 @@ def test_full_sync_then_resync_skips_everything(engine, warehouse_url, simulator
 
 def test_resync_applies_payments_new_documents_and_vanished_ones(engine, warehouse_url, simulator, instance, fernet_key):
     api_key = _add(engine, simulator, "acme", seed=2, documents=60)
+    simulator.shift_clock(HISTORY_AGE)
     _sync(instance, warehouse_url, simulator, "acme")
     unpaid = next(d for d in simulator.documents(api_key) if d["payment_status"] == "outstanding" and not d["cancelled"])
     vanished = simulator.documents(api_key)[-1]
@@ -126,11 +147,20 @@ def test_resync_applies_payments_new_documents_and_vanished_ones(engine, warehou
     new = simulator.add_document(api_key)
     simulator.delete_document(api_key, vanished["id"])
 
+    # An incremental sync fetches just the paid and the new document; a vanished one leaves no
+    # trace in what was modified, so it stays unmarked.
     [result] = _sync(instance, warehouse_url, simulator, "acme")
     assert result.sync_status == COMPLETED
     log = _log_rows(engine)[-1]
-    assert (log.invoices_created, log.invoices_updated, log.invoices_marked_deleted) == (1, 1, 1)
-    assert log.invoices_skipped == 60 - 2  # every other present document unchanged
+    assert (log.mode, log.documents_fetched, log.invoices_processed, log.invoices_skipped) == (INCREMENTAL, 2, 2, 0)
+    assert (log.invoices_created, log.invoices_updated, log.invoices_marked_deleted) == (1, 1, 0)
+    assert _invoices(engine)[vanished["id"]].deleted_in_source_at is None
+    # Only a full sweep sees what is gone.
+    [result] = _sync(instance, warehouse_url, simulator, "acme", full=True)
+    assert result.sync_status == COMPLETED
+    log = _log_rows(engine)[-1]
+    assert (log.mode, log.invoices_processed, log.invoices_created, log.invoices_updated, log.invoices_marked_deleted) == (FULL, 60, 0, 0, 1)
+    assert log.invoices_skipped == 60  # every present document (the new one included) unchanged
     invoices = _invoices(engine)
     assert invoices[unpaid["id"]].payment_status == "paid" and invoices[unpaid["id"]].paid_date is not None
     assert new["id"] in invoices
@@ -215,7 +245,10 @@ def test_server_errors_are_retried_then_fail_the_sync(engine, warehouse_url, sim
     assert result.sync_status == FAILED
     log = _log_rows(engine)[-1]
     assert "failed after 4 attempts" in log.error_message and "HTTP 500" in log.error_message
-    assert log.api_calls == 4  # every attempt counts against the company's rate limit
+    # The clock answered; then every attempt at page 1 counts against the company's rate limit.
+    assert log.api_calls == 1 + 4
+    faulted = [r.path for r in simulator.requests_log if r.fault is not None]
+    assert faulted == ["/v3/documents"] * 4
     assert api_key not in caplog.text and api_key not in "\n".join(str(e) for e in instance.all_logs(result.run_id))
 
 
@@ -238,6 +271,7 @@ def test_renormalizing_alone_gets_its_own_sync_log_row(engine, warehouse_url, si
 
 def test_an_invoice_seen_again_loses_its_deleted_mark(engine, warehouse_url, simulator, instance, fernet_key):
     api_key = _add(engine, simulator, "acme", seed=11, documents=10)
+    simulator.shift_clock(HISTORY_AGE)
     _sync(instance, warehouse_url, simulator, "acme")
     documents = simulator.documents(api_key)
     returning = documents[3]["id"]
@@ -250,7 +284,9 @@ def test_an_invoice_seen_again_loses_its_deleted_mark(engine, warehouse_url, sim
             .where(billingo_invoices.c.document_id.in_([returning, returning_paid]))
             .values(deleted_in_source_at=sa.func.current_timestamp())
         )
-    [result] = _sync(instance, warehouse_url, simulator, "acme")
+    # Only a full sweep restores: an incremental sync fetches just the paid one and cannot tell
+    # an unmodified document from a vanished one.
+    [result] = _sync(instance, warehouse_url, simulator, "acme", full=True)
     invoices = _invoices(engine)
     assert invoices[returning].deleted_in_source_at is None and invoices[returning_paid].deleted_in_source_at is None
     assert invoices[returning_paid].payment_status == "paid"

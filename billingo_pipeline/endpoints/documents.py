@@ -77,6 +77,10 @@ def store_document_page(engine: Engine, page: PageContext, documents: Sequence[t
             document.invoice = {**normalized.invoice, "source_hash": invoice_source_hash(content_hash)}
             document.items = [{**item, "document_id": document_id} for item in normalized.items]
             kinds[document_id] = "created" if state is None or state.source_hash is None else "updated"
+            if state is not None and state.content_hash == content_hash and state.source_hash == invoice_source_hash(content_hash):
+                # Rewritten only to clear a missing/deleted mark: Billingo did not change it, so
+                # it counts as unchanged (and restored), never as updated.
+                kinds[document_id] = "unchanged"
             if state is not None and state.deleted_in_source_at is not None:
                 restoring.add(document_id)
         to_write.append(document)
@@ -98,11 +102,13 @@ def store_document_page(engine: Engine, page: PageContext, documents: Sequence[t
         elif document.invoice is not None:
             if kinds[document.document_id] == "created":
                 outcome.created += 1
+            elif kinds[document.document_id] == "unchanged":
+                outcome.skipped += 1
             else:
                 outcome.updated += 1
             outcome.restored += document.document_id in restoring
             outcome.items_written += len(document.items)
-    outcome.skipped = len(unchanged)
+    outcome.skipped += len(unchanged)
     return outcome
 
 
