@@ -232,10 +232,14 @@ def _assert_no_secret(texts, *secrets):
 
 
 def _acme_with_action_on_page_two(engine, simulator, seed, action) -> str:
-    """Company 'acme' (120 documents, so several pages) whose sync runs ``action`` when Billingo is
-    asked for its second page: mid-sync, with the RUNNING row written. Returns its API key."""
+    """Company 'acme' (600 documents, 12 pages) whose sync runs ``action`` when Billingo is asked
+    for its second page: mid-sync, with the RUNNING row written. Returns its API key.
+
+    A signal is handled in the main thread while the company syncs in a worker that fetches a page
+    ahead of its writer: ten pages still to fetch and write keep the sync from finishing before the
+    interruption reaches it (with three pages, it sometimes completed first)."""
     api_key = generate_api_key(seed)
-    simulator.add_organization(api_key, name="Acme", seed=seed, document_count=120)
+    simulator.add_organization(api_key, name="Acme", seed=seed, document_count=600)
     register_company(engine, "acme", "Acme Kft.", api_key, api_base_url=simulator.base_url)
     pages = []
 
