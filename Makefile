@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/python -m billingo_pipeline.demo
 
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 # Speed targets live here, never in the test suite (bench/run.py; figures in docs/performance.md).
 # BENCH_ARGS="--quick" is a smoke run of a few minutes; without it, the full run of issue 9's sizes.
