@@ -96,6 +96,11 @@ def store_document_page(engine: Engine, page: PageContext, documents: Sequence[t
         with engine.begin() as conn:
             store.touch_raw_documents(conn, page.company_id, page.sync_id, unchanged, page.now)
     refused = write_isolating_refusals(engine, to_write, write, lambda d: d.document_id)
+    if refused:
+        # Billingo still has them: what was stored of them before must not look vanished to the
+        # full sweep's end (it marks every raw row this sync did not see).
+        with engine.begin() as conn:
+            store.touch_raw_documents(conn, page.company_id, page.sync_id, sorted(refused), page.now)
     for document in to_write:
         if document.document_id in refused:
             outcome.errors.append({"document_id": document.document_id, "message": f"not stored: {refused[document.document_id]}"})

@@ -131,3 +131,40 @@ def test_a_batch_the_database_refuses_is_written_again_one_document_at_a_time(ri
     with rig.engine.connect() as conn:
         positions = conn.execute(sa.select(billingo_invoice_items.c.position).where(billingo_invoice_items.c.document_id == stored_id)).all()
     assert positions == [(1,)]
+
+
+def _refuse_comment_in_the_database(rig, comment: str) -> None:
+    """A rule only the database knows (a trigger): what the column limits cannot foresee."""
+    with rig.engine.begin() as conn:
+        if rig.engine.dialect.name == "sqlite":
+            for event in ("INSERT", "UPDATE"):
+                conn.exec_driver_sql(
+                    f"CREATE TRIGGER refuse_{event.lower()} BEFORE {event} ON billingo_invoices "
+                    f"WHEN NEW.comment = '{comment}' BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+                )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse_comment() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF NEW.comment = '{comment}' THEN RAISE EXCEPTION 'refused by a test trigger' USING ERRCODE = 'check_violation'; "
+                "END IF; RETURN NEW; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse_comment BEFORE INSERT OR UPDATE ON billingo_invoices "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_comment()"
+            )
+
+
+def test_a_document_the_database_refuses_in_a_full_sweep_is_not_marked_deleted(rig):
+    assert rig.sync().status == COMPLETED
+    refused_id = max(rig.source())
+    _refuse_comment_in_the_database(rig, "refuse me")
+    rig.simulator.corrupt_document(rig.api_key, refused_id, "comment", "refuse me")
+
+    outcome = rig.sync(full=True)
+    log = rig.last_log()
+    assert outcome.status == PARTIAL and log.invoices_marked_deleted == 0
+    [error] = log.errors
+    assert error["document_id"] == refused_id and error["message"].startswith("not stored: the warehouse refused it (")
+    assert "refused by a test trigger" in error["message"] and "INSERT" not in error["message"]
+    # Billingo still has it: the invoice stored before stays live, nothing else moved.
+    assert rig.live_invoice_ids() == set(rig.source())
