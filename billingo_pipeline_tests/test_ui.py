@@ -183,7 +183,8 @@ def asset_graph(page, base_url, syncs):
     text = visit(
         page,
         f"{base_url}/locations/{LOCATION}/asset-groups/billingo",
-        ["billingo_documents_raw", "billingo_invoices", "billingo_invoice_items"],
+        # The partition counts and check badges load after the graph itself: wait for them too.
+        ["billingo_documents_raw", "billingo_invoices", "billingo_invoice_items", "3 partitions", "Asset checks"],
         "01-asset-graph.png",
     )
     assert "3 partitions" in text and "Asset checks" in text
