@@ -440,9 +440,14 @@ def change_hash(payload: Mapping[str, Any]) -> str:
     Like ``content_hash``, but blind to the ``paid_date`` Billingo fills with *today* for documents
     that are not paid: otherwise every unpaid invoice would look changed on every new day.
     """
-    if isinstance(payload, Mapping) and "paid_date" in payload and payload.get("payment_status") not in PAID_STATUSES:
+    if paid_date_ignored(payload):
         payload = {key: value for key, value in payload.items() if key != "paid_date"}
     return content_hash(payload)
+
+
+def paid_date_ignored(payload: object) -> bool:
+    """Whether ``change_hash`` leaves out the payload's ``paid_date`` (it is fake: not paid)."""
+    return isinstance(payload, Mapping) and "paid_date" in payload and payload.get("payment_status") not in PAID_STATUSES
 
 
 def _plain_mapping(value: object) -> dict[str, Any]:
