@@ -39,7 +39,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Context, Decimal
 from types import MappingProxyType
@@ -108,8 +108,17 @@ _PLAIN_DECIMAL = re.compile(r"[+-]?\d+(?:\.\d+)?")
 # "27%", "5,5%" (Hungarian decimal comma) and, defensively, "5.5%"; everything else is a code.
 _VAT_PERCENT = re.compile(r"(\d+(?:[.,]\d+)?)\s*%")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-# A Python str holds a surrogate code point only when the JSON had a lone "\ud800" escape.
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a surrogate code point: a Python str has one only when the JSON had a
+    lone ``"\\ud800"`` escape (a proper pair decodes to one astral character)."""
+    # Strict UTF-8 refuses exactly the surrogate code points, and encodes faster than a regex scans.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _json_type(value: object) -> str:
@@ -143,6 +152,12 @@ def to_decimal(value: object, field: str) -> Decimal | None:
     ``"-3"``) are accepted; booleans, NaN, infinities, locale/currency strings and other types raise
     ``DocumentError`` naming ``field``.
     """
+    # Fast path for what JSON gives: exact int or float (``type(True)`` is bool, so never here).
+    kind = type(value)
+    if kind is int:
+        return Decimal(value)
+    if kind is float and math.isfinite(value):
+        return Decimal(repr(value))  # float's repr is its str: the shortest round-tripping text
     if value is None:
         return None
     # bool is an int subclass: without this check True would silently become Decimal(1).
@@ -255,10 +270,12 @@ class ColumnLimit:
         if value is None:
             return
         if isinstance(value, str):
-            if self.text and "\x00" in value:
-                raise DocumentError(f"{field}: contains a NUL character, which the warehouse cannot store")
-            if self.text and _LONE_SURROGATE.search(value):
-                raise DocumentError(f"{field}: contains an unpaired UTF-16 surrogate, which is not valid Unicode text")
+            if self.text:
+                if "\x00" in value:
+                    raise DocumentError(f"{field}: contains a NUL character, which the warehouse cannot store")
+                # Surrogates are not ASCII, and isascii() is O(1): most text skips the scan.
+                if not value.isascii() and _has_lone_surrogate(value):
+                    raise DocumentError(f"{field}: contains an unpaired UTF-16 surrogate, which is not valid Unicode text")
             if self.max_length is not None and len(value) > self.max_length:
                 raise DocumentError(
                     f"{field}: {len(value):,} characters, more than the {self.max_length:,} the warehouse column holds"
@@ -266,8 +283,15 @@ class ColumnLimit:
         elif isinstance(value, Decimal) and self.digits is not None:
             precision, scale = self.digits
             whole_digits = precision - scale
+            adjusted = value.adjusted()
+            # Rounding to the scale can carry into one more digit before the point (9.9999996 ->
+            # 10.000000 at scale 6), never two: a finite value with at most whole_digits - 1 of them
+            # fits, quantize or not. Non-finite values report adjusted() == 0, hence is_finite():
+            # they take the exact path, which decides them as it always did.
+            if adjusted < whole_digits - 1 and value.is_finite():
+                return
             # Rounded as the column rounds it, in a context wide enough never to fail on its own.
-            fits = value.adjusted() < whole_digits and (
+            fits = adjusted < whole_digits and (
                 value.quantize(Decimal(1).scaleb(-scale), context=Context(prec=precision + 2)).adjusted() < whole_digits
             )
             if not fits:
@@ -284,10 +308,22 @@ class ColumnLimit:
 
 @dataclass(frozen=True)
 class RowLimits:
-    """Column limits of the invoice row and of each item row, by column name."""
+    """Column limits of the invoice row and of each item row, by column name.
+
+    Immutable: both mappings are read-only copies taken at construction, so ``normalize_document``
+    can turn one RowLimits into per-column checks once and reuse them for every document.
+    """
 
     invoice: Mapping[str, ColumnLimit]
     item: Mapping[str, ColumnLimit]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "invoice", MappingProxyType(dict(self.invoice)))
+        object.__setattr__(self, "item", MappingProxyType(dict(self.item)))
+
+    def __reduce__(self) -> tuple[type[RowLimits], tuple[dict[str, ColumnLimit], dict[str, ColumnLimit]]]:
+        # A mappingproxy does not pickle; its dict does, and __post_init__ wraps it again.
+        return (RowLimits, (dict(self.invoice), dict(self.item)))
 
 
 # --- the mapping ----------------------------------------------------------------------------------
@@ -462,69 +498,119 @@ def normalize_document(payload: Mapping[str, Any], limits: RowLimits | None = No
 
     With ``limits`` every value is also checked against what its warehouse column can hold.
     """
-    if not isinstance(payload, Mapping):
+    if not _is_object(payload):
         raise DocumentError(f"document: expected an object, got {_json_type(payload)}")
     document_id = payload.get("id")
     if isinstance(document_id, bool) or not isinstance(document_id, int) or document_id <= 0:
         problem = "missing" if document_id is None else f"{_show(document_id)} is not a positive integer"
         raise DocumentError(f"id: {problem}")
 
+    invoice_steps, item_steps = _steps(limits)
     try:
         invoice: dict[str, object] = {"document_id": document_id}
-        invoice.update(_row(payload, INVOICE_FIELDS, prefix="", document=payload, limits=limits and limits.invoice))
-        items = tuple(_items(payload, limits and limits.item))
+        _fill(invoice, payload, invoice_steps, prefix="", document=payload)
+        items = _items(payload, item_steps)
     except DocumentError as error:
         raise DocumentError(error.message, document_id) from None
     return NormalizedDocument(document_id=document_id, invoice=invoice, items=items)
 
 
-def _items(document: Mapping[str, Any], limits: Mapping[str, ColumnLimit] | None) -> Iterator[dict[str, object]]:
+def _is_object(value: object) -> bool:
+    # JSON objects are dicts: the exact type test spares them the slow abc check other Mappings need.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+# One column of a row, resolved once instead of per document: (column, first key of the source
+# path, the rest of it, display path below the row's prefix, converter, column check or None, stored_if).
+_Step = tuple[
+    str,
+    str,
+    tuple[str, ...],
+    str,
+    Callable[[object, str], object],
+    Callable[[object, str], None] | None,
+    Callable[[Mapping[str, object]], bool] | None,
+]
+
+
+def _compile(fields: tuple[FieldMapping, ...], limits: Mapping[str, ColumnLimit] | None) -> tuple[_Step, ...]:
+    steps = []
+    for mapping in fields:
+        limit = None if limits is None else limits.get(mapping.column)
+        check = None if limit is None else limit.check
+        key, *rest = mapping.source
+        display = ".".join(mapping.source)
+        steps.append((mapping.column, key, tuple(rest), display, mapping.convert, check, mapping.stored_if))
+    return tuple(steps)
+
+
+def _steps(limits: RowLimits | None) -> tuple[tuple[_Step, ...], tuple[_Step, ...]]:
+    """The invoice and item steps for ``limits``, compiled on first use."""
+    if limits is None:
+        return _UNCHECKED_STEPS
+    # By identity: a RowLimits cannot change (read-only copies), and the entry holds it, so its id
+    # is not reused while cached. Callers pass a module constant; the bound only stops a leak.
+    cached = _CHECKED_STEPS.get(id(limits))
+    if cached is None or cached[0] is not limits:
+        if len(_CHECKED_STEPS) >= 16:
+            _CHECKED_STEPS.clear()
+        cached = (limits, (_compile(INVOICE_FIELDS, limits.invoice), _compile(ITEM_FIELDS, limits.item)))
+        _CHECKED_STEPS[id(limits)] = cached
+    return cached[1]
+
+
+_UNCHECKED_STEPS = (_compile(INVOICE_FIELDS, None), _compile(ITEM_FIELDS, None))
+_CHECKED_STEPS: dict[int, tuple[RowLimits, tuple[tuple[_Step, ...], tuple[_Step, ...]]]] = {}
+
+
+def _items(document: Mapping[str, Any], steps: tuple[_Step, ...]) -> tuple[dict[str, object], ...]:
     items = document.get("items")
     if items is None:
-        return
+        return ()
     if not isinstance(items, list):
         raise DocumentError(f"items: expected an array, got {_json_type(items)}")
+    rows = []
     for index, item in enumerate(items):
         prefix = f"items[{index}]"
-        if not isinstance(item, Mapping):
+        if not _is_object(item):
             raise DocumentError(f"{prefix}: expected an object, got {_json_type(item)}")
-        yield {"position": index + 1, **_row(item, ITEM_FIELDS, prefix=prefix, document=document, limits=limits)}
+        row: dict[str, object] = {"position": index + 1}
+        _fill(row, item, steps, prefix=prefix, document=document)
+        rows.append(row)
+    return tuple(rows)
 
 
-def _row(
+def _fill(
+    row: dict[str, object],
     source: Mapping[str, Any],
-    fields: tuple[FieldMapping, ...],
+    steps: tuple[_Step, ...],
     *,
     prefix: str,
     document: Mapping[str, Any],
-    limits: Mapping[str, ColumnLimit] | None = None,
-) -> dict[str, object]:
-    row: dict[str, object] = {}
-    for mapping in fields:
-        if mapping.stored_if is not None and not mapping.stored_if(document):
-            row[mapping.column] = None
+) -> None:
+    """Add the columns of ``steps``, read from ``source`` (the document, or its item at ``prefix``)."""
+    for column, key, rest, display, convert, check, stored_if in steps:
+        if stored_if is not None and not stored_if(document):
+            row[column] = None
             continue
-        value, field = _lookup(source, mapping.source, prefix)
-        converted = mapping.convert(value, field)
-        if limits is not None and mapping.column in limits:
-            limits[mapping.column].check(converted, field)
-        row[mapping.column] = converted
-    return row
+        field = f"{prefix}.{display}" if prefix else display
+        value = source.get(key)
+        if rest:
+            value = _descend(value, (key, *rest), prefix)
+        value = convert(value, field)
+        if check is not None and value is not None:
+            check(value, field)
+        row[column] = value
 
 
-def _lookup(source: Mapping[str, Any], path: tuple[str, ...], prefix: str) -> tuple[object, str]:
-    """The value at ``path`` and its display path; an absent or null object on the way gives None."""
-    value: object = source
-    walked = prefix
-    for key in path:
+def _descend(value: object, path: tuple[str, ...], prefix: str) -> object:
+    """The value at ``path`` given ``value``, the one at ``path[0]``; an absent or null object on
+    the way gives None."""
+    for depth in range(1, len(path)):
         if value is None:
-            return None, _join(prefix, *path)
-        if not isinstance(value, Mapping):
+            return None
+        if not _is_object(value):
+            walked = ".".join(part for part in (prefix, *path[:depth]) if part)
             raise DocumentError(f"{walked}: expected an object, got {_json_type(value)}")
-        value = value.get(key)
-        walked = _join(walked, key)
-    return value, walked
-
-
-def _join(*parts: str) -> str:
-    return ".".join(part for part in parts if part)
+        value = value.get(path[depth])
+    return value

@@ -24,7 +24,9 @@ from billingo_pipeline.normalize import (
     MAPPED_FIELDS,
     PAID_STATUSES,
     RAW_ONLY_FIELDS,
+    ColumnLimit,
     DocumentError,
+    RowLimits,
     change_hash,
     content_hash,
     normalize_document,
@@ -898,3 +900,167 @@ def test_change_hash_ignores_the_fake_paid_date_of_unpaid_documents(status):
 def test_change_hash_sees_real_payment_dates(status):
     paid = {"id": 1, "payment_status": status, "paid_date": "2026-11-25"}
     assert change_hash(paid) != change_hash(dict(paid, paid_date="2026-11-20"))
+
+
+# --- column limits: the edges the checks' shortcuts rely on ---------------------------------------
+# ColumnLimit.check skips the exact decimal rounding for values well inside the column and the
+# surrogate scan for ASCII text; these pin the values right at those edges.
+
+LIMITS = schema.WAREHOUSE_ROW_LIMITS
+
+
+def _refusal(document: Mapping[str, Any], limits=LIMITS) -> str | None:
+    """The document's error message under ``limits``, None when it normalizes."""
+    try:
+        normalize_document(document, limits)
+    except DocumentError as error:
+        assert error.document_id == document["id"]
+        return error.message
+    return None
+
+
+@pytest.mark.parametrize(
+    "path, amount, message",
+    [
+        # NUMERIC(20, 6) holds 14 digits before the point; rounding to 6 places decides.
+        (("gross_total",), "99999999999999.999999", None),
+        (("gross_total",), "99999999999999.9999994", None),  # rounds down to the largest value
+        (("gross_total",), "99999999999999.9999995", "gross_total: 9.99999999999999999995E+13 is out of range for the "
+                                                     "warehouse (at most 14 digits before the decimal point)"),
+        (("summary", "net_amount"), "-99999999999999.9999995", "summary.net_amount: -9.99999999999999999995E+13 is out of "
+                                                               "range for the warehouse (at most 14 digits before the decimal point)"),
+        (("gross_total",), "100000000000000", "gross_total: 1E+14 is out of range for the warehouse "
+                                              "(at most 14 digits before the decimal point)"),
+        # 13 digits rounding up to 14: one digit gained, still inside the column.
+        (("gross_total",), "9999999999999.9999995", None),
+        (("items", 0, "quantity"), "99999999999999.9999995", "items[0].quantity: 9.99999999999999999995E+13 is out of "
+                                                             "range for the warehouse (at most 14 digits before the decimal point)"),
+        (("items", 0, "net_amount"), 99999999999999.98, None),  # a float as JSON gives it
+        (("conversion_rate",), "999999999999.999999995", "conversion_rate: 9.99999999999999999995E+11 is out of range "
+                                                          "for the warehouse (at most 12 digits before the decimal point)"),
+        (("conversion_rate",), "99999999999.999999995", None),
+        # vat_percent is NUMERIC(7, 4): 3 digits before the point.
+        (("items", 0, "vat"), "999.99995%", "items[0].vat: 9.9999995E+2 is out of range for the warehouse "
+                                    "(at most 3 digits before the decimal point)"),
+        (("items", 0, "vat"), "999.99994%", None),
+        (("items", 0, "vat"), "99.99995%", None),
+    ],
+)
+def test_decimal_limit_decided_after_rounding_to_the_column_scale(path, amount, message):
+    assert _refusal(_set(_huf(), path, amount)) == message
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (2**63 - 1, None),
+        (-(2**63), None),
+        (2**63, "block_id: 9223372036854775808 is out of range for a 64-bit integer column"),
+        (-(2**63) - 1, "block_id: -9223372036854775809 is out of range for a 64-bit integer column"),
+    ],
+)
+def test_integer_limit_at_the_column_bounds(value, message):
+    assert _refusal(_set(_huf(), ("block_id",), value)) == message
+
+
+SURROGATE = "document_partner.name: contains an unpaired UTF-16 surrogate, which is not valid Unicode text"
+NUL = "document_partner.name: contains a NUL character, which the warehouse cannot store"
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("Kiss Kft.", None),
+        ("Árvíztűrő Kft. 🧾 𠜎", None),  # non-ASCII, astral characters included
+        ("Kiss \ud800 Kft.", SURROGATE),
+        ("Árvíztűrő tükörfúrógép Kft. 🧾" + "\udfff", SURROGATE),  # only the last code point is one
+        ("\ud83d\ude00", SURROGATE),  # a pair written as two code points is still two surrogates
+        ("Kiss\x00Kft", NUL),
+        ("Árvíztűrő\x00Kft", NUL),
+        ("Ő" * 255, None),
+        ("Ő" * 256, "document_partner.name: 256 characters, more than the 255 the warehouse column holds"),
+    ],
+)
+def test_text_limits_on_ascii_and_non_ascii_text(name, message):
+    assert _refusal(_set(_huf(), ("document_partner", "name"), name)) == message
+
+
+def test_lone_surrogate_refused_in_an_item_too():
+    document = _set(_huf(), ("items", 1, "name"), "Szakkönyv \udc00")
+
+    assert _refusal(document) == "items[1].name: contains an unpaired UTF-16 surrogate, which is not valid Unicode text"
+
+
+def test_any_mapping_at_every_level_with_limits():
+    document = _huf()
+    document["document_partner"]["address"] = MappingProxyType(document["document_partner"]["address"])
+    document["document_partner"] = MappingProxyType(document["document_partner"])
+    document["items"] = [MappingProxyType(item) for item in document["items"]]
+
+    assert normalize_document(MappingProxyType(document), LIMITS) == normalize_document(_huf(), LIMITS)
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("document_partner", "address"), "Szeged", "document_partner.address: expected an object, got string"),
+        (("document_partner",), ["Vevő Bt."], "document_partner: expected an object, got array"),
+        (("summary",), 158000, "summary: expected an object, got number"),
+        (("items", 2), {"quantity": "két darab"}, "items[2].quantity: 'két darab' is not a number"),
+        (("items", 1, "product_id"), "9001", "items[1].product_id: expected an integer, got string '9001'"),
+        (("document_partner", "emails", 1), 42, "document_partner.emails[1]: expected a string, got number"),
+    ],
+)
+def test_error_messages_name_the_path_exactly(path, value, message):
+    document = _huf()
+    if path[0] == "items" and len(path) == 2:
+        document["items"].append(value)
+    else:
+        _set(document, path, value)
+
+    assert _refusal(document, None) == message
+    assert _refusal(document) == message
+
+
+def test_null_object_on_the_way_gives_none_columns_under_limits():
+    document = _set(_set(_huf(), ("document_partner", "address"), None), ("summary",), None)
+
+    invoice = normalize_document(document, LIMITS).invoice
+
+    assert [invoice[c] for c in ("partner_city", "partner_post_code", "net_total", "vat_total_local")] == [None] * 4
+
+
+def test_each_row_limits_applies_its_own_columns():
+    tight = RowLimits(invoice={**LIMITS.invoice, "partner_name": ColumnLimit(max_length=3, text=True)}, item=LIMITS.item)
+
+    for _ in range(2):  # alternating, as callers with different limits would
+        assert _refusal(_huf()) is None
+        assert _refusal(_huf(), tight) == "document_partner.name: 8 characters, more than the 3 the warehouse column holds"
+
+
+def test_row_limits_cannot_change_after_construction():
+    # normalize_document compiles a RowLimits once and reuses it; a later change would go unseen.
+    invoice = {"partner_name": ColumnLimit(max_length=3, text=True)}
+    limits = RowLimits(invoice=invoice, item={})
+    invoice["partner_name"] = ColumnLimit(max_length=300, text=True)
+
+    assert limits.invoice["partner_name"].max_length == 3
+    with pytest.raises(TypeError):
+        limits.invoice["partner_name"] = ColumnLimit()  # type: ignore[index]
+    assert _refusal(_huf(), limits) == "document_partner.name: 8 characters, more than the 3 the warehouse column holds"
+
+
+def test_row_limits_pickle():
+    import pickle
+
+    assert pickle.loads(pickle.dumps(LIMITS)) == LIMITS
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(type("Amount", (float,), {})(2.5), Decimal("2.5")), (type("Count", (int,), {})(3), Decimal("3"))],
+)
+def test_to_decimal_number_subclasses(value, expected):
+    result = to_decimal(value, "f")
+
+    assert result == expected and type(result) is Decimal and str(result) == str(expected)
