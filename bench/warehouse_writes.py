@@ -29,7 +29,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from billingo_pipeline.normalize import change_hash, normalize_document
+from billingo_pipeline.normalize import normalize_document
 from billingo_pipeline.simulator.data import generate_documents
 from billingo_pipeline.warehouse import documents as store
 from billingo_pipeline.warehouse.companies import add_company
@@ -63,7 +63,7 @@ def fresh_warehouse(dialect: str) -> Iterator[str]:
 
 def legacy_raw(conn, company_id, sync_id, documents, now):
     rows = []
-    for document_id, payload, content_hash in documents:
+    for document_id, payload, content_hash, *_ in documents:
         stored, verbatim = store.storable_payload(payload)
         rows.append({
             "company_id": company_id, "document_id": document_id, "payload": stored, "payload_verbatim": verbatim,
@@ -93,9 +93,9 @@ def prepare_pages(count: int) -> list[tuple[list, list, list]]:
     pages = []
     for start in range(0, count, PAGE_SIZE):
         page = documents[start:start + PAGE_SIZE]
-        raw_rows = [(d["id"], d, change_hash(d)) for d in page]
+        raw_rows = [store.raw_document(d["id"], d) for d in page]
         normalized = [normalize_document(d, WAREHOUSE_ROW_LIMITS) for d in page]
-        invoice_rows = [{**n.invoice, "source_hash": h} for n, (_, _, h) in zip(normalized, raw_rows)]
+        invoice_rows = [{**n.invoice, "source_hash": r.content_hash} for n, r in zip(normalized, raw_rows)]
         item_rows = [{**item, "document_id": n.document_id} for n in normalized for item in n.items]
         pages.append((raw_rows, invoice_rows, item_rows))
     return pages

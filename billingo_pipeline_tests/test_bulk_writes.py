@@ -8,6 +8,7 @@ same rows, and with what SQLite stores.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from decimal import Decimal
 
@@ -43,9 +44,9 @@ def _page(count: int = 100, seed: int = 7) -> list[dict]:
 
 
 def _rows(documents: list[dict]) -> tuple[list, list, list]:
-    raw_rows = [(d["id"], d, change_hash(d)) for d in documents]
+    raw_rows = [store.raw_document(d["id"], d) for d in documents]
     normalized = [normalize_document(d, WAREHOUSE_ROW_LIMITS) for d in documents]
-    invoice_rows = [{**n.invoice, "source_hash": h} for n, (_, _, h) in zip(normalized, raw_rows)]
+    invoice_rows = [{**n.invoice, "source_hash": r.content_hash} for n, r in zip(normalized, raw_rows)]
     item_rows = [{**item, "document_id": n.document_id} for n in normalized for item in n.items]
     return raw_rows, invoice_rows, item_rows
 
@@ -67,7 +68,7 @@ def _write_page_by_plain_insert(engine, company_id: int, sync_id: int, documents
     raw_rows, invoice_rows, item_rows = _rows(documents)
     with engine.begin() as conn:
         rows = []
-        for document_id, payload, content_hash in raw_rows:
+        for document_id, payload, content_hash, *_ in raw_rows:
             stored, verbatim = store.storable_payload(payload)
             rows.append({"company_id": company_id, "document_id": document_id, "payload": stored,
                          "payload_verbatim": verbatim, "content_hash": content_hash, "first_fetched_at": NOW,
@@ -306,3 +307,26 @@ def test_postgresql_tables_get_statistics_as_they_grow(postgres_database_url):
             "EXPLAIN SELECT 1 FROM ONLY billingo_invoices x WHERE company_id = :c AND document_id = :d FOR KEY SHARE OF x"),
             {"c": company.id, "d": 5}).scalars())
     assert "uq_billingo_invoices_company_id_document_id" in plan
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"id": 1, "b": 1, "a": [1.5, "x"], "payment_status": "paid", "paid_date": "2026-01-02"},
+        {"id": 2, "payment_status": "outstanding", "paid_date": "2026-11-30", "gross_total": 0.1},  # fake paid_date
+        {"id": 3, "comment": "nul \x00 inside"},
+        {"id": 4, "comment": "lone \ud800 surrogate"},
+        {"id": 5, "gross_total": math.nan, "net": math.inf},
+        {"id": 6, "comment": HOSTILE, "nested": {"z": None, "y": True}},
+    ],
+    ids=["paid", "fake-paid-date", "nul", "surrogate", "non-finite", "hostile"],
+)
+def test_one_serialization_gives_the_change_hash_and_a_lossless_stored_form(payload):
+    document = store.raw_document(payload["id"], payload)
+    assert document.content_hash == change_hash(payload)
+    stored, verbatim = store.storable_payload(payload)
+    # Compared as text: a NaN never equals itself.
+    assert json.dumps(document.stored, sort_keys=True) == json.dumps(stored, sort_keys=True)
+    assert document.verbatim == verbatim
+    if document.text is not None:  # what the JSON column gets holds the stored value
+        assert json.loads(document.text) == document.stored

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -48,9 +49,13 @@ class ListEndpoint:
     path: str
     # The query parameter an incremental sync filters on; None: every sync of it is a full sweep.
     modified_since_filter: str | None
-    # Stores one page of items with usable ids, in one transaction where it can (one poisoned item
-    # costs that item only).
-    store_page: Callable[[Engine, PageContext, Sequence[tuple[int, dict]]], PageOutcome]
+    # One page of items with usable ids, in two steps so the engine can write one page while it
+    # prepares the next: ``prepare_page`` reads what is stored of them and does the CPU work
+    # (hashing, normalization) without writing; ``write_page`` writes, in one transaction where it
+    # can (one poisoned item costs that item only). A sweep yields every id once, so the two
+    # pages in flight never hold the same item.
+    prepare_page: Callable[[Engine, PageContext, Sequence[tuple[int, dict]]], Any]
+    write_page: Callable[[Engine, PageContext, Any], PageOutcome]
     # After a complete full sweep: marks what Billingo no longer returns (never deletes); gets the
     # ids the sync saw but the final pass did not; returns how many rows it marked.
     mark_vanished: Callable[[Engine, PageContext, Sequence[int]], int]

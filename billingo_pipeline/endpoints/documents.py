@@ -1,8 +1,9 @@
 """``GET /documents``: issued documents (invoices, proformas, receipts, ...) with their items.
 
-A page is stored in one transaction: for every document that is new or changed (by its change
-hash, blind to Billingo's fake ``paid_date``), the raw payload, the invoice and its items; the
-unchanged ones are only marked as seen. Normalization is the pure ``normalize.normalize_document``,
+A page is prepared (what is stored of its documents is read, each is hashed, the new and changed
+ones normalized) and then written in one transaction: for every document that is new or changed
+(by its change hash, blind to Billingo's fake ``paid_date``), the raw payload, the invoice and
+its items; the unchanged ones are only marked as seen. Normalization is the pure ``normalize.normalize_document``,
 checked against what the warehouse columns can hold, so one poisoned document fails alone.
 """
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Connection, Engine
 
 from ..iterables import chunked
-from ..normalize import DocumentError, change_hash, normalize_document
+from ..normalize import DocumentError, normalize_document
 from ..warehouse import documents as store
 from ..warehouse.refusals import write_isolating_refusals
 from ..warehouse.schema import WAREHOUSE_ROW_LIMITS
@@ -39,7 +40,7 @@ class _Document:
     """One new or changed document of a page, ready to write."""
 
     document_id: int
-    raw: tuple[int, dict, str]  # (id, payload, content hash)
+    raw: store.RawDocument | None  # None when only the invoice and items are rebuilt
     invoice: dict | None  # None: normalization failed, only the raw payload is stored
     items: list[dict] = field(default_factory=list)
 
@@ -54,36 +55,55 @@ def _unchanged(state, content_hash: str) -> bool:
     )
 
 
-def store_document_page(engine: Engine, page: PageContext, documents: Sequence[tuple[int, dict]]) -> PageOutcome:
-    outcome = PageOutcome()
+@dataclass
+class PreparedDocumentPage:
+    """A page decided and normalized (``prepare_document_page``), ready for its writes."""
+
+    unchanged: list[int]  # only marked as seen
+    to_write: list[_Document]  # new or changed, with their raw payload
+    kinds: dict[int, str]  # document id -> "created" / "updated" / "unchanged" (rewritten to clear a mark)
+    restoring: set[int]  # marked deleted in source before, returned again
+    errors: list[dict]  # documents whose normalization failed (their raw payload is still written)
+
+
+def prepare_document_page(engine: Engine, page: PageContext, documents: Sequence[tuple[int, dict]]) -> PreparedDocumentPage:
+    """What to do with each document of the page, by its change hash against what is stored;
+    normalization of the new and changed ones. Reads the warehouse, writes nothing."""
     with engine.connect() as conn:
         states = store.document_states(conn, page.company_id, [document_id for document_id, _ in documents])
-    unchanged: list[int] = []
-    to_write: list[_Document] = []
-    kinds: dict[int, str] = {}
-    restoring: set[int] = set()
+    prepared = PreparedDocumentPage([], [], {}, set(), [])
     for document_id, payload in documents:
-        content_hash = change_hash(payload)
+        raw = store.raw_document(document_id, payload)
+        content_hash = raw.content_hash
         state = states.get(document_id)
         if _unchanged(state, content_hash):
-            unchanged.append(document_id)
+            prepared.unchanged.append(document_id)
             continue
-        document = _Document(document_id, (document_id, payload, content_hash), None)
+        document = _Document(document_id, raw, None)
         try:
             normalized = normalize_document(payload, WAREHOUSE_ROW_LIMITS)
         except DocumentError as exc:
-            outcome.errors.append({"document_id": document_id, "message": exc.message})
+            prepared.errors.append({"document_id": document_id, "message": exc.message})
         else:
             document.invoice = {**normalized.invoice, "source_hash": invoice_source_hash(content_hash)}
             document.items = [{**item, "document_id": document_id} for item in normalized.items]
-            kinds[document_id] = "created" if state is None or state.source_hash is None else "updated"
+            kind = "created" if state is None or state.source_hash is None else "updated"
             if state is not None and state.content_hash == content_hash and state.source_hash == invoice_source_hash(content_hash):
                 # Rewritten only to clear a missing/deleted mark: Billingo did not change it, so
                 # it counts as unchanged (and restored), never as updated.
-                kinds[document_id] = "unchanged"
+                kind = "unchanged"
+            prepared.kinds[document_id] = kind
             if state is not None and state.deleted_in_source_at is not None:
-                restoring.add(document_id)
-        to_write.append(document)
+                prepared.restoring.add(document_id)
+        prepared.to_write.append(document)
+    return prepared
+
+
+def write_document_page(engine: Engine, page: PageContext, prepared: PreparedDocumentPage) -> PageOutcome:
+    """The page's writes: every new or changed document's raw payload, invoice and items in one
+    transaction (one the database refuses is written alone, ``write_isolating_refusals``), and
+    the unchanged ones marked as seen."""
+    outcome = PageOutcome(errors=list(prepared.errors))
 
     def write(conn: Connection, batch: Sequence[_Document]) -> None:
         store.upsert_raw_documents(conn, page.company_id, page.sync_id, [d.raw for d in batch], page.now)
@@ -92,28 +112,29 @@ def store_document_page(engine: Engine, page: PageContext, documents: Sequence[t
             conn, page.company_id, [d.invoice for d in with_invoice], [i for d in with_invoice for i in d.items], page.now
         )
 
-    if unchanged:
+    if prepared.unchanged:
         with engine.begin() as conn:
-            store.touch_raw_documents(conn, page.company_id, page.sync_id, unchanged, page.now)
-    refused = write_isolating_refusals(engine, to_write, write, lambda d: d.document_id)
+            store.touch_raw_documents(conn, page.company_id, page.sync_id, prepared.unchanged, page.now)
+    refused = write_isolating_refusals(engine, prepared.to_write, write, lambda d: d.document_id)
     if refused:
         # Billingo still has them: what was stored of them before must not look vanished to the
         # full sweep's end (it marks every raw row this sync did not see).
         with engine.begin() as conn:
             store.touch_raw_documents(conn, page.company_id, page.sync_id, sorted(refused), page.now)
-    for document in to_write:
+    for document in prepared.to_write:
         if document.document_id in refused:
             outcome.errors.append({"document_id": document.document_id, "message": f"not stored: {refused[document.document_id]}"})
         elif document.invoice is not None:
-            if kinds[document.document_id] == "created":
+            kind = prepared.kinds[document.document_id]
+            if kind == "created":
                 outcome.created += 1
-            elif kinds[document.document_id] == "unchanged":
+            elif kind == "unchanged":
                 outcome.skipped += 1
             else:
                 outcome.updated += 1
-            outcome.restored += document.document_id in restoring
+            outcome.restored += document.document_id in prepared.restoring
             outcome.items_written += len(document.items)
-    outcome.skipped += len(unchanged)
+    outcome.skipped += len(prepared.unchanged)
     return outcome
 
 
@@ -132,7 +153,8 @@ DOCUMENTS = ListEndpoint(
     name="documents",
     path="/documents",
     modified_since_filter="last_modified_date",
-    store_page=store_document_page,
+    prepare_page=prepare_document_page,
+    write_page=write_document_page,
     mark_vanished=mark_vanished_documents,
 )
 
@@ -173,7 +195,7 @@ def renormalize_stored_documents(engine: Engine, company_id: int, *, batch_size:
                 errors.append({"document_id": row.document_id, "message": exc.message})
                 continue
             batch.append(_Document(
-                row.document_id, (row.document_id, row.payload, row.content_hash),
+                row.document_id, None,
                 {**normalized.invoice, "source_hash": invoice_source_hash(row.content_hash)},
                 [{**item, "document_id": row.document_id} for item in normalized.items],
             ))

@@ -1,4 +1,10 @@
-"""Bulk writes of one page (raw rows, invoices, items) on PostgreSQL: planner statistics, COPY, one set-based upsert.
+"""Bulk writes of one page (raw rows, invoices, items): COPY and one set-based upsert on PostgreSQL,
+one prepared ``executemany`` on SQLite; both bind every value exactly as an ``INSERT`` would.
+
+On SQLite, ``conn.execute(insert, rows)`` spends more time in SQLAlchemy (compiling, building and
+processing each row's parameters by name) than SQLite spends writing; ``upsert_many`` and
+``insert_many`` bind the rows to tuples once (``bound_rows``) and hand them to the driver's own
+``executemany`` of one statement.
 
 Why PostgreSQL needs more than an ``executemany``: the item foreign key is checked by a trigger per
 row, and PostgreSQL plans that check once per session and keeps the plan. Planned while the
@@ -78,13 +84,13 @@ def _planned_columns(table: sa.Table) -> list[str]:
 
 
 class JsonText(str):
-    """JSON text already serialized for a JSON column: COPY sends it as it is."""
+    """JSON text already serialized for a JSON column: sent as it is, not serialized again."""
 
 
 def _converter(conn: Connection, column: sa.Column) -> Callable[[Any], Any] | None:
-    """What an INSERT's bind step does to a value of ``column``, for COPY; None: nothing."""
+    """What an INSERT's bind step does to a value of ``column``; None: nothing."""
     process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    if isinstance(column.type, ExactDecimal):
+    if isinstance(column.type, ExactDecimal) and is_postgresql(conn):
         # The quantized Decimal as plain digits ("0.00000001", never "1E-8"): the text SQLite
         # stores for the same value.
         def exact(value: Any, process=process) -> Any:
@@ -155,6 +161,42 @@ def _columns_of(table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> list[sa.C
     # The first row's keys decide the columns, as for ``conn.execute(insert, rows)``.
     keys = rows[0].keys()
     return [column for column in table.columns if column.name in keys]
+
+
+def insert_many(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` into ``table``: COPY on PostgreSQL, one ``executemany`` on SQLite."""
+    if is_postgresql(conn):
+        copy_insert(conn, table, rows)
+    elif rows:
+        columns = _columns_of(table, rows)
+        names = [c.name for c in columns]
+        statement = f'INSERT INTO "{table.name}" ({", ".join(_quoted(names))}) VALUES ({", ".join("?" * len(names))})'
+        conn.exec_driver_sql(statement, bound_rows(conn, columns, rows))
+
+
+def upsert_many(
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict_columns: Sequence[str],
+    update_columns: Iterable[str],
+) -> None:
+    """``rows`` into ``table``; where the unique key exists, overwrite ``update_columns`` only.
+    ``copy_upsert`` on PostgreSQL; one ``executemany`` of ``INSERT ... ON CONFLICT`` on SQLite."""
+    if is_postgresql(conn):
+        copy_upsert(conn, table, rows, conflict_columns=conflict_columns, update_columns=update_columns)
+        return
+    if not rows:
+        return
+    columns = _columns_of(table, rows)
+    names = [c.name for c in columns]
+    updates = ", ".join(f'"{name}" = excluded."{name}"' for name in update_columns)
+    statement = (
+        f'INSERT INTO "{table.name}" ({", ".join(_quoted(names))}) VALUES ({", ".join("?" * len(names))}) '
+        f'ON CONFLICT ({", ".join(_quoted(conflict_columns))}) DO UPDATE SET {updates}'
+    )
+    conn.exec_driver_sql(statement, bound_rows(conn, columns, rows))
 
 
 def copy_insert(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:

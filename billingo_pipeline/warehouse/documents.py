@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..normalize import change_hash, paid_date_ignored
 from .schema import billingo_documents_raw as raw
 from .schema import billingo_invoice_items as items
 from .schema import billingo_invoices as invoices
@@ -62,27 +64,57 @@ def _json_stand_in(value: Any) -> Any:
     return value
 
 
+class RawDocument(NamedTuple):
+    """One document as its raw row stores it (``raw_document``)."""
+
+    document_id: int
+    payload: Any  # as received; what the JSON column gets is ``stored``
+    content_hash: str  # normalize.change_hash of the payload
+    stored: Any  # for the JSON column: the payload, or its stand-in when ``verbatim`` is set
+    verbatim: str | None  # exact JSON text, only when the JSON column cannot hold the payload
+    text: str | None  # the JSON column's text when it is already serialized
+
+
+def raw_document(document_id: int, payload: Any) -> RawDocument:
+    """``payload``'s change hash and its storable form from one serialization.
+
+    The canonical JSON text ``normalize.content_hash`` hashes (sorted keys, no whitespace, UTF-8)
+    is also valid text for the JSON column, so a payload is serialized once for both, not three
+    times (hash, storability check, the column's bind). Only a document whose change hash leaves
+    out the fake ``paid_date`` needs a second serialization, and one the warehouse cannot hold
+    as it is (``storable_payload``) takes the careful path.
+    """
+    try:
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        canonical = text.encode("utf-8")
+    except (ValueError, TypeError):  # a non-finite number, a lone surrogate, a non-dict mapping
+        text = None
+    if text is None or "\\u0000" in text:
+        stored, verbatim, text = _storable_json(payload)
+        return RawDocument(document_id, payload, change_hash(payload), stored, verbatim, text)
+    content_hash = change_hash(payload) if paid_date_ignored(payload) else hashlib.sha256(canonical).hexdigest()
+    return RawDocument(document_id, payload, content_hash, payload, None, text)
+
+
 def stored_payload(payload: Any, verbatim: str | None) -> Any:
     """The payload exactly as Billingo sent it, from a raw row's two columns."""
     return json.loads(verbatim) if verbatim is not None else payload
 
 
 def upsert_raw_documents(
-    conn: Connection, company_id: int, sync_id: int, documents: Sequence[tuple[int, dict, str]], now: dt.datetime
+    conn: Connection, company_id: int, sync_id: int, documents: Sequence[RawDocument], now: dt.datetime
 ) -> None:
-    """Store ``(document_id, payload, content_hash)`` as received; re-seen documents lose ``missing_since``."""
+    """Store documents (``raw_document``) as received; re-seen documents lose ``missing_since``."""
     rows = []
-    # COPY takes the JSON text storable_payload has already made (JSONB parses it into the same
-    # value a bound dict gives): one serialization per payload instead of two.
-    serialized = bulk.is_postgresql(conn)
-    for document_id, payload, content_hash in documents:
-        stored, verbatim, text = _storable_json(payload)
+    for document in documents:
         rows.append({
             "company_id": company_id,
-            "document_id": document_id,
-            "payload": bulk.JsonText(text) if serialized and text is not None else stored,
-            "payload_verbatim": verbatim,
-            "content_hash": content_hash,
+            "document_id": document.document_id,
+            # The text raw_document made: JSONB parses it into the value a bound dict would give,
+            # SQLite stores it; never serialized a second time.
+            "payload": bulk.JsonText(document.text) if document.text is not None else document.stored,
+            "payload_verbatim": document.verbatim,
+            "content_hash": document.content_hash,
             "first_fetched_at": now,
             "last_fetched_at": now,
             "last_seen_sync_id": sync_id,
@@ -197,10 +229,7 @@ def write_invoices_with_items(
     conn.execute(items.delete().where(items.c.company_id == company_id, items.c.document_id.in_(document_ids)))
     if item_rows:
         item_values = [{**row, "company_id": company_id} for row in item_rows]
-        if bulk.is_postgresql(conn):
-            bulk.copy_insert(conn, items, item_values)
-        else:
-            conn.execute(items.insert(), item_values)
+        bulk.insert_many(conn, items, item_values)
 
 
 def set_deleted_in_source(
