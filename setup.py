@@ -18,6 +18,9 @@ setup(
     install_requires=[
         *DAGSTER_PINS,
         "requests>=2.31",
+        # Billingo's pages parsed ~3x faster than the stdlib (the sync is bound by one core's
+        # Python); the stdlib still reads what orjson refuses or would read differently.
+        "orjson>=3.9",
         "pandas>=2.1",
         "sqlalchemy>=2.0,<2.2",
         # Schema changes after the first release must not need a hand-written ALTER per dialect.

@@ -25,11 +25,13 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 import requests
 
 from .credentials import clean_api_key
@@ -479,6 +481,12 @@ def _checked_page(
     return DocumentPage(page, documents, total, per_page, last_page, tuple(problems))
 
 
+# A JSON number of 19 or more digits before any fraction. orjson reads an integer beyond 64 bits as
+# a float (silently inexact), so a body with one is left to the stdlib, which keeps it exact. A
+# number value always follows ':', ',' or '['; the same text inside a string only costs speed.
+_LONG_NUMBER = re.compile(rb"[:,\[]\s*-?\d{19}")
+
+
 def parse_json_body(response: requests.Response) -> Any:
     """The body as the standard library's json reads it, whatever else is installed.
 
@@ -486,8 +494,18 @@ def parse_json_body(response: requests.Response) -> Any:
     (since 3.19) refuses ``NaN``/``Infinity``: a whole page would then look like invalid JSON and
     be retried and failed, where the stdlib parser hands the one bad number to the document
     checks. UTF-8 per RFC 8259, which is what Billingo sends.
+
+    orjson reads it first, several times faster and to the same values; whatever it refuses
+    (``NaN``, a lone surrogate, invalid UTF-8, deep nesting) or would read as a float (an integer
+    beyond 64 bits) is read by the stdlib, with the stdlib's result or error.
     """
-    return json.loads(response.content.decode("utf-8"))
+    body = response.content
+    if not _LONG_NUMBER.search(body):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(body.decode("utf-8"))
 
 
 def _error_message(response: requests.Response) -> str:

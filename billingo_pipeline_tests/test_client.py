@@ -5,11 +5,14 @@ Every request the client sends is also checked against the published OpenAPI spe
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 
 import pytest
+import requests
 
-from billingo_pipeline.billingo_client import BillingoApiError, BillingoClient, SweepResult, sweep_documents
+from billingo_pipeline.billingo_client import BillingoApiError, BillingoClient, SweepResult, parse_json_body, sweep_documents
 from billingo_pipeline.credentials import CredentialError
 from billingo_pipeline.simulator import BillingoSimulator, generate_api_key
 from billingo_pipeline_tests import spec
@@ -197,3 +200,45 @@ def test_key_that_cannot_be_a_header_is_refused_without_echoing_it(org):
 def test_page_size_outside_the_spec_is_refused_locally():
     with pytest.raises(ValueError, match="between 1 and 100"):
         BillingoClient("http://127.0.0.1:1/v3", API_KEY, company="acme", page_size=101)
+
+
+def _response(body: bytes) -> requests.Response:
+    response = requests.Response()
+    response._content = body
+    response.status_code = 200
+    return response
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": [{"id": 1, "gross_total": 12700.5, "paid": null, "ok": true, "tiny": 5e-324, "neg": -0}]}',
+        b'{"id": 123456789012345678901234567890}',  # beyond 64 bits: must stay an exact int
+        b'{"a": [1, -98765432109876543210, 3]}',
+        b'{"iban": "HU42117730161111101800000000", "n": 12}',  # long digits inside a string
+        b'{"amount": NaN, "big": Infinity}',  # not JSON: handed on, the document checks refuse it
+        b'{"comment": "lone \\ud800 surrogate"}',
+        b'{"comment": "nul \\u0000 and \\u00e1rv\\u00edzt\\u0171r\\u0151"}',
+        '{"name": "Árvíztűrő tükörfúrógép"}'.encode(),
+    ],
+)
+def test_a_body_is_read_to_exactly_what_the_stdlib_reads(body):
+    expected = json.loads(body.decode("utf-8"))
+    parsed = parse_json_body(_response(body))
+    # Compared with their types, and NaN by its text (it never equals itself).
+    assert json.dumps(parsed, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert repr(parsed) == repr(expected) or any(isinstance(v, float) and math.isnan(v) for v in expected.values())
+
+
+def test_a_body_that_is_not_json_raises_as_the_stdlib_does():
+    with pytest.raises(ValueError):
+        parse_json_body(_response(b'{"data": [1, 2'))
+    with pytest.raises(UnicodeDecodeError):
+        parse_json_body(_response(b'{"name": "\xff"}'))
+
+
+def test_simulator_pages_read_the_same_as_the_stdlib_reads_them(org):
+    session = requests.Session()
+    response = session.get(f"{org.base_url}/documents", params={"page": 1, "per_page": 100}, headers={"X-API-KEY": API_KEY})
+    assert response.status_code == 200
+    assert repr(parse_json_body(response)) == repr(json.loads(response.content.decode("utf-8")))
