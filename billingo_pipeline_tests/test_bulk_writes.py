@@ -330,3 +330,31 @@ def test_one_serialization_gives_the_change_hash_and_a_lossless_stored_form(payl
     assert document.verbatim == verbatim
     if document.text is not None:  # what the JSON column gets holds the stored value
         assert json.loads(document.text) == document.stored
+
+
+def test_a_first_load_inserts_and_still_upserts_a_document_stored_after_all(engine):
+    documents = _page(5)
+    company, sync_id = _company(engine, "acme")
+    _write_page(engine, company.id, sync_id, documents[:2])
+    documents[0]["comment"] = "changed since"
+    raw_rows, invoice_rows, item_rows = _rows(documents)
+    # The caller believes none is stored (new=True), but two are: they are upserted, not refused.
+    with engine.begin() as conn:
+        store.upsert_raw_documents(conn, company.id, sync_id, raw_rows, NOW, new=True)
+        store.write_invoices_with_items(conn, company.id, invoice_rows, item_rows, NOW, new=True)
+    stored = _stored(engine, company.id)
+    assert len(stored["billingo_documents_raw"]) == len(stored["billingo_invoices"]) == 5
+    assert len(stored["billingo_invoice_items"]) == len(item_rows)
+    with engine.connect() as conn:
+        comment = conn.execute(sa.select(billingo_invoices.c.comment).where(
+            billingo_invoices.c.company_id == company.id, billingo_invoices.c.document_id == documents[0]["id"])).scalar_one()
+    assert comment == "changed since"
+
+
+def test_warehouse_sessions_are_set_up_for_bulk_writes(engine):
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL, in WAL mode
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        else:  # the server here is built with lz4 (Debian's PostgreSQL 15)
+            assert conn.exec_driver_sql("SHOW default_toast_compression").scalar() == "lz4"

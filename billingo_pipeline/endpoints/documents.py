@@ -63,6 +63,7 @@ class PreparedDocumentPage:
     to_write: list[_Document]  # new or changed, with their raw payload
     kinds: dict[int, str]  # document id -> "created" / "updated" / "unchanged" (rewritten to clear a mark)
     restoring: set[int]  # marked deleted in source before, returned again
+    first_seen: set[int]  # no raw row stored yet
     errors: list[dict]  # documents whose normalization failed (their raw payload is still written)
 
 
@@ -71,7 +72,7 @@ def prepare_document_page(engine: Engine, page: PageContext, documents: Sequence
     normalization of the new and changed ones. Reads the warehouse, writes nothing."""
     with engine.connect() as conn:
         states = store.document_states(conn, page.company_id, [document_id for document_id, _ in documents])
-    prepared = PreparedDocumentPage([], [], {}, set(), [])
+    prepared = PreparedDocumentPage([], [], {}, set(), set(), [])
     for document_id, payload in documents:
         raw = store.raw_document(document_id, payload)
         content_hash = raw.content_hash
@@ -80,6 +81,8 @@ def prepare_document_page(engine: Engine, page: PageContext, documents: Sequence
             prepared.unchanged.append(document_id)
             continue
         document = _Document(document_id, raw, None)
+        if state is None:
+            prepared.first_seen.add(document_id)
         try:
             normalized = normalize_document(payload, WAREHOUSE_ROW_LIMITS)
         except DocumentError as exc:
@@ -106,10 +109,16 @@ def write_document_page(engine: Engine, page: PageContext, prepared: PreparedDoc
     outcome = PageOutcome(errors=list(prepared.errors))
 
     def write(conn: Connection, batch: Sequence[_Document]) -> None:
-        store.upsert_raw_documents(conn, page.company_id, page.sync_id, [d.raw for d in batch], page.now)
+        # A first load's pages hold only documents the warehouse has never seen: the writers
+        # then insert instead of upserting (and still upsert if one was stored after all).
+        store.upsert_raw_documents(
+            conn, page.company_id, page.sync_id, [d.raw for d in batch], page.now,
+            new=all(d.document_id in prepared.first_seen for d in batch),
+        )
         with_invoice = [d for d in batch if d.invoice is not None]
         store.write_invoices_with_items(
-            conn, page.company_id, [d.invoice for d in with_invoice], [i for d in with_invoice for i in d.items], page.now
+            conn, page.company_id, [d.invoice for d in with_invoice], [i for d in with_invoice for i in d.items], page.now,
+            new=all(prepared.kinds[d.document_id] == "created" for d in with_invoice),
         )
 
     if prepared.unchanged:

@@ -181,10 +181,25 @@ def upsert_many(
     *,
     conflict_columns: Sequence[str],
     update_columns: Iterable[str],
+    new_keys: bool = False,
 ) -> None:
     """``rows`` into ``table``; where the unique key exists, overwrite ``update_columns`` only.
-    ``copy_upsert`` on PostgreSQL; one ``executemany`` of ``INSERT ... ON CONFLICT`` on SQLite."""
+    ``copy_upsert`` on PostgreSQL; one ``executemany`` of ``INSERT ... ON CONFLICT`` on SQLite.
+
+    ``new_keys``: the caller has just read that none of the keys exist (a first load). PostgreSQL
+    then COPYs the rows straight into the table (half the work of staging them first) inside a
+    savepoint, and upserts them after all if a key turns out to exist.
+    """
     if is_postgresql(conn):
+        if new_keys and rows:
+            savepoint = conn.begin_nested()
+            try:
+                copy_insert(conn, table, rows)
+            except sa.exc.IntegrityError:
+                savepoint.rollback()
+            else:
+                savepoint.commit()
+                return
         copy_upsert(conn, table, rows, conflict_columns=conflict_columns, update_columns=update_columns)
         return
     if not rows:

@@ -102,9 +102,11 @@ def stored_payload(payload: Any, verbatim: str | None) -> Any:
 
 
 def upsert_raw_documents(
-    conn: Connection, company_id: int, sync_id: int, documents: Sequence[RawDocument], now: dt.datetime
+    conn: Connection, company_id: int, sync_id: int, documents: Sequence[RawDocument], now: dt.datetime,
+    *, new: bool = False,
 ) -> None:
-    """Store documents (``raw_document``) as received; re-seen documents lose ``missing_since``."""
+    """Store documents (``raw_document``) as received; re-seen documents lose ``missing_since``.
+    ``new``: none of them is stored yet, as far as the caller has just read."""
     rows = []
     for document in documents:
         rows.append({
@@ -126,6 +128,7 @@ def upsert_raw_documents(
         rows,
         conflict_columns=("company_id", "document_id"),
         update_columns=("payload", "payload_verbatim", "content_hash", "last_fetched_at", "last_seen_sync_id", "missing_since"),
+        new_keys=new,
     )
     if bulk.is_postgresql(conn):
         bulk.ensure_planner_statistics(conn, (raw,))  # for the next page's reads of raw rows
@@ -200,9 +203,11 @@ INVOICE_UPDATE_EXCLUDED = ("id", "company_id", "document_id", "first_seen_at")
 
 
 def write_invoices_with_items(
-    conn: Connection, company_id: int, invoice_rows: Sequence[dict], item_rows: Sequence[dict], now: dt.datetime
+    conn: Connection, company_id: int, invoice_rows: Sequence[dict], item_rows: Sequence[dict], now: dt.datetime,
+    *, new: bool = False,
 ) -> None:
-    """Upsert invoices and replace their items, inside the caller's transaction.
+    """Upsert invoices and replace their items, inside the caller's transaction. ``new``: none
+    of the invoices is stored yet, as far as the caller has just read.
 
     Items are deleted and re-inserted per invoice rather than upserted by position: a document
     that lost an item must not keep the stale one, and the transaction means no reader ever sees
@@ -220,6 +225,7 @@ def write_invoices_with_items(
         rows,
         conflict_columns=("company_id", "document_id"),
         update_columns=[c.name for c in invoices.columns if c.name not in INVOICE_UPDATE_EXCLUDED],
+        new_keys=new,
     )
     if bulk.is_postgresql(conn):
         # After the invoices, before the items: see bulk's docstring (a first load otherwise

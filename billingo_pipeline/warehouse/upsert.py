@@ -41,7 +41,11 @@ def write_upsert(
     *,
     conflict_columns: Sequence[str],
     update_columns: Iterable[str],
+    new_keys: bool = False,
 ) -> None:
     """``upsert`` with the same outcome, the fastest way each dialect takes a page: COPY and one
-    set-based upsert on PostgreSQL, one driver ``executemany`` on SQLite (``bulk.upsert_many``)."""
-    bulk.upsert_many(conn, table, rows, conflict_columns=conflict_columns, update_columns=update_columns)
+    set-based upsert on PostgreSQL, one driver ``executemany`` on SQLite (``bulk.upsert_many``,
+    which says what ``new_keys`` promises)."""
+    bulk.upsert_many(
+        conn, table, rows, conflict_columns=conflict_columns, update_columns=update_columns, new_keys=new_keys
+    )
