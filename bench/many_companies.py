@@ -19,6 +19,14 @@ Dagster's share = (total wall - the time in which at least one company sync was 
 wall, where a company sync's time is its sync-log row's [started_at, finished_at]. The union of the
 intervals, not the sum of ``duration_seconds``, so that concurrent syncs inside a run are not
 counted twice; the sum is reported next to it (equal to the union when syncs run one at a time).
+
+Where the rest goes (``--breakdown``, printed under each nightly): the time outside every sync,
+split by the phase of the run it falls in, from the runs' own event timestamps: creating the run
+(Dagster writes a planned event per asset and partition before anything executes), the run and
+step starting up to the run's first sync, gaps between its syncs, everything after its last sync
+(the events still queued, the check results, the run's end), and outside any run (the schedule's
+evaluation, building the job, the runner's report runs). With the events the runs wrote, per
+company: one event costs Dagster's storage a few milliseconds, whoever emits it.
 """
 
 from __future__ import annotations
@@ -93,6 +101,68 @@ def _busy_seconds(intervals: list[tuple[dt.datetime, dt.datetime]]) -> float:
     return busy
 
 
+def _merged(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[list[float]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(start, end) for start, end in merged]
+
+
+def _overlap(intervals: list[tuple[float, float]], start: float, end: float) -> float:
+    return sum(max(0.0, min(end, b) - max(start, a)) for a, b in intervals)
+
+
+# Phases of the time outside every sync, in run order (see the module docstring).
+PHASES = ("run creation", "run start", "between syncs", "after last sync", "outside runs")
+
+
+def non_sync_breakdown(
+    night: tuple[float, float],
+    syncs_by_run: dict[str, list[tuple[float, float]]],
+    runs: dict[str, tuple[float, float, float]],
+) -> dict[str, float]:
+    """Seconds of ``night`` (start, end) outside every sync, by phase. ``syncs_by_run``: each
+    run's sync intervals; ``runs``: each run's (first event, run start, last event) timestamps."""
+    gaps, cursor = [], night[0]
+    for start, end in _merged([i for intervals in syncs_by_run.values() for i in intervals]):
+        if start > cursor:
+            gaps.append((cursor, min(start, night[1])))
+        cursor = max(cursor, end)
+    if cursor < night[1]:
+        gaps.append((cursor, night[1]))
+    phases = dict.fromkeys(PHASES, 0.0)
+    for run_id, (first_event, run_start, last_event) in runs.items():
+        syncs = syncs_by_run.get(run_id) or [(last_event, last_event)]
+        first_sync, last_sync = min(s for s, _ in syncs), max(e for _, e in syncs)
+        phases["run creation"] += _overlap(gaps, first_event, run_start)
+        phases["run start"] += _overlap(gaps, run_start, first_sync)
+        phases["between syncs"] += _overlap(gaps, first_sync, last_sync)
+        phases["after last sync"] += _overlap(gaps, last_sync, last_event)
+    phases["outside runs"] = max(0.0, sum(b - a for a, b in gaps) - sum(phases.values()))
+    return phases
+
+
+def _event_kind(entry) -> str:
+    kind = entry.dagster_event.event_type_value if entry.dagster_event else "LOG"
+    return {"ASSET_MATERIALIZATION_PLANNED": "planned", "ASSET_CHECK_EVALUATION_PLANNED": "planned",
+            "ASSET_MATERIALIZATION": "materializations", "LOG": "logs"}.get(kind, "other")
+
+
+def _run_figures(instance, run_ids: list[str]) -> tuple[dict[str, tuple[float, float, float]], dict[str, int]]:
+    """Each run's (first event, run start, last event) timestamps, and the runs' event counts by kind."""
+    runs, counts = {}, dict.fromkeys(("planned", "materializations", "logs", "other"), 0)
+    for run_id in run_ids:
+        entries = instance.all_logs(run_id)
+        starts = [e.timestamp for e in entries if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_START"]
+        runs[run_id] = (entries[0].timestamp, starts[0] if starts else entries[0].timestamp, entries[-1].timestamp)
+        for entry in entries:
+            counts[_event_kind(entry)] += 1
+    return runs, counts
+
+
 def run_passes(warehouse_url: str, base_url: str, slugs: list[str], layout: str, passes: int = 2) -> list[dict[str, Any]]:
     """Child: ``passes`` nights of ``slugs`` through ``layout``; wall, sync time and runs of each."""
     import dagster as dg
@@ -107,22 +177,30 @@ def run_passes(warehouse_url: str, base_url: str, slugs: list[str], layout: str,
     with dg.instance_for_test() as instance:
         ensure_company_partitions(instance, slugs)  # what the partition sensor does before the first night
         for night in range(passes):
-            started = time.perf_counter()
+            started, started_at = time.perf_counter(), time.time()
             run_ids = LAYOUTS[layout](instance, warehouse_url, base_url, slugs, night)
             wall = time.perf_counter() - started
+            night_window = (started_at, started_at + wall)
             with engine.connect() as conn:
                 rows = conn.execute(
-                    sa.select(sync_log.c.started_at, sync_log.c.finished_at, sync_log.c.duration_seconds,
-                              sync_log.c.status, sync_log.c.api_calls).where(sync_log.c.run_id.in_(run_ids))
+                    sa.select(sync_log.c.run_id, sync_log.c.started_at, sync_log.c.finished_at,
+                              sync_log.c.duration_seconds, sync_log.c.status, sync_log.c.api_calls)
+                    .where(sync_log.c.run_id.in_(run_ids))
                 ).all()
             if len(rows) != len(slugs) or any(r.status != "COMPLETED" for r in rows):
                 raise RuntimeError(f"night {night}: {len(rows)} sync-log rows for {len(slugs)} companies, "
                                    f"statuses {sorted({r.status for r in rows})}")
             busy = _busy_seconds([(r.started_at, r.finished_at) for r in rows])
+            syncs_by_run: dict[str, list[tuple[float, float]]] = {}
+            for r in rows:
+                syncs_by_run.setdefault(r.run_id, []).append((r.started_at.timestamp(), r.finished_at.timestamp()))
+            runs, events = _run_figures(instance, run_ids)
             figures.append({
                 "wall": wall, "runs": len(run_ids), "sync_busy": busy,
                 "sync_sum": sum(r.duration_seconds for r in rows), "api_calls": sum(r.api_calls for r in rows),
                 "dagster_share": (wall - busy) / wall,
+                "outside_syncs": non_sync_breakdown(night_window, syncs_by_run, runs),
+                "events": events, "companies": len(slugs),
             })
     return figures
 
@@ -143,12 +221,21 @@ def describe(night: dict[str, Any]) -> str:
             f"(sum {seconds(night['sync_sum'])}), Dagster {night['dagster_share']:.0%}")
 
 
+def describe_breakdown(night: dict[str, Any]) -> str:
+    """Where the time outside every sync went, and the events the runs wrote per company."""
+    phases = ", ".join(f"{name} {seconds(value)}" for name, value in night["outside_syncs"].items())
+    events = night["events"]
+    per_company = ", ".join(f"{kind} {count / night['companies']:.1f}" for kind, count in events.items())
+    return f"outside syncs: {phases}; events {sum(events.values())}, per company: {per_company}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--companies", type=int, default=200)
     parser.add_argument("--documents", type=int, default=500, help="documents per company")
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="schedule")
     parser.add_argument("--dialects", nargs="+", choices=DIALECTS, default=list(DIALECTS))
+    parser.add_argument("--breakdown", action="store_true", help="where each nightly's time outside the syncs went")
     args = parser.parse_args()
     with SimulatorProcess() as simulator, tempfile.TemporaryDirectory(prefix="billingo-bench-") as folder:
         companies = make_companies(simulator, args.companies, args.documents)
@@ -156,6 +243,8 @@ def main() -> None:
             with throwaway_warehouse(dialect, Path(folder), f"many-{dialect}") as url:
                 first, nightly = measure(url, simulator, companies, args.layout)
             print(f"{dialect}: first load {describe(first)}; nightly {describe(nightly)}")
+            if args.breakdown:
+                print(f"  nightly {describe_breakdown(nightly)}")
 
 
 if __name__ == "__main__":

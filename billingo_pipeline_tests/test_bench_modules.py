@@ -32,6 +32,17 @@ def test_sync_time_is_the_union_of_the_sync_intervals_not_their_sum():
     assert many_companies._busy_seconds([]) == 0
 
 
+def test_time_outside_the_syncs_is_split_by_the_phase_of_the_run_it_falls_in():
+    # Night 0-30. Run a: created at 1, started at 3, syncs 5-8 and 10-12, last event 14. Run b:
+    # created at 15, started at 16, one sync 18-20 overlapping nothing, last event 25.
+    syncs = {"a": [(5.0, 8.0), (10.0, 12.0)], "b": [(18.0, 20.0)]}
+    runs = {"a": (1.0, 3.0, 14.0), "b": (15.0, 16.0, 25.0)}
+    phases = many_companies.non_sync_breakdown((0.0, 30.0), syncs, runs)
+    assert phases == {"run creation": 2 + 1, "run start": 2 + 2, "between syncs": 2, "after last sync": 2 + 5,
+                      "outside runs": 1 + 1 + 5}
+    assert sum(phases.values()) == 30 - (3 + 2 + 2)  # everything outside the syncs, counted once
+
+
 def test_write_docs_replaces_its_own_profile_section_and_keeps_the_rest(tmp_path, monkeypatch):
     docs = tmp_path / "performance.md"
     docs.write_text("# Performance\n\nprose\n\n<!-- bench:full:begin -->\nold full\n<!-- bench:full:end -->\n")
