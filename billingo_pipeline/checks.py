@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
@@ -446,12 +447,16 @@ class StepChecks:
         self.run_id = run_id
         self.names = {name for name, d in CHECKS.items() if d.key in selected}
         self.outcomes: dict[str, dict[str, CompanyCheck]] = defaultdict(dict)
+        self._lock = threading.Lock()
 
     def after_sync(self, slug: str, company_id: int, sync_id: int) -> dict[str, CompanyCheck]:
+        """Evaluate and store one company's checks; safe to call from several threads at once
+        (the step's workers): only the collecting of the outcomes is serialized."""
         outcomes = evaluate_company_checks(self.engine, company_id, sync_id, self.names)
         store_company_checks(self.engine, sync_id, outcomes)
-        for name, outcome in outcomes.items():
-            self.outcomes[name][slug] = outcome
+        with self._lock:
+            for name, outcome in outcomes.items():
+                self.outcomes[name][slug] = outcome
         return outcomes
 
     def results(self) -> Iterator[dg.AssetCheckResult]:

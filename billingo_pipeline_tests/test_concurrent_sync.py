@@ -121,6 +121,26 @@ def test_one_company_or_many_the_run_records_the_same_events(engine, warehouse_u
         assert not outputs & {key for key in SYNC_KEYS}
 
 
+def test_a_range_run_logs_one_status_line_for_its_companies(engine, warehouse_url, simulator, instance, fernet_key):
+    _add(engine, simulator, "alfa")
+    _add(engine, simulator, "bravo", known_to_billingo=False)  # Billingo answers 401
+    _add(engine, simulator, "charlie")
+    instance.add_dynamic_partitions(COMPANY_PARTITIONS_NAME, ["alfa", "bravo", "charlie"])
+    job = sync_job(_resources(simulator, warehouse_url))
+    many = execute_sync_range(job, SyncChunk("alfa", "charlie", ("alfa", "bravo", "charlie")), instance=instance, trigger="test")
+    alone = execute_sync_range(job, SyncChunk("alfa", "alfa", ("alfa",)), instance=instance, trigger="test")
+
+    def messages(result) -> list[str]:
+        return [e.user_message for e in instance.all_logs(result.run_id) if not e.is_dagster_event]
+
+    # Each company's status is on its materializations; the step's log says it once for all.
+    assert "2 of 3 companies synced: 2 COMPLETED, 1 failed (bravo)" in messages(many)
+    assert not [m for m in messages(many) if m.startswith("company 'alfa': sync ")]
+    alfa = [m for m in many.asset_materializations_for_node("billingo_sync") if m.partition == "alfa"]
+    assert len(alfa) == 3 and {m.metadata["sync_status"].value for m in alfa} == {COMPLETED}
+    assert "company 'alfa': sync COMPLETED" in messages(alone)  # a one-company run keeps its line
+
+
 def test_the_aging_report_follows_a_range_run_like_any_sync(engine, warehouse_url, simulator, instance, fernet_key):
     for slug in ("alfa", "bravo"):
         _add(engine, simulator, slug)

@@ -9,7 +9,9 @@ One execution model, whatever the run holds (one company or 25): the companies s
 time in a bounded pool (``BillingoResource.max_concurrent_companies``, default 4), each with its
 own client, under its key's shared request budget (rate_limit.py); as each company finishes, the
 step yields one ``AssetMaterialization`` per selected asset for that company's partition, from
-the step's own thread. The step never yields outputs: an output stands for every partition of the
+the step's own thread. Their metadata carries the company's sync status, so a range run logs its
+companies' statuses in one line at its end instead of one line per company (every event is a
+write to Dagster's event log). The step never yields outputs: an output stands for every partition of the
 run's range, and a company that failed or was skipped must not look materialized. A failing
 company does not stop the others; a company already syncing elsewhere is refused alone. Assets
 downstream (the aging report) follow these materializations through their automation condition,
@@ -42,7 +44,7 @@ from ..resources import BillingoResource, WarehouseResource
 from ..sync import CompanySyncError, CompanySyncResult, sync_company
 from ..warehouse.companies import Company, CompanyError, CompanyNotSyncableError, UnknownCompanyError, get_company
 from ..warehouse.engine import warehouse_error_summary
-from ..warehouse.sync_log import SyncAlreadyRunningError
+from ..warehouse.sync_log import COMPLETED, SyncAlreadyRunningError
 
 TRIGGER_TAG = "billingo/trigger"
 # "true": every company of the run gets a full sweep (the only kind that marks documents deleted in source).
@@ -183,7 +185,6 @@ def billingo_sync(
     # for explicitly still fails with the reason.
     skip_unsyncable = len(slugs) > 1 or trigger == "schedule"
     step_checks = StepChecks(engine, context.selected_asset_check_keys, run_id)
-    checks_lock = threading.Lock()  # StepChecks collects every company's outcomes in one place
     stop = threading.Event()  # set when this step is interrupted: the workers' clients stop
 
     def run_in_progress(other_run_id: str) -> bool | None:
@@ -208,14 +209,15 @@ def billingo_sync(
         )
         synced = _SyncedCompany(result)
         try:
-            with checks_lock:
-                step_checks.after_sync(slug, company.id, result.sync_id)
+            step_checks.after_sync(slug, company.id, result.sync_id)
             synced.operations = sync_operations_metadata(engine, company_id=company.id, company_slug=slug, sync_id=result.sync_id)
         except SQLAlchemyError as exc:  # the sync itself is recorded; its checks/metrics are extras
             synced.problem = f"checks or metrics not recorded: {warehouse_error_summary(exc)}"
         return synced
 
     failures: dict[str, str] = {}
+    statuses: dict[str, str] = {}
+    skipped = 0
     workers = min(billingo.max_concurrent_companies, len(slugs))
     if len(slugs) > 1:
         log.info(f"syncing {len(slugs)} companies, {workers} at a time{' (full sweep)' if full else ''}")
@@ -226,6 +228,7 @@ def billingo_sync(
                 raise error  # an interruption seen first by a worker still stops the step
             if skip_unsyncable and isinstance(error, (CompanyNotSyncableError, UnknownCompanyError)):
                 log.warning(f"company '{slug}': skipped, not synced in this run: {error}")
+                skipped += 1
                 continue
             failures[slug] = str(error) if isinstance(error, COMPANY_FAILURES) else _unexpected(error)
             log.error(f"company '{slug}': sync failed: {failures[slug]}")
@@ -238,8 +241,15 @@ def billingo_sync(
             log.warning(f"company '{slug}': {note}")
         if synced.problem:
             log.warning(f"company '{slug}': {synced.problem}")
-        log.info(f"company '{slug}': sync {result.status}")
-        yield from _materializations(result, selected, synced.operations)
+        statuses[slug] = result.status
+        materializations = list(_materializations(result, selected, synced.operations))
+        if len(slugs) == 1 or not materializations:
+            log.info(f"company '{slug}': sync {result.status}")
+        yield from materializations
+    if len(slugs) > 1:
+        # One line for the step: each company's status is on its materializations already, and
+        # every event costs the run a write to Dagster's event log.
+        log.info(_step_summary(len(slugs), statuses, failures, skipped))
     try:
         yield from step_checks.results()
     except SQLAlchemyError as exc:  # e.g. the warehouse went away: the failures below say what matters
@@ -264,6 +274,25 @@ class _SyncedCompany:
     result: CompanySyncResult
     operations: dict[str, dg.MetadataValue] = field(default_factory=dict)
     problem: str | None = None
+
+
+def _step_summary(companies: int, statuses: Mapping[str, str], failures: Mapping[str, str], skipped: int) -> str:
+    by_status: dict[str, list[str]] = {}
+    for slug, status in statuses.items():
+        by_status.setdefault(status, []).append(slug)
+    parts = [
+        f"{len(slugs)} {status}" + ("" if status == COMPLETED else f" ({_listed(slugs)})")
+        for status, slugs in sorted(by_status.items())
+    ]
+    if failures:
+        parts.append(f"{len(failures)} failed ({_listed(sorted(failures))})")
+    if skipped:
+        parts.append(f"{skipped} skipped")
+    return f"{len(statuses)} of {companies} companies synced: {', '.join(parts) or 'none'}"
+
+
+def _listed(slugs: list[str], limit: int = 5) -> str:
+    return ", ".join(slugs[:limit]) + (f" and {len(slugs) - limit} more" if len(slugs) > limit else "")
 
 
 def _unexpected(error: Exception) -> str:
