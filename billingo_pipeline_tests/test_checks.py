@@ -27,8 +27,11 @@ from billingo_pipeline.checks import (
     WARN,
     CHECKS,
     allowed_difference,
+    allowed_difference_sql,
     check_freshness,
     check_invoices_per_api_call,
+    CASH_ROUNDING_UNITS,
+    ZERO_DECIMAL_CURRENCIES,
     check_items_add_up,
 )
 from billingo_pipeline.health import SYNC_HEALTH
@@ -238,6 +241,40 @@ def test_items_add_up_within_the_documents_rounding(engine):
     failing = {example.split(":")[0] for example in outcome.figures["examples"]}
     assert failing == {number for number, *_, adds_up in cases if not adds_up}
     assert (outcome.passed, outcome.figures["invoices_checked"], outcome.figures["mismatching_invoices"]) == (False, 11, 4)
+
+
+def test_the_database_allows_the_same_differences_as_python(engine):
+    cases = [(currency, rounding) for currency in [*ZERO_DECIMAL_CURRENCIES, "huf", "EUR", "", None]
+             for rounding in [*CASH_ROUNDING_UNITS, "FIVE", "none", "", None]]
+    with engine.connect() as conn:
+        for currency, rounding in cases:
+            expression = allowed_difference_sql(sa.literal(currency, sa.String), sa.literal(rounding, sa.String))
+            assert conn.execute(sa.select(expression)).scalar_one() == float(allowed_difference(currency, rounding)), (currency, rounding)
+
+
+def test_items_add_up_exactly_where_floats_cannot_tell(engine):
+    # At 10^13 a binary float's spacing is about 0.002: as floats, a one-cent mismatch and an exact
+    # match look alike, and half a cent and a bit look like less than half a cent. The check still
+    # tells them apart.
+    company = company_store.add_company(engine, "acme", "Acme")
+    cases = [  # (number, item gross amounts, gross_total)
+        ("B-1", ["9999999999999.99", "0.01"], "10000000000000.00"),
+        ("B-2", ["9999999999999.99", "0.01"], "10000000000000.01"),
+        ("B-3", ["4999999999999.50305", "4999999999999.50305"], "9999999999999.001"),  # 0.0051 apart, 0.0039 as floats
+        ("B-4", ["0.1"] * 30, "3.00"),
+    ]
+    invoice_rows, item_rows = [], []
+    for document_id, (number, amounts, gross) in enumerate(cases, start=1):
+        invoice_rows.append({"document_id": document_id, "invoice_number": number, "currency": "EUR", "rounding": "none",
+                             "gross_total": Decimal(gross), "source_hash": "h" * 64, "cancelled": False})
+        item_rows.extend({"document_id": document_id, "position": p, "gross_amount": Decimal(a)} for p, a in enumerate(amounts, 1))
+    with engine.begin() as conn:
+        store.write_invoices_with_items(conn, company.id, invoice_rows, item_rows, utcnow())
+    with engine.connect() as conn:
+        outcome = check_items_add_up(conn, company.id)
+    assert (outcome.figures["invoices_checked"], outcome.figures["mismatching_invoices"]) == (4, 2)
+    assert [example.split(":")[0] for example in outcome.figures["examples"]] == ["B-2", "B-3"]
+    assert outcome.figures["examples"][0] == "B-2: gross_total 10000000000000.01 vs items 10000000000000 EUR (rounding none)"
 
 
 def test_freshness_is_reported_without_a_run_and_stored_with_the_newest_sync(engine, warehouse_url, simulator, instance, fernet_key):
