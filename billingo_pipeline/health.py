@@ -129,6 +129,13 @@ def evaluate_health(
 
 
 def _facts_query(slugs: Sequence[str] | None) -> sa.Select:
+    # For some companies, their sync-log rows alone are ranked and grouped, not every company's
+    # history (a step asks for one company after each sync).
+    of_companies = (
+        (sync_log.c.company_id.in_(sa.select(companies.c.id).where(companies.c.slug.in_(list(slugs)))),)
+        if slugs is not None
+        else ()
+    )
     finished = (
         sa.select(
             sync_log.c.company_id,
@@ -142,18 +149,18 @@ def _facts_query(slugs: Sequence[str] | None) -> sa.Select:
             .over(partition_by=sync_log.c.company_id, order_by=(sync_log.c.started_at.desc(), sync_log.c.id.desc()))
             .label("recency"),
         )
-        .where(sync_log.c.status != RUNNING)
+        .where(sync_log.c.status != RUNNING, *of_companies)
         .subquery("finished")
     )
     last_success = (
         sa.select(sync_log.c.company_id, sa.func.max(sync_log.c.finished_at).label("finished_at"))
-        .where(sync_log.c.status.in_(SUCCESSFUL))
+        .where(sync_log.c.status.in_(SUCCESSFUL), *of_companies)
         .group_by(sync_log.c.company_id)
         .subquery("last_success")
     )
     running = (
         sa.select(sync_log.c.company_id, sa.func.min(sync_log.c.started_at).label("started_at"))
-        .where(sync_log.c.status == RUNNING)
+        .where(sync_log.c.status == RUNNING, *of_companies)
         .group_by(sync_log.c.company_id)
         .subquery("running")
     )
