@@ -8,7 +8,7 @@ Run layout
   the dynamic partitions' order (the order they were added in), and the ``billingo_sync`` step
   syncs the companies of the range concurrently (``context.partition_keys``, up to
   ``BillingoResource.max_concurrent_companies`` at a time, default 4). 500
-  companies are 20 runs, not 500: Dagster's per-run overhead (process start, code load, event
+  companies are 10 runs, not 500: Dagster's per-run overhead (process start, code load, event
   writes) is paid per chunk. ``build_schedule_from_partitioned_job`` cannot be used: it refuses
   dynamic partitions.
 - A range holds every partition between its two ends, so a company that is not syncable (its

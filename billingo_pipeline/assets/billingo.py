@@ -5,7 +5,7 @@ goes RUNNING -> COMPLETED/PARTIAL/FAILED inside one step, and invoices are writt
 with their items. The step accepts a range of company partitions (``BackfillPolicy``), so many
 companies sync in few runs.
 
-One execution model, whatever the run holds (one company or 25): the companies sync at the same
+One execution model, whatever the run holds (one company or 50): the companies sync at the same
 time in a bounded pool (``BillingoResource.max_concurrent_companies``, default 4), each with its
 own client, under its key's shared request budget (rate_limit.py); as each company finishes, the
 step yields one ``AssetMaterialization`` per selected asset for that company's partition, from
@@ -50,9 +50,11 @@ TRIGGER_TAG = "billingo/trigger"
 # "true": every company of the run gets a full sweep (the only kind that marks documents deleted in source).
 FULL_SWEEP_TAG = "billingo/full_sweep"
 GROUP = "billingo"
-# Companies per run in a backfill: few runs for many companies, and one slow company's run
-# does not hold up hundreds of others.
-COMPANIES_PER_RUN = 25
+# Companies per run (the daily schedule, backfills, the CLI): each run pays Dagster's fixed cost
+# (a deployed run: process start and code load; any run: start, check results, end), so fewer
+# runs pay it less often, while the run queue's concurrent runs (4 in dagster.yaml) still all have
+# work for a fleet of 200. A slow company holds up only its pool slot, not its run's others.
+COMPANIES_PER_RUN = 50
 # What a company's sync may end with that is its own failure, not the step's.
 COMPANY_FAILURES = (CompanyError, CompanySyncError, SyncAlreadyRunningError)
 
