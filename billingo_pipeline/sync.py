@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -67,6 +67,8 @@ BUDAPEST = ZoneInfo("Europe/Budapest")
 MAX_DOCUMENT_ID = 2**63 - 1
 # Pages fetched ahead of the writer: fetching overlaps writing, memory stays a page or two.
 PREFETCH_PAGES = 1
+# How often a running sync's row gets its progress between pages (status and health show it).
+PROGRESS_EVERY_SECONDS = 1.0
 # How long a sync that stops early waits for the page already handed to its writer.
 PAGE_WRITE_DRAIN_SECONDS = 10
 
@@ -80,9 +82,11 @@ class SyncHeartbeat:
     """Keeps a RUNNING sync-log row provably alive while the sync runs.
 
     A background thread refreshes ``heartbeat_at`` every ``interval`` seconds (a page can take
-    minutes when Billingo is slow or rate-limits us), and ``beat`` refreshes it with progress at
-    every page. When the row is no longer RUNNING (taken over as dead, or released by hand) the
-    next ``beat`` raises ``SyncLockLostError``, so this sync stops before it writes over a newer one.
+    minutes when Billingo is slow or rate-limits us), and ``beat`` refreshes it with progress
+    between pages, at most every ``PROGRESS_EVERY_SECONDS``. When the row is no longer RUNNING
+    (taken over as dead, or released by hand) the next write of either raises
+    ``SyncLockLostError``, so this sync stops within a second of pages, and always before it marks
+    anything missing (a forced beat), rather than write over a newer sync.
     """
 
     def __init__(self, engine: Engine, sync_id: int, interval_seconds: float, logger: logging.Logger | logging.LoggerAdapter | None = None):
@@ -93,6 +97,7 @@ class SyncHeartbeat:
         self._stop = threading.Event()
         self._lost: SyncLockLostError | None = None
         self._warned = False
+        self._last_beat = float("-inf")
         self._thread = threading.Thread(target=self._run, name=f"sync-heartbeat-{sync_id}", daemon=True)
 
     def __enter__(self) -> SyncHeartbeat:
@@ -103,10 +108,17 @@ class SyncHeartbeat:
         self._stop.set()
         self._thread.join(timeout=10)
 
-    def beat(self, **progress: int) -> None:
+    def beat(self, *, force: bool = False, **progress: int) -> None:
+        """Record progress and prove the row is still ours; between pages at most every
+        ``PROGRESS_EVERY_SECONDS`` (a page can take milliseconds: a write per page would cost a
+        first load a commit per page), always when ``force``d."""
         if self._lost is not None:
             raise self._lost
+        now = time.monotonic()
+        if not force and now - self._last_beat < PROGRESS_EVERY_SECONDS:
+            return
         heartbeat(self.engine, self.sync_id, **progress)
+        self._last_beat = now
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -212,6 +224,23 @@ def prefetched(pages: Iterable[T], *, depth: int = PREFETCH_PAGES) -> Iterator[T
         producer.join(timeout=1)
 
 
+def in_background(name: str, function: Callable[..., T], *args: object) -> Future:
+    """``function(*args)`` in a daemon thread of its own; its result or exception in the future.
+    A daemon, unlike an executor's worker: a process stopping (an interruption) never waits at
+    exit for a write stuck on an unreachable warehouse."""
+    future: Future = Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(function(*args))
+            except BaseException as exc:  # handed to whoever waits on the future
+                future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
 @dataclass
 class FetchOutcome:
     mode: str
@@ -264,7 +293,6 @@ def sync_endpoint(
     # Three stages at once, a page each: the prefetch thread fetches page N+2 while this thread
     # prepares page N+1 (hashing, normalizing) and the writer thread writes page N. Both other
     # threads spend most of their time outside the GIL (in the socket, in the database).
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sync-writer-{sync_id}")
     writing: Future | None = None
 
     def written(pending: Future) -> None:
@@ -290,7 +318,7 @@ def sync_endpoint(
             prepared = endpoint.prepare_page(engine, context, usable)
             if writing is not None:
                 written(writing)
-            writing = writer.submit(endpoint.write_page, engine, context, prepared)
+            writing = in_background(f"sync-writer-{sync_id}", endpoint.write_page, engine, context, prepared)
         if writing is not None:
             written(writing)
     except BaseException:
@@ -300,13 +328,11 @@ def sync_endpoint(
             # (one transaction: it lands whole or not at all), the failure is reported either way.
             futures_wait([writing], timeout=PAGE_WRITE_DRAIN_SECONDS)
         raise
-    finally:
-        writer.shutdown(wait=False, cancel_futures=True)
 
     marked_deleted = 0
     if sweep.complete and plan.mode == FULL:
         if keepalive is not None:
-            keepalive.beat()  # still ours: a sync taken over must not mark the taker's documents missing
+            keepalive.beat(force=True)  # still ours: a sync taken over must not mark the taker's documents missing
         vanished_while_paging = sorted(seen_ids - sweep.final_pass_ids)
         marked_deleted = endpoint.mark_vanished(engine, PageContext(company.id, sync_id, utcnow()), vanished_while_paging)
     duration = time.monotonic() - started
