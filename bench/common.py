@@ -43,6 +43,8 @@ DIALECTS = ("sqlite", "postgresql")
 # High enough that the simulator never answers 429: every second measured is ours, not a rate limit's.
 UNLIMITED_RATE = 1_000_000
 _RESULT_MARK = "BENCH_RESULT "
+# Longer than the incremental overlap (BILLINGO_INCREMENTAL_OVERLAP_MINUTES, 10 by default).
+HISTORY_AGE = dt.timedelta(hours=1)
 
 
 # -- the simulator in its own process ------------------------------------------------------------
@@ -62,6 +64,10 @@ def _simulator_main(conn, rate_limit: int) -> None:
         try:
             if command == "add_organization":
                 simulator.add_organization(**kwargs)
+                # A generated history ends a minute before it was made; a real company's first
+                # sync does not start minutes after its last document. Billingo's clock moves on
+                # by more than the incremental overlap, so a nightly meets only what changed.
+                simulator.shift_clock(HISTORY_AGE)
                 reply: Any = kwargs["document_count"]
             elif command == "pay_unpaid":
                 # Invoices still open, oldest first: what a nightly finds paid since the last sync.
