@@ -229,18 +229,24 @@ def test_items_add_up_within_the_documents_rounding(engine):
         ("F-10", "EUR", "none", ["100.00"], "100.01", False),
         ("F-11", "HUF", "none", ["-5000"], "-5000", True),  # a cancellation
     ]
+    outcome = _items_add_up_of(engine, company.id, [(number, currency, rounding, amounts, gross)
+                                                  for number, currency, rounding, amounts, gross, _ in cases])
+    failing = {example.split(":")[0] for example in outcome.figures["examples"]}
+    assert failing == {number for number, *_, adds_up in cases if not adds_up}
+    assert (outcome.passed, outcome.figures["invoices_checked"], outcome.figures["mismatching_invoices"]) == (False, 11, 4)
+
+
+def _items_add_up_of(engine, company_id: int, cases):
+    """``check_items_add_up`` over invoices written from (number, currency, rounding, item gross amounts, gross_total)."""
     invoice_rows, item_rows = [], []
-    for document_id, (number, currency, rounding, amounts, gross, _) in enumerate(cases, start=1):
+    for document_id, (number, currency, rounding, amounts, gross) in enumerate(cases, start=1):
         invoice_rows.append({"document_id": document_id, "invoice_number": number, "currency": currency, "rounding": rounding,
                              "gross_total": Decimal(gross), "source_hash": "h" * 64, "cancelled": False})
         item_rows.extend({"document_id": document_id, "position": p, "gross_amount": Decimal(a)} for p, a in enumerate(amounts, 1))
     with engine.begin() as conn:
-        store.write_invoices_with_items(conn, company.id, invoice_rows, item_rows, utcnow())
+        store.write_invoices_with_items(conn, company_id, invoice_rows, item_rows, utcnow())
     with engine.connect() as conn:
-        outcome = check_items_add_up(conn, company.id)
-    failing = {example.split(":")[0] for example in outcome.figures["examples"]}
-    assert failing == {number for number, *_, adds_up in cases if not adds_up}
-    assert (outcome.passed, outcome.figures["invoices_checked"], outcome.figures["mismatching_invoices"]) == (False, 11, 4)
+        return check_items_add_up(conn, company_id)
 
 
 def test_the_database_allows_the_same_differences_as_python(engine):
@@ -263,15 +269,7 @@ def test_items_add_up_exactly_where_floats_cannot_tell(engine):
         ("B-3", ["4999999999999.50305", "4999999999999.50305"], "9999999999999.001"),  # 0.0051 apart, 0.0039 as floats
         ("B-4", ["0.1"] * 30, "3.00"),
     ]
-    invoice_rows, item_rows = [], []
-    for document_id, (number, amounts, gross) in enumerate(cases, start=1):
-        invoice_rows.append({"document_id": document_id, "invoice_number": number, "currency": "EUR", "rounding": "none",
-                             "gross_total": Decimal(gross), "source_hash": "h" * 64, "cancelled": False})
-        item_rows.extend({"document_id": document_id, "position": p, "gross_amount": Decimal(a)} for p, a in enumerate(amounts, 1))
-    with engine.begin() as conn:
-        store.write_invoices_with_items(conn, company.id, invoice_rows, item_rows, utcnow())
-    with engine.connect() as conn:
-        outcome = check_items_add_up(conn, company.id)
+    outcome = _items_add_up_of(engine, company.id, [(number, "EUR", "none", amounts, gross) for number, amounts, gross in cases])
     assert (outcome.figures["invoices_checked"], outcome.figures["mismatching_invoices"]) == (4, 2)
     assert [example.split(":")[0] for example in outcome.figures["examples"]] == ["B-2", "B-3"]
     assert outcome.figures["examples"][0] == "B-2: gross_total 10000000000000.01 vs items 10000000000000 EUR (rounding none)"
