@@ -252,6 +252,7 @@ class FetchOutcome:
     duration_seconds: float
     errors: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    plan_reason: str = ""  # why this mode (SyncPlan.reason): on the materialization, not a log event per company
 
 
 @dataclass
@@ -346,6 +347,7 @@ def sync_endpoint(
         duration_seconds=duration,
         errors=fetch_errors,
         notes=sweep.notes,
+        plan_reason=plan.reason,
     )
     record_fetch(
         engine,
@@ -456,7 +458,6 @@ def sync_company(
                         engine, sync_id, mode=plan.mode, modified_since=plan.modified_since, cursor=billingo_now,
                         normalization_revision=NORMALIZATION_REVISION,
                     )
-                    (logger or log).info(f"company '{company.slug}': {plan.mode} sync ({plan.reason})")
                     fetch, normalized = sync_endpoint(engine, company, client, DOCUMENTS, sync_id, plan, beat)
             status = finish_sync(engine, sync_id, normalized.counts, normalized.errors)
     except SyncLockLostError as exc:

@@ -19,6 +19,7 @@ from billingo_pipeline.admin import register_company
 from billingo_pipeline.assets import billingo_assets
 from billingo_pipeline.assets.billingo import ERRORS_BY_COMPANY, FULL_SWEEP_TAG, TRIGGER_TAG
 from billingo_pipeline.assets.reporting import billingo_aging_report, reporting_assets
+from billingo_pipeline.checks import RAW
 from billingo_pipeline.concurrency import run_concurrently
 from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG
 from billingo_pipeline.resources import BillingoResource, WarehouseResource
@@ -138,7 +139,14 @@ def test_a_range_run_logs_one_status_line_for_its_companies(engine, warehouse_ur
     assert not [m for m in messages(many) if m.startswith("company 'alfa': sync ")]
     alfa = [m for m in many.asset_materializations_for_node("billingo_sync") if m.partition == "alfa"]
     assert len(alfa) == 3 and {m.metadata["sync_status"].value for m in alfa} == {COMPLETED}
-    assert "company 'alfa': sync COMPLETED" in messages(alone)  # a one-company run keeps its line
+    # A one-company run keeps its line, with how it fetched; a range run says it per company on
+    # the raw documents' materialization, not in an event of its own.
+    assert "company 'alfa': sync COMPLETED (incremental sync: documents modified since the cursor)" in messages(alone)
+    assert not [m for m in messages(many) if "sync: " in m]
+    [raw] = [m for m in alfa if m.asset_key == RAW]
+    assert raw.metadata["sync_mode"].value == "full (no complete full sweep yet)"
+    [again] = [m for m in alone.asset_materializations_for_node("billingo_sync") if m.asset_key == RAW]
+    assert again.metadata["sync_mode"].value == "incremental (documents modified since the cursor)"
 
 
 def test_the_aging_report_follows_a_range_run_like_any_sync(engine, warehouse_url, simulator, instance, fernet_key):

@@ -101,6 +101,7 @@ def _materializations(
                 "documents_fetched": dg.MetadataValue.int(fetch.documents_fetched),
                 "api_calls": dg.MetadataValue.int(fetch.api_calls),
                 "pages": dg.MetadataValue.int(fetch.pages_fetched),
+                "sync_mode": dg.MetadataValue.text(f"{fetch.mode} ({fetch.plan_reason})"),
                 "fetch_complete": dg.MetadataValue.bool(fetch.complete),
                 "marked_missing": dg.MetadataValue.int(fetch.marked_missing),
                 "unusable_documents": dg.MetadataValue.int(len(fetch.errors)),
@@ -246,7 +247,8 @@ def billingo_sync(
         statuses[slug] = result.status
         materializations = list(_materializations(result, selected, synced.operations))
         if len(slugs) == 1 or not materializations:
-            log.info(f"company '{slug}': sync {result.status}")
+            plan = f" ({result.fetch.mode} sync: {result.fetch.plan_reason})" if result.fetch else ""
+            log.info(f"company '{slug}': sync {result.status}{plan}")
         yield from materializations
     if len(slugs) > 1:
         # One line for the step: each company's status is on its materializations already, and
