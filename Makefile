@@ -15,8 +15,10 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
+# Also writes .env (the demo's warehouse, Dagster home, Fernet key and `make dev`'s simulator URL),
+# which the CLI and `dagster dev` read in this directory.
 demo: $(STAMP)
-	$(BIN)/python -m billingo_pipeline.demo
+	DEV_SIMULATOR_PORT=$(DEV_SIMULATOR_PORT) $(BIN)/python -m billingo_pipeline.demo
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
@@ -48,18 +50,19 @@ chromium:
 	    exit 1; \
 	  fi; }
 
-# The Dagster UI over the demo's state (run `make demo` first), with the demo's simulator
-# serving on a fixed port so partitions can be materialized from the UI.
+# The Dagster UI over the demo's state (run `make demo` first) on DEV_PORT, with the demo's simulator
+# serving on a fixed port so partitions can be materialized from the UI. `dagster dev` takes the
+# warehouse, Dagster home and Fernet key from the .env `make demo` wrote (Dagster reads it by itself);
+# a DEV_SIMULATOR_PORT other than the default must be given to `make demo` too (it is in .env).
+DEV_PORT ?= 3000
 DEV_SIMULATOR_PORT ?= 8765
 dev: $(STAMP)
 	@test -f .demo/fernet.key || { echo "run 'make demo' first"; exit 1; }
+	@head -n 1 .env 2>/dev/null | grep -q '^# Written by `make demo`' || { \
+	  echo "error: .env here was not written by 'make demo' (see its note): run 'make demo' first" >&2; exit 1; }
 	$(BIN)/python -m billingo_pipeline.demo serve-simulator $(DEV_SIMULATOR_PORT) & sim=$$!; \
 	trap "kill $$sim" EXIT INT TERM; \
-	DAGSTER_HOME=$(CURDIR)/.demo/dagster_home \
-	BILLINGO_WAREHOUSE_URL=sqlite:///$(CURDIR)/.demo/warehouse.db \
-	BILLINGO_FERNET_KEY=$$(cat .demo/fernet.key) \
-	BILLINGO_API_BASE_URL=http://127.0.0.1:$(DEV_SIMULATOR_PORT)/v3 \
-	  $(BIN)/dagster dev -w workspace.yaml
+	  $(BIN)/dagster dev -w workspace.yaml -p $(DEV_PORT)
 
 clean:
 	rm -rf $(VENV) .demo .artifacts

@@ -29,6 +29,9 @@ setup(
         "psycopg[binary]>=3.1",
         "cryptography>=42",
         "click>=8.1",
+        # The CLI reads the .env `make demo` writes with the parser Dagster uses for the same file
+        # (quoting, comments, `export`), so the two never read one file differently.
+        "python-dotenv>=1.0",
         # Excel export of invoice queries (`billingo-pipeline invoices --format xlsx`).
         "openpyxl>=3.1",
         # The aging report's chart image in the Dagster UI.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+from pathlib import Path
 
 import click
 import pandas as pd
@@ -24,24 +25,59 @@ from .resources import BillingoResource
 from .runner import SyncRunResult, dagster_instance, ensure_company_partitions, run_company_syncs
 from .warehouse import companies as company_store
 from .warehouse.companies import Company, CompanyError, UnknownCompanyError
-from .warehouse.engine import get_engine, url_without_password
+from .warehouse.engine import get_engine, parse_warehouse_url, url_without_password
 from .warehouse.sync_log import COMPLETED, PARTIAL, UnlockRefusedError, release_running_sync, sync_rows
 
 API_KEY_ENV = "BILLINGO_API_KEY"
 READER_PASSWORD_ENV = "BILLINGO_READER_PASSWORD"
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite warehouse URL when that file does not exist (SQLite would create it empty)."""
+    try:
+        parsed = parse_warehouse_url(url)
+    except SQLAlchemyError:
+        return None  # get_engine says what is wrong with it
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path.resolve()
+
+
 class Context:
     def __init__(self, warehouse_url: str, api_base_url: str):
-        self.warehouse_url = warehouse_url
+        self._warehouse_url = warehouse_url
         self.api_base_url = api_base_url
 
     @property
+    def warehouse_url(self) -> str:
+        """The URL of a warehouse that exists. A command reading it with no SQLite file there would
+        report on an empty warehouse it had just created (no companies, "unknown company"), and
+        leave that file behind: such a command stops instead, with how to get a warehouse."""
+        missing = missing_sqlite_file(self._warehouse_url)
+        if missing is not None:
+            _usage_error(
+                f"no warehouse at {missing} (the SQLite file does not exist). Run `make demo` in the checkout "
+                "(it writes a .env that points the CLI at the demo's warehouse), point "
+                f"{settings.WAREHOUSE_URL_ENV} or --warehouse-url at an existing one, or create this one with "
+                "`billingo-pipeline company add SLUG --name NAME`."
+            )
+        return self._warehouse_url
+
+    @property
     def engine(self):
+        return self._engine(self.warehouse_url)
+
+    @property
+    def engine_creating_warehouse(self):
+        """The engine for commands that set a warehouse up: a missing SQLite file is created and migrated."""
+        return self._engine(self._warehouse_url)
+
+    def _engine(self, url: str):
         try:
-            return get_engine(self.warehouse_url)
+            return get_engine(url)
         except SQLAlchemyError as exc:
-            shown = url_without_password(self.warehouse_url)
+            shown = url_without_password(url)
             _fail(f"cannot open the warehouse at {shown}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
 
 
@@ -64,7 +100,18 @@ def _add_partition(slug: str) -> None:
     click.echo(f"partition '{slug}' added to the Dagster instance.")
 
 
-@click.group()
+class _DotenvGroup(click.Group):
+    def main(self, args=None, *rest, **kwargs):
+        # A command line read from the process's own argv is the installed program: it takes the
+        # working directory's .env (`make demo` writes one) before its options are read from the
+        # environment. In-process callers pass their arguments and keep the environment they set
+        # up, so a .env in whatever directory they run in never leaks into their os.environ.
+        if args is None:
+            settings.load_dotenv_file()
+        return super().main(args, *rest, **kwargs)
+
+
+@click.group(cls=_DotenvGroup)
 @click.option("--warehouse-url", envvar=settings.WAREHOUSE_URL_ENV, default=None, help="SQLAlchemy URL of the warehouse.")
 @click.option("--api-base-url", envvar=settings.API_BASE_URL_ENV, default=settings.DEFAULT_API_BASE_URL, show_default=True)
 @click.pass_context
@@ -128,7 +175,7 @@ def company_add(
     """Add a company with its Billingo API key (checked live, stored encrypted)."""
     try:
         added, tax_code = register_company(
-            ctx.engine, slug, name, api_key, api_base_url=ctx.api_base_url, verify=not no_verify,
+            ctx.engine_creating_warehouse, slug, name, api_key, api_base_url=ctx.api_base_url, verify=not no_verify,
             sync_enabled=not disabled, allow_shared_key=allow_shared_key,
         )
     except (CompanyError, CredentialError, BillingoApiError) as exc:
@@ -312,6 +359,13 @@ def sync_command(ctx: Context, slugs: tuple[str, ...], sync_all: bool, full: boo
         settings.sync_stale_after_seconds()
     except settings.SettingsError as exc:
         _usage_error(str(exc))
+    if not os.environ.get("DAGSTER_HOME"):
+        # stderr: stdout stays one line per company for scripts that read it.
+        click.echo(
+            "note: DAGSTER_HOME is not set, so this sync runs on a temporary Dagster instance and its run "
+            "will not appear in the Dagster UI; set DAGSTER_HOME (`make demo` writes it to .env) to keep it.",
+            err=True,
+        )
     try:
         results = run_company_syncs(
             list(slugs),

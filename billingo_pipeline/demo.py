@@ -25,7 +25,7 @@ from .credentials import generate_fernet_key
 from .reporting.queries import REPORT_VIEWS
 from .resources import BillingoResource
 from .runner import dagster_instance, run_company_syncs
-from .settings import FERNET_KEY_ENV
+from .settings import API_BASE_URL_ENV, DOTENV_FILE, FERNET_KEY_ENV, WAREHOUSE_URL_ENV
 from .simulator import BillingoSimulator, generate_api_key
 from .warehouse import companies as company_store
 from .warehouse.engine import get_engine
@@ -33,6 +33,12 @@ from .warehouse.schema import billingo_invoice_items, billingo_invoices, compani
 from .warehouse.sync_log import sync_rows
 
 DEMO_DIR = Path(os.environ.get("BILLINGO_DEMO_DIR", ".demo")).resolve()
+# Next to the demo folder (the checkout, for `make demo`), where the CLI and `dagster dev` look.
+ENV_FILE = DEMO_DIR.parent / DOTENV_FILE
+# The first line of a .env the demo wrote: only such a file is rewritten by the next demo run.
+ENV_FILE_MARKER = "# Written by `make demo`"
+# `make dev` serves the demo's simulator here (Makefile DEV_SIMULATOR_PORT), so a CLI sync reaches it.
+DEV_SIMULATOR_PORT = int(os.environ.get("DEV_SIMULATOR_PORT") or 8765)
 # Billingo's clock runs this far ahead of the generated history (stamped up to a minute before the
 # simulator starts), so a re-run within a couple of minutes finds that history older than the
 # cursor minus the 10-minute overlap, as it would be on a real account.
@@ -69,6 +75,47 @@ def _prepare_environment() -> str:
     # The demo always uses its own key: its companies were encrypted with it on the first run.
     os.environ[FERNET_KEY_ENV] = key_file.read_text().strip()
     return f"sqlite:///{DEMO_DIR / 'warehouse.db'}"
+
+
+def _env_file_text(warehouse_url: str) -> str:
+    values = {
+        WAREHOUSE_URL_ENV: warehouse_url,
+        "DAGSTER_HOME": os.environ["DAGSTER_HOME"],
+        FERNET_KEY_ENV: os.environ[FERNET_KEY_ENV],
+        API_BASE_URL_ENV: f"http://127.0.0.1:{DEV_SIMULATOR_PORT}/v3",
+    }
+    for name, value in values.items():
+        # Single quotes keep a value literal for python-dotenv (the CLI and Dagster both read it
+        # with it); a quote inside one would end it early.
+        if "'" in value or "\n" in value:
+            raise ValueError(f"{name} for {ENV_FILE} holds a quote or a newline; move the demo folder")
+    lines = [
+        f"{ENV_FILE_MARKER} for its state in {DEMO_DIR}; each demo run rewrites it.",
+        "# Delete this first line to keep your own edits (the demo then leaves the file alone).",
+        f"# The simulator answers on {values[API_BASE_URL_ENV]} while `make dev` runs.",
+        *(f"{name}='{value}'" for name, value in values.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_env_file(warehouse_url: str) -> str:
+    """The demo's settings in ENV_FILE, readable by its owner only (it holds the Fernet key), so
+    `billingo-pipeline` and `dagster dev` run in the checkout see the demo's warehouse, Dagster
+    home and key with nothing exported. Returns what to tell the user (never the key)."""
+    names = f"{WAREHOUSE_URL_ENV}, DAGSTER_HOME, {FERNET_KEY_ENV}, {API_BASE_URL_ENV}"
+    if ENV_FILE.exists() and not ENV_FILE.read_text(errors="replace").startswith(ENV_FILE_MARKER):
+        return (
+            f"note: {ENV_FILE} exists and was not written by the demo, so it was left as it is: commands run in "
+            f"{ENV_FILE.parent} will not see the demo's state. To use the demo, move that file away and run "
+            f"`make demo` again, or set {names} in it yourself (the Fernet key is in {DEMO_DIR / 'fernet.key'})."
+        )
+    temporary = ENV_FILE.with_name(ENV_FILE.name + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(_env_file_text(warehouse_url))
+    temporary.chmod(0o600)  # also when an earlier, wider file was truncated in place
+    os.replace(temporary, ENV_FILE)
+    return f"wrote {ENV_FILE} ({names}): commands run in {ENV_FILE.parent} use the demo's state."
 
 
 def _start_simulator(port: int = 0) -> BillingoSimulator:
@@ -152,6 +199,7 @@ def main() -> int:
     warehouse_url = _prepare_environment()
     engine = get_engine(warehouse_url)
     simulator = _start_simulator()
+    print(_write_env_file(warehouse_url))
     try:
         print(f"Billingo simulator listening on {simulator.base_url}")
         for company in DEMO_COMPANIES:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dotenv import load_dotenv
+
 FERNET_KEY_ENV = "BILLINGO_FERNET_KEY"
 WAREHOUSE_URL_ENV = "BILLINGO_WAREHOUSE_URL"
 API_BASE_URL_ENV = "BILLINGO_API_BASE_URL"
@@ -16,6 +18,8 @@ INCREMENTAL_OVERLAP_ENV = "BILLINGO_INCREMENTAL_OVERLAP_MINUTES"
 DEFAULT_API_BASE_URL = "https://api.billingo.hu/v3"
 # Embedded default: a SQLite file in the working directory, so nothing needs a server.
 DEFAULT_WAREHOUSE_PATH = Path("billingo_warehouse.db")
+# Settings for commands run in a directory (`make demo` writes one); Dagster reads the same file.
+DOTENV_FILE = ".env"
 
 
 # A RUNNING sync refreshes its heartbeat this often; one silent for the stale bound is dead (its
@@ -71,6 +75,18 @@ def full_sweep_every_days() -> float:
 
 def incremental_overlap_minutes() -> float:
     return _positive_number(INCREMENTAL_OVERLAP_ENV, DEFAULT_INCREMENTAL_OVERLAP_MINUTES, unit="minutes", at_most=7 * 24 * 60)
+
+
+def load_dotenv_file(directory: Path | None = None) -> Path | None:
+    """Put the variables of ``directory``/.env (default: the working directory) into the
+    environment, as `dagster dev` does; a variable the environment already sets keeps its value,
+    so a one-off ``BILLINGO_WAREHOUSE_URL=... billingo-pipeline ...`` still wins. Returns the
+    file read, or None when there is none."""
+    path = (directory or Path.cwd()) / DOTENV_FILE
+    if not path.is_file():
+        return None
+    load_dotenv(path, override=False)
+    return path
 
 
 def warehouse_url() -> str:
