@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from .admin import register_company
 from .cli import format_sync_rows
 from .credentials import generate_fernet_key
-from .reporting.queries import REPORT_VIEWS
+from .reporting.queries import REPORT_VIEWS, is_paid
 from .resources import BillingoResource
 from .runner import dagster_instance, run_company_syncs
 from .settings import API_BASE_URL_ENV, DOTENV_FILE, FERNET_KEY_ENV, WAREHOUSE_URL_ENV
@@ -146,7 +146,8 @@ def serve_simulator(port: int) -> None:
 
 def _summary(engine: sa.Engine) -> pd.DataFrame:
     """Documents per company. "open" are the open receivables of the reporting views: drafts,
-    proformas, cancellations and documents with payment status ``none`` are not owed money."""
+    proformas, cancellations and documents with payment status ``none`` are not owed money.
+    "paid" is ``is_paid``, as in ``invoices --status paid``: a cancelled invoice is not paid."""
     inv, items = billingo_invoices, billingo_invoice_items
     receivables = REPORT_VIEWS["report_receivables"].table.c
 
@@ -157,7 +158,7 @@ def _summary(engine: sa.Engine) -> pd.DataFrame:
         sa.select(
             companies.c.slug.label("company"),
             sa.func.count(inv.c.id).label("invoices"),
-            documents_where(inv.c.payment_status == "paid").label("paid"),
+            documents_where(is_paid(inv.c)).label("paid"),
             documents_where(inv.c.cancelled.is_(True)).label("cancelled"),
             documents_where(inv.c.currency != "HUF").label("non-HUF"),
         )

@@ -615,7 +615,7 @@ def test_cli_invoices_table_csv_and_xlsx(portfolio, tmp_path):
     assert lines[0].split()[:3] == ["document_id", "invoice_number", "document_type"]
     assert [line.split()[1] for line in lines[2:5]] == ["ALFA-2026-002", "ALFA-2026-004", CANCELLED_LATER]
     assert "250000.00" in lines[2]
-    assert lines[-1] == "page 1 of 2 (6 invoices)"
+    assert lines[-1] == "page 1 of 2 (rows 1-3 of 6 invoices; --page 2 for more)"
 
     result = _cli(portfolio.url, invoices_command, "--company", SLUG, "--format", "csv", "--number", "BETA",
                   "--due-from", portfolio.day(-40).isoformat(), "--due-to", portfolio.day(0).isoformat())

@@ -6,23 +6,39 @@ reports a warehouse that cannot be opened). This module does not import ``billin
 which imports it. Every error is one line on stderr starting ``error: `` and exit code 1, like the
 rest of the CLI: that includes an out-of-range ``--page``/``--page-size`` and an ``--output`` file
 that already exists (replaced only with ``--force``, and then atomically).
+
+``invoices`` pages only what a person reads: the terminal table shows one page and says how to
+get the next, while a CSV (to a file or stdout) or a workbook holds every matching invoice unless
+``--page`` or ``--page-size`` is given on the command line.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import re
 import secrets
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import click
 import pandas as pd
+from click.core import ParameterSource
 
-from .exports import EXPORT_FORMATS, format_table, write_csv, write_xlsx
-from .queries import MAX_PAGE_SIZE, SORT_KEYS, InvoiceFilter, ReportError, parse_date, query_invoices, read_view
+from .exports import CSV_DIALECTS, EXPORT_FORMATS, format_table, write_csv, write_xlsx
+from .queries import (
+    MAX_PAGE_SIZE,
+    SORT_KEYS,
+    InvoiceFilter,
+    ReportError,
+    iter_invoice_chunks,
+    parse_date,
+    query_invoices,
+    read_view,
+)
 
 __all__ = ["MAX_PAGE", "REPORT_NAMES", "invoices_command", "report_command"]
 
@@ -69,10 +85,14 @@ class _BoundedInt(click.ParamType):
         return number
 
 
-def _check_output(output_format: str, output: Path | None, force: bool) -> None:
+def _check_output(output_format: str, output: Path | None, force: bool, csv_dialect: str = "default") -> None:
     """Refuse what cannot be written before the warehouse is read."""
     if output_format not in EXPORT_FORMATS:
         _fail(f"unknown format {output_format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    if csv_dialect not in CSV_DIALECTS:
+        _fail(f"unknown CSV dialect {csv_dialect!r}: expected one of {', '.join(CSV_DIALECTS)}")
+    if csv_dialect != "default" and output_format != "csv":
+        _fail(f"--csv-dialect {csv_dialect} needs --format csv")
     if output_format == "xlsx" and output is None:
         _fail("--format xlsx needs --output PATH (a workbook cannot go to the terminal)")
     if output is None:
@@ -83,24 +103,36 @@ def _check_output(output_format: str, output: Path | None, force: bool) -> None:
         _fail(f"{output} already exists; nothing written (pass --force to replace it)")
 
 
-def _render(frame: pd.DataFrame, output_format: str, sheet_name: str) -> bytes:
-    if output_format == "xlsx":
-        buffer = io.BytesIO()
-        write_xlsx(frame, buffer, sheet_name=sheet_name)
-        return buffer.getvalue()
-    if output_format == "csv":
-        text = io.StringIO()
-        write_csv(frame, text)
-        return text.getvalue().encode("utf-8")
-    return (format_table(frame) + "\n").encode("utf-8")
+Frames = pd.DataFrame | Iterable[pd.DataFrame]
 
 
-def _write_file(output: Path, data: bytes, force: bool) -> bool:
-    """Write ``data`` to ``output``, the whole file or nothing; True when a file was replaced.
+def _writer(frames: Frames, output_format: str, sheet_name: str, csv_dialect: str) -> Callable[[IO[bytes]], int]:
+    """A function writing the export to a binary file and returning its row count."""
+
+    def write(file: IO[bytes]) -> int:
+        if output_format == "xlsx":
+            return write_xlsx(frames, file, sheet_name=sheet_name)
+        text = io.TextIOWrapper(file, encoding="utf-8", newline="", write_through=True)
+        try:
+            if output_format == "csv":
+                return write_csv(frames, text, dialect=csv_dialect)
+            frame = frames if isinstance(frames, pd.DataFrame) else pd.concat(list(frames))
+            text.write(format_table(frame) + "\n")
+            return len(frame)
+        finally:
+            text.detach()  # the caller owns (and closes) the file
+
+    return write
+
+
+def _write_file(output: Path, write: Callable[[IO[bytes]], int], force: bool) -> tuple[int, bool]:
+    """Write the export to ``output``, the whole file or nothing: (rows, whether a file was replaced).
 
     Without ``force`` the file is created exclusively (O_EXCL), so a file that appeared since the
-    early check, or a symlink, is refused, never truncated. With ``force`` the data goes to a
-    temporary file beside it that replaces it in one rename: a failed write leaves the old file.
+    early check, or a symlink, is refused, never truncated; a write that fails removes it again.
+    With ``force`` the data goes to a temporary file beside it that replaces it in one rename: a
+    failed write leaves the old file. The export is streamed into the file (an export of 100,000
+    invoices is never held in memory whole).
     """
     if not force:
         try:
@@ -109,42 +141,42 @@ def _write_file(output: Path, data: bytes, force: bool) -> bool:
             _fail(f"{output} already exists; nothing written (pass --force to replace it)")
         try:
             with os.fdopen(descriptor, "wb") as file:
-                file.write(data)
+                rows = write(file)
         except BaseException:
             output.unlink(missing_ok=True)
             raise
-        return False
+        return rows, False
     existed = os.path.lexists(output)
     temporary = output.with_name(f".{output.name}.{secrets.token_hex(4)}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
+            rows = write(file)
         os.replace(temporary, output)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    return existed
+    return rows, existed
 
 
-def _emit(frame: pd.DataFrame, output_format: str, output: Path | None, sheet_name: str, force: bool) -> None:
-    """Write the frame as asked; a file gets a confirmation line, stdout gets only the data.
-
-    A file's content is rendered in full before the file is touched, so an export that fails
-    creates or truncates nothing.
-    """
+def _emit(
+    frames: Frames, output_format: str, output: Path | None, sheet_name: str, force: bool,
+    csv_dialect: str = "default",
+) -> None:
+    """Write the frame (or the chunks of one result) as asked; a file gets a confirmation line,
+    stdout gets only the data. An export that fails leaves no new or truncated file."""
     if output is None:
         if output_format == "csv":
-            write_csv(frame, sys.stdout)
+            write_csv(frames, sys.stdout, dialect=csv_dialect)
         else:
+            frame = frames if isinstance(frames, pd.DataFrame) else pd.concat(list(frames))
             click.echo(format_table(frame))
         return
-    data = _render(frame, output_format, sheet_name)
     try:
-        replaced = _write_file(output, data, force)
+        rows, replaced = _write_file(output, _writer(frames, output_format, sheet_name, csv_dialect), force)
     except OSError as exc:
         _fail(f"cannot write {output}: {exc.strerror or exc}")
-    click.echo(f"wrote {len(frame)} rows to {output}" + (" (replaced the existing file)" if replaced else ""))
+    click.echo(f"wrote {rows} rows to {output}" + (" (replaced the existing file)" if replaced else ""))
 
 
 _format_option = click.option(
@@ -157,6 +189,11 @@ _output_option = click.option(
 )
 _force_option = click.option(
     "--force", is_flag=True, help="Replace an existing --output file (atomically: all or nothing).",
+)
+_csv_dialect_option = click.option(
+    "--csv-dialect", default="default", show_default=True, metavar="|".join(CSV_DIALECTS),
+    help="default: UTF-8, ',' and '.' decimals; excel-hu: what Hungarian Excel opens by double-click "
+         "(UTF-8 with a byte order mark, ';' and decimal commas).",
 )
 
 
@@ -177,12 +214,14 @@ _force_option = click.option(
               help="date: invoice date; amount: gross in HUF; partner: partner name.")
 @click.option("--desc", "descending", is_flag=True, help="Sort descending.")
 @click.option("--page-size", default=100, show_default=True, type=_BoundedInt(1, MAX_PAGE_SIZE, "page size"),
-              help=f"Rows per page, 1 to {MAX_PAGE_SIZE}.")
+              help=f"Rows per page of the terminal table, 1 to {MAX_PAGE_SIZE}; given with CSV or xlsx, "
+                   "the export holds that page only (without it, every matching invoice).")
 @click.option("--page", default=1, show_default=True, type=_BoundedInt(1, MAX_PAGE, "page"),
-              help=f"Page number, 1 to {MAX_PAGE}.")
+              help=f"Page number, 1 to {MAX_PAGE}; given with CSV or xlsx, the export holds that page only.")
 @_format_option
 @_output_option
 @_force_option
+@_csv_dialect_option
 def invoices_command(
     company: str,
     statuses: tuple[str, ...],
@@ -201,9 +240,18 @@ def invoices_command(
     output_format: str,
     output: Path | None,
     force: bool,
+    csv_dialect: str,
 ) -> None:
-    """List one company's invoices with filters, sorting and paging; as a table, CSV or Excel."""
-    _check_output(output_format, output, force)
+    """List one company's invoices with filters, sorting and paging; as a table, CSV or Excel.
+
+    The table shows one page; CSV and xlsx hold every matching invoice unless --page or
+    --page-size is given.
+    """
+    _check_output(output_format, output, force, csv_dialect)
+    ctx = click.get_current_context()
+    paged = output_format == "table" or any(
+        ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None) for name in ("page", "page_size")
+    )
     try:
         filters = InvoiceFilter(
             statuses=statuses,
@@ -216,16 +264,30 @@ def invoices_command(
             partner_tax_number=partner_tax_number,
             invoice_number=invoice_number,
         )
-        frame = query_invoices(
-            click.get_current_context().obj.engine, company, filters,
-            sort=sort, descending=descending, page_size=page_size, page=page,
-        )
+        if paged:
+            frames: Frames = query_invoices(
+                ctx.obj.engine, company, filters, sort=sort, descending=descending, page_size=page_size, page=page,
+            )
+        else:
+            chunks = iter_invoice_chunks(ctx.obj.engine, company, filters, sort=sort, descending=descending)
+            # The first chunk is read here, so that an unknown company or a failing query is an
+            # error before any file is created.
+            frames = itertools.chain([next(chunks)], chunks)
     except ReportError as exc:
         _fail(str(exc))
-    _emit(frame, output_format, output, sheet_name=f"{company} invoices", force=force)
+    _emit(frames, output_format, output, sheet_name=f"{company} invoices", force=force, csv_dialect=csv_dialect)
     if output_format == "table" and output is None:
-        attrs = frame.attrs
-        click.echo(f"page {attrs['page']} of {attrs['page_count']} ({attrs['total_rows']} invoices)")
+        click.echo(_page_line(frames.attrs, len(frames)))
+
+
+def _page_line(attrs: dict, rows: int) -> str:
+    """Where the table's page sits in the result, and how to see the rest."""
+    page, page_count, total = attrs["page"], attrs["page_count"], attrs["total_rows"]
+    if rows == 0 or page_count == 1:
+        return f"page {page} of {page_count} ({total} invoices)"
+    first = (page - 1) * attrs["page_size"] + 1
+    more = f"; --page {page + 1} for more" if page < page_count else ""
+    return f"page {page} of {page_count} (rows {first}-{first + rows - 1} of {total} invoices{more})"
 
 
 @click.command("report")
@@ -234,7 +296,10 @@ def invoices_command(
 @_format_option
 @_output_option
 @_force_option
-def report_command(name: str, company: str, output_format: str, output: Path | None, force: bool) -> None:
+@_csv_dialect_option
+def report_command(
+    name: str, company: str, output_format: str, output: Path | None, force: bool, csv_dialect: str
+) -> None:
     """Show a reporting view for one company.
 
     REPORT is one of: receivables, outstanding, aging-by-company, aging-by-partner, cash-flow,
@@ -243,9 +308,9 @@ def report_command(name: str, company: str, output_format: str, output: Path | N
     view_name = REPORT_NAMES.get(name, name)
     if view_name not in REPORT_NAMES.values():
         _fail(f"unknown report {name!r}: expected one of {', '.join(REPORT_NAMES)}")
-    _check_output(output_format, output, force)
+    _check_output(output_format, output, force, csv_dialect)
     try:
         frame = read_view(click.get_current_context().obj.engine, view_name, company)
     except ReportError as exc:
         _fail(str(exc))
-    _emit(frame, output_format, output, sheet_name=name, force=force)
+    _emit(frame, output_format, output, sheet_name=name, force=force, csv_dialect=csv_dialect)

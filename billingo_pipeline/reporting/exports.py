@@ -2,7 +2,19 @@
 
 Money stays exact until the last step: CSV writes the Decimal's own text (``1234.50``), the
 terminal table shows it with two decimals, and Excel gets a number with a ``#,##0.00`` format
-(Excel has nothing but doubles, which hold any amount below 10**13 to the cent).
+(Excel has nothing but doubles, which hold any amount below 10**13 to the cent). Any other
+Decimal (a conversion rate, an average) is a number whose format shows every decimal it has;
+one of more than 15 significant digits, more than Excel keeps, is written as text so that no
+digit is lost.
+
+CSV comes in two dialects (``CSV_DIALECTS``): ``default`` is UTF-8, ``,`` and ``.`` decimals
+(what pandas, Python and most tools read); ``excel-hu`` is what Excel in a Hungarian locale opens
+by double-click: a UTF-8 byte order mark (without it Excel reads the file as Windows-1250 and
+garbles ő and ű), ``;`` between fields and a decimal comma in numbers.
+
+Exports of any size: ``write_csv`` and ``write_xlsx`` also take an iterable of DataFrames (the
+chunks of one result, as ``queries.iter_invoice_chunks`` yields them) and write them one after
+the other, so memory holds one chunk; the workbook is written in openpyxl's write-only mode.
 
 Every text cell (headers included) is made safe for a spreadsheet before it is written, the same way
 in CSV and xlsx (``spreadsheet_text``):
@@ -25,15 +37,18 @@ import math
 import re
 from decimal import Decimal
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
 __all__ = [
+    "CSV_DIALECTS",
     "EXPORT_FORMATS",
     "clean_text",
     "format_table",
@@ -46,6 +61,11 @@ __all__ = [
 ]
 
 EXPORT_FORMATS = ("table", "csv", "xlsx")
+CSV_DIALECTS = ("default", "excel-hu")
+BYTE_ORDER_MARK = "\ufeff"
+# Excel keeps 15 significant digits of a number; a Decimal with more is written as text.
+EXCEL_SIGNIFICANT_DIGITS = 15
+MONEY_FORMAT = "#,##0.00"
 _MAX_COLUMN_WIDTH = 40
 # The characters a spreadsheet may start a formula with (OWASP lists = + - @ tab CR); LF because a
 # CR is written as LF (see clean_text), so a value that began with CR still counts.
@@ -141,10 +161,59 @@ def format_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_csv(frame: pd.DataFrame, target: str | Path | IO[str]) -> None:
-    """UTF-8 CSV with a header; Decimals as written (``1234.50``), dates ISO, nulls empty, text
-    made safe by ``spreadsheet_text``."""
-    safe_frame(frame).to_csv(target, index=False, date_format="%Y-%m-%dT%H:%M:%S%z")
+Frames = pd.DataFrame | Iterable[pd.DataFrame]
+
+
+def _chunks(frames: Frames) -> Iterator[pd.DataFrame]:
+    if isinstance(frames, pd.DataFrame):
+        yield frames
+    else:
+        yield from frames
+
+
+def _decimal_comma(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value).replace(".", ",")
+    return value
+
+
+def _excel_hu_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Decimals as text with a decimal comma (pandas' ``decimal=`` only touches floats)."""
+    converted = frame.copy()
+    for index in range(len(frame.columns)):
+        column = frame.iloc[:, index]
+        if column.dtype == object:
+            converted.isetitem(index, column.map(_decimal_comma))
+    return converted
+
+
+def write_csv(frames: Frames, target: str | Path | IO[str], *, dialect: str = "default") -> int:
+    """CSV with a header; Decimals as written (``1234.50``, or ``1234,50`` in ``excel-hu``),
+    dates ISO, nulls empty, text made safe by ``spreadsheet_text``. ``frames`` is one DataFrame or
+    the chunks of one result (the header comes from the first). Returns the number of rows.
+
+    A path is written as UTF-8 (with a byte order mark in ``excel-hu``); to an open text stream
+    the byte order mark is written as the character U+FEFF, which its UTF-8 encoding makes the mark.
+    """
+    if dialect not in CSV_DIALECTS:
+        raise ValueError(f"unknown CSV dialect {dialect!r}: expected one of {', '.join(CSV_DIALECTS)}")
+    if isinstance(target, (str, Path)):
+        with open(target, "w", encoding="utf-8", newline="") as file:
+            return write_csv(frames, file, dialect=dialect)
+    excel_hu = dialect == "excel-hu"
+    if excel_hu:
+        target.write(BYTE_ORDER_MARK)
+    rows = 0
+    for number, frame in enumerate(_chunks(frames)):
+        safe = safe_frame(frame)
+        if excel_hu:
+            safe = _excel_hu_frame(safe)
+        safe.to_csv(
+            target, index=False, header=number == 0, date_format="%Y-%m-%dT%H:%M:%S%z",
+            sep=";" if excel_hu else ",", decimal="," if excel_hu else ".",
+        )
+        rows += len(frame)
+    return rows
 
 
 def _excel_value(value: Any) -> Any:
@@ -162,42 +231,70 @@ def _excel_value(value: Any) -> Any:
     return value
 
 
-def _append_row(sheet: Any, values: list[Any]) -> None:
-    sheet.append(values)
-    for cell, value in zip(sheet[sheet.max_row], values):
-        if isinstance(value, str):
-            # openpyxl makes any text starting "=" a formula; spreadsheet_text already prevents
-            # that, and the type is set so that no text can ever be stored as one.
+def _decimal_format(value: Decimal) -> str:
+    """The number format that shows every decimal of ``value``; money's own for two decimals."""
+    places = max(0, -int(value.as_tuple().exponent))
+    if places == 2:
+        return MONEY_FORMAT
+    return "0" if places == 0 else "0." + "0" * min(places, 2) + "#" * max(0, places - 2)
+
+
+def _xlsx_cell(sheet: Any, value: Any) -> WriteOnlyCell | None:
+    value = _excel_value(value)
+    if value is None:
+        return None
+    cell = WriteOnlyCell(sheet, value=value)
+    if isinstance(value, str):
+        # openpyxl makes any text starting "=" a formula; spreadsheet_text already prevents
+        # that, and the type is set so that no text can ever be stored as one.
+        cell.data_type = "s"
+    elif isinstance(value, Decimal):
+        if value.is_finite() and len(value.normalize().as_tuple().digits) > EXCEL_SIGNIFICANT_DIGITS:
+            cell.value = str(value)
             cell.data_type = "s"
+        else:
+            cell.number_format = _decimal_format(value)
+    elif isinstance(value, dt.datetime):
+        cell.number_format = "yyyy-mm-dd hh:mm:ss"
+    elif isinstance(value, dt.date):
+        cell.number_format = "yyyy-mm-dd"
+    return cell
 
 
-def write_xlsx(frame: pd.DataFrame, path: str | Path | IO[bytes], *, sheet_name: str = "report") -> None:
-    """An Excel workbook with one sheet: bold frozen header, typed cells, readable widths, text made
-    safe by ``spreadsheet_text`` and cut to Excel's 32,767 characters a cell."""
-    frame = safe_frame(frame)
-    workbook = Workbook()
-    sheet = workbook.active
-    sheet.title = sheet_title(sheet_name)
-    _append_row(sheet, [_excel_value(str(name)) for name in frame.columns])
-    for cell in sheet[1]:
-        cell.font = Font(bold=True)
-    sheet.freeze_panes = "A2"
-    for row in frame.itertuples(index=False, name=None):
-        _append_row(sheet, [_excel_value(value) for value in row])
-    for index, name in enumerate(frame.columns, start=1):
-        values = frame[name].dropna()
-        letter = get_column_letter(index)
-        number_format = None
-        if len(values) and all(isinstance(v, Decimal) for v in values):
-            number_format = "#,##0.00"
-        elif len(values) and all(isinstance(v, dt.datetime) for v in values):
-            number_format = "yyyy-mm-dd hh:mm:ss"
-            sheet.cell(row=1, column=index).value = f"{name} (UTC)"
-        elif len(values) and all(isinstance(v, dt.date) for v in values):
-            number_format = "yyyy-mm-dd"
-        if number_format:
-            for (cell,) in sheet.iter_rows(min_row=2, min_col=index, max_col=index):
-                cell.number_format = number_format
+def write_xlsx(frames: Frames, path: str | Path | IO[bytes], *, sheet_name: str = "report") -> int:
+    """An Excel workbook with one sheet: bold frozen header with an autofilter, typed cells,
+    readable widths, text made safe by ``spreadsheet_text`` and cut to Excel's 32,767 characters
+    a cell. ``frames`` is one DataFrame or the chunks of one result: column widths and the
+    "(UTC)" header of timestamp columns come from the first. Returns the number of rows."""
+    chunks = _chunks(frames)
+    first = safe_frame(next(chunks))
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet(sheet_title(sheet_name))
+    header = []
+    for index, name in enumerate(first.columns, start=1):
+        values = first[name].dropna()
+        label = str(name)
+        if len(values) and all(isinstance(v, dt.datetime) for v in values):
+            label = f"{name} (UTC)"
         longest = max([len(str(name))] + [len(_cell_text(v)) for v in values.head(200)])
-        sheet.column_dimensions[letter].width = min(longest + 2, _MAX_COLUMN_WIDTH)
+        sheet.column_dimensions[get_column_letter(index)].width = min(longest + 2, _MAX_COLUMN_WIDTH)
+        cell = WriteOnlyCell(sheet, value=_excel_value(label))
+        cell.data_type = "s"
+        cell.font = Font(bold=True)
+        header.append(cell)
+    sheet.freeze_panes = "A2"
+    sheet.append(header)
+    rows = 0
+    frame = first
+    while True:
+        for row in frame.itertuples(index=False, name=None):
+            sheet.append([_xlsx_cell(sheet, value) for value in row])
+        rows += len(frame)
+        try:
+            frame = safe_frame(next(chunks))
+        except StopIteration:
+            break
+    if len(first.columns):
+        sheet.auto_filter.ref = f"A1:{get_column_letter(len(first.columns))}{rows + 1}"
     workbook.save(path)
+    return rows

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -36,6 +36,8 @@ __all__ = [
     "aging_by_partner",
     "cash_flow_forecast",
     "outstanding_invoices",
+    "iter_invoice_chunks",
+    "is_paid",
     "parse_date",
     "partner_balances",
     "partner_payment_behaviour",
@@ -52,6 +54,9 @@ CANCELLED = "cancelled"
 INVOICE_STATUSES = (*PAYMENT_STATUSES, CANCELLED)
 SORT_KEYS = ("date", "amount", "partner")
 MAX_PAGE_SIZE = 10_000
+# Rows fetched per round trip when a whole result is read (an export): enough to amortize the round
+# trip, few enough that 100,000 invoices never sit in the driver's buffers at once.
+EXPORT_CHUNK_SIZE = 5_000
 
 # Partner tax numbers are compared without dashes and spaces, upper case. Accepted: a Hungarian
 # tax number 12345678-1-12, its 8-digit base (the taxpayer, whatever the VAT code and tax office),
@@ -64,6 +69,22 @@ _EU_VAT_NUMBER = re.compile(
     r"(?=(?:.*\d){2})(?:AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK|XI)"
     r"[0-9A-Z+*]{2,12}"
 )
+
+
+def is_paid(invoices: sa.ColumnCollection = billingo_invoices.c) -> sa.ColumnElement[bool]:
+    """The one definition of a *paid* document in every report: Billingo says ``paid`` and the
+    document is live (not cancelled, not deleted in Billingo).
+
+    A cancelled invoice keeps the payment status it had, but the money is settled by its
+    cancellation (or refunded), so counting it as paid would report income that is not there.
+    ``partially_paid`` is not paid. The reporting views agree: ``report_receivables`` holds only
+    live documents, and its ``payment_status = 'paid'`` is this condition on receivables.
+    """
+    return sa.and_(
+        invoices.payment_status == "paid",
+        sa.not_(invoices.cancelled),
+        invoices.deleted_in_source_at.is_(None),
+    )
 
 
 class ReportError(ValueError):
@@ -159,7 +180,9 @@ class InvoiceFilter:
         conditions: list[sa.ColumnElement[bool]] = []
         if self.statuses:
             matches = []
-            payment_statuses = [s for s in self.statuses if s != CANCELLED]
+            payment_statuses = [s for s in self.statuses if s not in (CANCELLED, "paid")]
+            if "paid" in self.statuses:
+                matches.append(is_paid(invoices))
             if payment_statuses:
                 matches.append(sa.and_(invoices.payment_status.in_(payment_statuses), sa.not_(invoices.cancelled)))
             if CANCELLED in self.statuses:
@@ -230,6 +253,29 @@ def _sort_order(sort: str, descending: bool) -> list[sa.ColumnElement]:
     return [(key.desc() if descending else key.asc()).nulls_last() for key in keys]
 
 
+def _invoice_query(
+    conn: sa.Connection, company_slug: str, filters: InvoiceFilter | None, sort: str, descending: bool
+) -> tuple[sa.Select, int]:
+    """The ordered SELECT of the matching invoices and how many rows it returns."""
+    filters = filters or InvoiceFilter()
+    order = _sort_order(sort, descending)
+    invoices = billingo_invoices.c
+    company_id = _company_id(conn, company_slug)
+    where = [invoices.company_id == company_id, invoices.deleted_in_source_at.is_(None), *filters.conditions()]
+    total_rows = conn.execute(sa.select(sa.func.count()).select_from(billingo_invoices).where(*where)).scalar_one()
+    columns = [invoices[name] for name in INVOICE_COLUMNS if name != "gross_total_huf"]
+    return sa.select(*columns).where(*where).order_by(*order), total_rows
+
+
+def _invoice_frame(rows: list[dict]) -> pd.DataFrame:
+    for row in rows:
+        row["gross_total_huf"] = to_huf(row["gross_total"], row["conversion_rate"], row["currency"])
+        for name in _INVOICE_MONEY:
+            if row[name] is not None:
+                row[name] = row[name].quantize(CENT, ROUND_HALF_UP)
+    return _frame(rows, INVOICE_COLUMNS, integer_columns=("document_id",), boolean_columns=("cancelled",))
+
+
 def query_invoices(
     engine: Engine,
     company_slug: str,
@@ -244,28 +290,18 @@ def query_invoices(
 
     ``sort`` is ``date`` (invoice date), ``amount`` (gross in HUF) or ``partner`` (name, then
     invoice date); the document id breaks ties, so pages never overlap. ``df.attrs`` holds
-    ``total_rows``, ``page``, ``page_size`` and ``page_count`` for paging.
+    ``total_rows``, ``page``, ``page_size`` and ``page_count`` for paging. Every matching row
+    at once: ``iter_invoice_chunks``.
     """
-    filters = filters or InvoiceFilter()
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ReportError(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
     if page < 1:
         raise ReportError(f"page must be 1 or more, got {page}")
-    order = _sort_order(sort, descending)
-    invoices = billingo_invoices.c
     with engine.connect() as conn:
-        company_id = _company_id(conn, company_slug)
-        where = [invoices.company_id == company_id, invoices.deleted_in_source_at.is_(None), *filters.conditions()]
-        total_rows = conn.execute(sa.select(sa.func.count()).select_from(billingo_invoices).where(*where)).scalar_one()
-        columns = [invoices[name] for name in INVOICE_COLUMNS if name != "gross_total_huf"]
-        query = sa.select(*columns).where(*where).order_by(*order).limit(page_size).offset((page - 1) * page_size)
+        query, total_rows = _invoice_query(conn, company_slug, filters, sort, descending)
+        query = query.limit(page_size).offset((page - 1) * page_size)
         rows = [dict(row._mapping) for row in conn.execute(query)]
-    for row in rows:
-        row["gross_total_huf"] = to_huf(row["gross_total"], row["conversion_rate"], row["currency"])
-        for name in _INVOICE_MONEY:
-            if row[name] is not None:
-                row[name] = row[name].quantize(CENT, ROUND_HALF_UP)
-    frame = _frame(rows, INVOICE_COLUMNS, integer_columns=("document_id",), boolean_columns=("cancelled",))
+    frame = _invoice_frame(rows)
     frame.attrs.update(
         total_rows=total_rows,
         page=page,
@@ -273,6 +309,40 @@ def query_invoices(
         page_count=max(1, math.ceil(total_rows / page_size)),
     )
     return frame
+
+
+def iter_invoice_chunks(
+    engine: Engine,
+    company_slug: str,
+    filters: InvoiceFilter | None = None,
+    *,
+    sort: str = "date",
+    descending: bool = False,
+    chunk_size: int = EXPORT_CHUNK_SIZE,
+) -> Iterator[pd.DataFrame]:
+    """Every matching invoice, in ``query_invoices``' order, as DataFrames of at most
+    ``chunk_size`` rows; each has ``attrs["total_rows"]``, the count of the whole result.
+
+    One query read with a server-side cursor (``yield_per``), not OFFSET pages: the result is one
+    consistent snapshot (an invoice synced meanwhile cannot be skipped or repeated at a page
+    boundary) and memory holds one chunk, whatever the export's size. The first chunk is
+    yielded even when nothing matches, so a writer always gets the columns.
+    """
+    if chunk_size < 1:
+        raise ReportError(f"chunk size must be 1 or more, got {chunk_size}")
+    with engine.connect() as conn:
+        query, total_rows = _invoice_query(conn, company_slug, filters, sort, descending)
+        result = conn.execution_options(yield_per=chunk_size).execute(query)
+        yielded = False
+        for partition in result.partitions():
+            frame = _invoice_frame([dict(row._mapping) for row in partition])
+            frame.attrs["total_rows"] = total_rows
+            yielded = True
+            yield frame
+        if not yielded:
+            frame = _invoice_frame([])
+            frame.attrs["total_rows"] = total_rows
+            yield frame
 
 
 # --- views ----------------------------------------------------------------------------------------
