@@ -5,7 +5,6 @@ and the real CLI, with the files opened again by openpyxl and pandas.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 from decimal import Decimal
 
