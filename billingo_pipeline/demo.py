@@ -199,8 +199,8 @@ def _describe_mode(row: dict) -> str:
 def main() -> int:
     warehouse_url = _prepare_environment()
     engine = get_engine(warehouse_url)
-    simulator = _start_simulator()
     print(_write_env_file(warehouse_url))
+    simulator = _start_simulator()
     try:
         print(f"Billingo simulator listening on {simulator.base_url}")
         for company in DEMO_COMPANIES:
