@@ -20,10 +20,13 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 from billingo_pipeline.admin import register_company
+from billingo_pipeline.cli import main
 from billingo_pipeline.resources import BillingoResource
 from billingo_pipeline.runner import run_company_syncs
+from billingo_pipeline.settings import API_BASE_URL_ENV, WAREHOUSE_URL_ENV
 from billingo_pipeline.simulator import BillingoSimulator, generate_api_key
 from billingo_pipeline.sync import CompanySyncError, sync_company
 from billingo_pipeline.warehouse.companies import CompanyError, get_company
@@ -177,6 +180,22 @@ def rig(request, warehouse_url, simulator, fernet_key) -> Iterator[FaultRig]:
     company, _ = register_company(engine, SLUG, "Acme Kft.", api_key, api_base_url=simulator.base_url)
     with contextlib.ExitStack() as cleanup:
         yield FaultRig(engine, warehouse_url, simulator, api_key, company.id, cleanup)
+
+
+@pytest.fixture
+def cli(rig, tmp_path, monkeypatch):
+    """The CLI in-process against the rig's warehouse and simulator, with a Dagster home of its own."""
+    monkeypatch.setenv(WAREHOUSE_URL_ENV, rig.warehouse_url)
+    monkeypatch.setenv(API_BASE_URL_ENV, rig.simulator.base_url)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+
+    def invoke(*args):
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
 
 
 @pytest.fixture(scope="module")

@@ -8,28 +8,14 @@ refuse unknown companies with exit 2.
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
 from billingo_pipeline.admin import register_company
-from billingo_pipeline.cli import main, sync_exit_code
-from billingo_pipeline.settings import API_BASE_URL_ENV, SYNC_STALE_AFTER_ENV, WAREHOUSE_URL_ENV
+from billingo_pipeline.cli import sync_exit_code
+from billingo_pipeline.settings import SYNC_STALE_AFTER_ENV
 from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.warehouse.sync_log import COMPLETED, FAILED, PARTIAL, start_sync
 
 
-@pytest.fixture
-def cli(rig, tmp_path, monkeypatch):
-    monkeypatch.setenv(WAREHOUSE_URL_ENV, rig.warehouse_url)
-    monkeypatch.setenv(API_BASE_URL_ENV, rig.simulator.base_url)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-
-    def invoke(*args):
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-    return invoke
 
 
 def test_exit_code_rules():

@@ -150,12 +150,6 @@ def test_a_sync_without_dagster_home_says_where_its_run_went(rig, monkeypatch):
     assert result.stderr == NO_DAGSTER_HOME_NOTE
 
 
-def test_a_sync_with_dagster_home_prints_no_note(rig, monkeypatch, tmp_path):
-    monkeypatch.setenv(WAREHOUSE_URL_ENV, rig.warehouse_url)
-    monkeypatch.setenv(API_BASE_URL_ENV, rig.simulator.base_url)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    result = CliRunner().invoke(main, ["sync", "acme"], catch_exceptions=False)
+def test_a_sync_with_dagster_home_prints_no_note(cli):
+    result = cli("sync", "acme")
     assert result.exit_code == 0 and result.stderr == ""
