@@ -66,3 +66,5 @@ dev: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .demo .artifacts
+	@# The demo's .env points at .demo: it goes with it (a .env of your own stays).
+	@if head -n 1 .env 2>/dev/null | grep -q '^# Written by `make demo`'; then rm -f .env; fi
