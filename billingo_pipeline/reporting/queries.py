@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeDecorator
 
+from ..warehouse.collation import COLLATION_NAME
 from ..warehouse.schema import ExactDecimal, UtcDateTime, billingo_invoices, companies
 
 __all__ = [
@@ -248,7 +249,9 @@ def _sort_order(sort: str, descending: bool) -> list[sa.ColumnElement]:
         rate = sa.func.coalesce(sa.cast(invoices.conversion_rate, sa.Float), 1.0)
         keys = [sa.cast(invoices.gross_total, sa.Float) * rate]
     else:
-        keys = [sa.func.lower(invoices.partner_name), invoices.invoice_date]
+        # Hungarian order on both dialects; case only breaks ties, so no lower() is needed (which
+        # on SQLite, and on a C-locale PostgreSQL, would not lower "Á").
+        keys = [invoices.partner_name.collate(COLLATION_NAME), invoices.invoice_date]
     keys.append(invoices.document_id)
     return [(key.desc() if descending else key.asc()).nulls_last() for key in keys]
 
@@ -481,13 +484,20 @@ REPORT_VIEWS: dict[str, ReportView] = {
 }
 
 
+def _view_sort_column(columns, name: str) -> sa.ColumnElement:
+    return columns[name].collate(COLLATION_NAME) if name == "partner_name" else columns[name]
+
+
 def read_view(engine: Engine, view_name: str, company_slug: str | None = None) -> pd.DataFrame:
     """Every row of a reporting view (one company's when ``company_slug`` is given), typed."""
     view = REPORT_VIEWS.get(view_name)
     if view is None:
         raise ReportError(f"unknown view {view_name!r}: expected one of {', '.join(REPORT_VIEWS)}")
     columns = view.table.c
-    order = [columns[key[1:]].desc() if key.startswith("-") else columns[key].asc() for key in view.order_by]
+    order = [
+        _view_sort_column(columns, key[1:]).desc() if key.startswith("-") else _view_sort_column(columns, key).asc()
+        for key in view.order_by
+    ]
     query = sa.select(view.table).order_by(*(key.nulls_last() for key in order))
     with engine.connect() as conn:
         if company_slug is not None:

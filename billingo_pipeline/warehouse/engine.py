@@ -10,6 +10,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
 
+from .collation import COLLATION_NAME, compare_hungarian
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 WAREHOUSE_BACKENDS = ("sqlite", "postgresql")
 
@@ -73,6 +75,8 @@ def create_warehouse_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # PostgreSQL has this collation from ICU (migration 0007); SQLite needs it per connection.
+            dbapi_connection.create_collation(COLLATION_NAME, compare_hungarian)
 
         return engine
     engine = sa.create_engine(url_obj, pool_pre_ping=True)
