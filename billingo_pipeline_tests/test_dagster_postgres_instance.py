@@ -1,8 +1,8 @@
-"""The production Dagster instance: the repository's dagster.yaml, storage on the real PostgreSQL.
+"""The production Dagster instance: deploy/dagster.yaml, storage on the real PostgreSQL.
 
 A throwaway database holds Dagster's run, event-log and schedule storage (dagster-postgres) and
 another one the warehouse, as in a deployment. The operator's own commands run as subprocesses
-against a DAGSTER_HOME holding a copy of the repository's dagster.yaml: `billingo-pipeline company
+against a DAGSTER_HOME holding a copy of deploy/dagster.yaml: `billingo-pipeline company
 add` (checks the key live, adds the company's partition to the instance), then `dagster asset
 materialize` loads the code location and runs the sync. The run and its materializations are then
 read back from PostgreSQL's own tables, not through Dagster's API.
@@ -70,7 +70,7 @@ def test_code_location_runs_a_sync_on_the_postgres_instance(throwaway_databases,
     dagster_url, warehouse_url = throwaway_databases
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
     api_key = generate_api_key(41)
     simulator.add_organization(api_key, name="ACME Kft.", seed=41, document_count=130)
     env = {
