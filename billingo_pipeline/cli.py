@@ -416,17 +416,42 @@ def unlock_command(ctx: Context, slug: str) -> None:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.pass_obj
 def status_command(ctx: Context, slug: str | None, limit: int) -> None:
-    """Recent sync-log rows, newest first (a RUNNING row shows how far it got)."""
+    """Recent sync-log rows, newest first (a RUNNING row shows how far it got; a PARTIAL one,
+    which documents failed and why)."""
     if slug is not None:
         _known_company(ctx.engine, slug)
     rows = sync_rows(ctx.engine, company_slug=slug, limit=limit)
     if not rows:
         click.echo("no syncs recorded yet.")
         return
-    click.echo(format_sync_rows(rows))
+    click.echo(format_sync_rows(rows, document_errors=STATUS_DOCUMENT_ERRORS))
 
 
-def format_sync_rows(rows: list[dict]) -> str:
+# A PARTIAL sync lists this many of its failed documents under its line; the rest are counted.
+STATUS_DOCUMENT_ERRORS = 5
+STATUS_ERROR_LENGTH = 120
+
+
+def _document_error_lines(row: dict, shown: int) -> list[str]:
+    errors = row.get("errors") or []
+    if row["status"] != PARTIAL or not errors:
+        return []
+    lines = []
+    for error in errors[:shown]:
+        message = " ".join(str(error.get("message") or "").split())
+        if len(message) > STATUS_ERROR_LENGTH:
+            message = message[: STATUS_ERROR_LENGTH - 3] + "..."
+        lines.append(f"    document {error.get('document_id')}: {message}")
+    # The log keeps at most MAX_STORED_ERRORS messages; the failed count covers every document.
+    more = max(len(errors), row["invoices_failed"] or 0) - len(lines)
+    if more > 0:
+        lines.append(f"    {more} more")
+    return lines
+
+
+def format_sync_rows(rows: list[dict], *, document_errors: int = 0) -> str:
+    """The rows as a table; with ``document_errors``, a PARTIAL row is followed by up to that
+    many of its failed documents."""
     frame = pd.DataFrame(
         [
             {
@@ -446,7 +471,14 @@ def format_sync_rows(rows: list[dict]) -> str:
             for r in rows
         ]
     )
-    return frame.to_string(index=False)
+    table = frame.to_string(index=False).split("\n")
+    if not document_errors:
+        return "\n".join(table)
+    # to_string never wraps, so line 1 + i is row i.
+    lines = [table[0]]
+    for row, line in zip(rows, table[1:]):
+        lines += [line, *_document_error_lines(row, document_errors)]
+    return "\n".join(lines)
 
 
 main.add_command(health_command)
