@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from .warehouse.schema import billingo_invoice_items, billingo_invoices, compani
 from .warehouse.sync_log import sync_rows
 
 DEMO_DIR = Path(os.environ.get("BILLINGO_DEMO_DIR", ".demo")).resolve()
+LOCAL_DAGSTER_CONFIG = Path(__file__).resolve().parents[1] / "dagster.yaml"
 # Next to the demo folder (the checkout, for `make demo`), where the CLI and `dagster dev` look.
 ENV_FILE = DEMO_DIR.parent / DOTENV_FILE
 # The first line of a .env the demo wrote: only such a file is rewritten by the next demo run.
@@ -65,7 +67,12 @@ def _prepare_environment() -> str:
     """Demo-only state under .demo/: a Dagster home, a SQLite warehouse and a Fernet key file."""
     dagster_home = DEMO_DIR / "dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+    # The checkout's local instance config, so `make dev` over this home queues and monitors runs
+    # as production does; a non-editable install has no checkout to copy it from.
+    if LOCAL_DAGSTER_CONFIG.is_file():
+        shutil.copyfile(LOCAL_DAGSTER_CONFIG, dagster_home / "dagster.yaml")
+    else:
+        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     key_file = DEMO_DIR / "fernet.key"
     if not key_file.exists():

@@ -84,3 +84,15 @@ def test_production_config_needs_its_postgres_url(tmp_path):
     shutil.copy(PRODUCTION_CONFIG, home / "dagster.yaml")
     with pytest.raises(dg.DagsterInvalidConfigError, match="DAGSTER_POSTGRES_URL"):
         dg.DagsterInstance.from_config(str(home))
+
+
+def test_demo_dagster_home_holds_the_top_level_config(tmp_path, monkeypatch):
+    from billingo_pipeline import demo
+
+    monkeypatch.setattr(demo, "DEMO_DIR", tmp_path)
+    monkeypatch.delenv("BILLINGO_FERNET_KEY", raising=False)
+    demo._prepare_environment()
+    home = tmp_path / "dagster_home"
+    assert (home / "dagster.yaml").read_text() == LOCAL_CONFIG.read_text()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        _assert_local_instance(instance, home)
