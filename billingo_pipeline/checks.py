@@ -420,6 +420,36 @@ def newest_sync_ids(engine: Engine, company_ids: AbstractSet[int]) -> dict[int, 
         )
 
 
+def standing_outcomes(engine: Engine, names: AbstractSet[str], companies: Mapping[int, str]) -> dict[str, dict[str, CompanyCheck]]:
+    """Each company's newest stored outcome of each check in ``names`` (``companies``: id -> slug),
+    by check then slug; a company with no stored outcome of a check is left out of it."""
+    wanted = {(company_id, name) for company_id in companies for name in names}
+    found: dict[str, dict[str, CompanyCheck]] = defaultdict(dict)
+    if not wanted:
+        return found
+    query = (
+        sa.select(sync_log.c.company_id, sync_log.c.check_results)
+        .where(sync_log.c.company_id.in_(sorted(companies)), sync_log.c.check_results.is_not(None))
+        .order_by(sync_log.c.id.desc())
+    )
+    with engine.connect() as conn:
+        # Newest first, stopping once every company's checks are found: a long history is not read.
+        for company_id, stored in conn.execution_options(yield_per=200).execute(query):
+            for name, entry in (stored if isinstance(stored, dict) else {}).items():
+                if (company_id, name) in wanted and isinstance(entry, dict):
+                    wanted.discard((company_id, name))
+                    found[name][companies[company_id]] = CompanyCheck(
+                        name,
+                        bool(entry.get("passed")),
+                        entry.get("severity") if entry.get("severity") in SEVERITIES else CHECKS[name].severity,
+                        str(entry.get("description") or ""),
+                        entry.get("figures") if isinstance(entry.get("figures"), dict) else {},
+                    )
+            if not wanted:
+                break
+    return found
+
+
 # --- aggregation for Dagster ------------------------------------------------------------------
 
 
@@ -505,12 +535,28 @@ class StepChecks:
                 self.outcomes[name][slug] = outcome
         return outcomes
 
-    def results(self) -> Iterator[dg.AssetCheckResult]:
+    def results(self, *, standing: bool = False) -> Iterator[dg.AssetCheckResult]:
         """One result per selected check that has something to judge; freshness over every
-        syncable company, stored in the rows this run wrote."""
+        syncable company, stored in the rows this run wrote.
+
+        ``standing``: the step wrote no company's data (its companies were refused before syncing:
+        unknown, disabled, already syncing). A check none of its companies reached then reports
+        the syncable companies' stored outcomes, marked as such: left without a result, the check
+        would show as failed in Dagster for every company (it is not partitioned), though none of
+        their data changed.
+        """
+        now = utcnow()
+        health = company_health(self.engine, now=now) if FRESHNESS in self.names or standing else []
+        if standing:
+            syncable = {h.company_id: h.company_slug for h in health if h.key_configured}
+            unreached = {name for name in self.names if name != FRESHNESS and not self.outcomes.get(name)}
+            for name, outcomes in standing_outcomes(self.engine, unreached, syncable).items():
+                result = aggregate(name, outcomes)
+                result["description"] = f"not evaluated in this run (no company was synced); stored results: {result['description']}"
+                result["metadata"]["evaluated_in_this_run"] = dg.MetadataValue.bool(False)
+                yield dg.AssetCheckResult(asset_key=CHECKS[name].asset_key, check_name=name, **result)
         if FRESHNESS in self.names:
-            now = utcnow()
-            freshness = freshness_by_company(self.engine, now=now)
+            freshness = freshness_of(health, now)
             with self.engine.connect() as conn:
                 # One row per company of this run (start_sync reuses a company's row within a run).
                 rows_of_run = dict(
