@@ -69,7 +69,8 @@ def test_after_the_demo_the_cli_in_the_checkout_sees_its_companies(tmp_path):
 
     status = _cli(checkout, "status")
     assert status.returncode == 0, status.stderr
-    assert _first_column(status.stdout) == {"company", *DEMO_COMPANIES}
+    assert {"company", *DEMO_COMPANIES} <= _first_column(status.stdout)
+    assert "    document 30000030: gross_total:" in status.stdout  # the demo's PARTIAL company says why
 
     invoices = _cli(checkout, "invoices", "--company", "acme-kft", "--format", "csv")
     assert invoices.returncode == 0, invoices.stderr
