@@ -10,10 +10,13 @@ import os
 import uuid
 from collections.abc import Iterator
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from billingo_pipeline.admin import register_company
 from billingo_pipeline.credentials import generate_fernet_key
+from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.settings import FERNET_KEY_ENV
 from billingo_pipeline.warehouse.engine import dispose_engines, get_engine
 from billingo_pipeline.warehouse.schema import metadata
@@ -89,3 +92,19 @@ def pytest_runtest_makereport(item, call):
     if os.environ.get("CI") and report.skipped and "postgresql" in item.nodeid:
         report.outcome = "failed"
         report.longrepr = f"PostgreSQL test skipped in CI: {report.longrepr}"
+
+
+@pytest.fixture
+def instance():
+    """A throwaway Dagster instance (its own temporary DAGSTER_HOME)."""
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def add_simulated_company(engine, simulator, slug: str, *, seed, documents: int, **register_options) -> str:
+    """A company known to the simulator (``documents`` generated from ``seed``) and registered in
+    the warehouse with its key; returns the key."""
+    api_key = generate_api_key(seed)
+    simulator.add_organization(api_key, name=slug.title(), seed=seed, document_count=documents)
+    register_company(engine, slug, slug.title(), api_key, api_base_url=simulator.base_url, **register_options)
+    return api_key

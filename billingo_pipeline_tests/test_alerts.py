@@ -178,12 +178,6 @@ def sigint_guard():
     signal.signal(signal.SIGINT, previous)
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
 def _run_sync_job(instance, warehouse_url, simulator, slug):
     instance.add_dynamic_partitions(COMPANY_PARTITIONS_NAME, [slug])
     defs = dg.Definitions(

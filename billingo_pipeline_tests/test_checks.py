@@ -14,7 +14,6 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from billingo_pipeline.admin import register_company
 from billingo_pipeline.assets import billingo_assets
 from billingo_pipeline.checks import (
     ERROR,
@@ -38,26 +37,14 @@ from billingo_pipeline.health import SYNC_HEALTH
 from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
 from billingo_pipeline.resources import BillingoResource, WarehouseResource
 from billingo_pipeline.sensors import sync_health_report_sensor
-from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.warehouse import companies as company_store
 from billingo_pipeline.warehouse import documents as store
 from billingo_pipeline.warehouse.schema import billingo_invoice_items, billingo_invoices, companies, sync_log
 from billingo_pipeline.warehouse.sync_log import PARTIAL, record_check_results, utcnow
 
+from .conftest import add_simulated_company as _add
+
 ALL_CHECKS = {ITEMS_ADD_UP, UNIQUE_IDS, PARTNER_NAME, ERROR_RATE, INVOICES_PER_CALL, FRESHNESS}
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-def _add(engine, simulator, slug, *, seed, documents):
-    api_key = generate_api_key(seed)
-    simulator.add_organization(api_key, name=slug.title(), seed=seed, document_count=documents)
-    register_company(engine, slug, slug.title(), api_key, api_base_url=simulator.base_url)
-    return api_key
 
 
 def _materialize(instance, warehouse_url, simulator, slug, *, page_size=100, selection=None):

@@ -39,12 +39,6 @@ from billingo_pipeline.warehouse.sync_log import COMPLETED, start_sync
 SYNC_KEYS = ("billingo_documents_raw", "billingo_invoices", "billingo_invoice_items")
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
 def _add(engine, simulator, slug: str, *, documents: int = 12, known_to_billingo: bool = True) -> str:
     api_key = generate_api_key(f"concurrent-{slug}")
     if known_to_billingo:

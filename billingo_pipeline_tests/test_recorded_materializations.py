@@ -9,30 +9,17 @@ simulator on a real socket.
 from __future__ import annotations
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 
-from billingo_pipeline.admin import register_company
 from billingo_pipeline.assets import billingo_assets
 from billingo_pipeline.checks import CHECKS, ERROR_RATE, FRESHNESS, INVOICES_PER_CALL, ITEMS_ADD_UP, PARTNER_NAME, UNIQUE_IDS
 from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
 from billingo_pipeline.resources import BillingoResource, WarehouseResource
-from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.warehouse.schema import billingo_invoice_items, billingo_invoices
 
+from .conftest import add_simulated_company as _add
+
 RAW, INVOICES, ITEMS = (dg.AssetKey(k) for k in ("billingo_documents_raw", "billingo_invoices", "billingo_invoice_items"))
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-def _add(engine, simulator, slug, *, seed, documents):
-    api_key = generate_api_key(seed)
-    simulator.add_organization(api_key, name=slug.title(), seed=seed, document_count=documents)
-    register_company(engine, slug, slug.title(), api_key, api_base_url=simulator.base_url)
 
 
 def _materialize(instance, warehouse_url, simulator, slug, *, selection=None):

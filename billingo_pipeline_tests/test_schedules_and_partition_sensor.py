@@ -41,12 +41,6 @@ from billingo_pipeline.warehouse.sync_log import (
 BUDAPEST = ZoneInfo("Europe/Budapest")
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
 def _company(engine, slug, *, enabled=True, active=True, key=True):
     return company_store.add_company(
         engine, slug, slug.title(),

@@ -10,7 +10,6 @@ import logging
 from decimal import Decimal
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 
 from billingo_pipeline.admin import register_company
@@ -22,15 +21,11 @@ from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
 from billingo_pipeline.warehouse.sync_log import COMPLETED, FAILED, FULL, INCREMENTAL, PARTIAL
 
+from .conftest import add_simulated_company as _add
+
 # The generated history is stamped up to a minute before "now": a clock moved past the incremental
 # overlap (10 minutes) keeps it out of an incremental sync, whose counts are then exact.
 HISTORY_AGE = dt.timedelta(minutes=12)
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 def _sync(instance, warehouse_url, simulator, *slugs, full=False):
@@ -42,13 +37,6 @@ def _sync(instance, warehouse_url, simulator, *slugs, full=False):
         trigger="test",
         full=full,
     )
-
-
-def _add(engine, simulator, slug, *, seed, documents, **kwargs):
-    api_key = generate_api_key(seed)
-    simulator.add_organization(api_key, name=slug.title(), seed=seed, document_count=documents)
-    register_company(engine, slug, slug.title(), api_key, api_base_url=simulator.base_url, **kwargs)
-    return api_key
 
 
 def _log_rows(engine):
