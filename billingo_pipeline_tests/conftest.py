@@ -108,3 +108,24 @@ def add_simulated_company(engine, simulator, slug: str, *, seed, documents: int,
     simulator.add_organization(api_key, name=slug.title(), seed=seed, document_count=documents)
     register_company(engine, slug, slug.title(), api_key, api_base_url=simulator.base_url, **register_options)
     return api_key
+
+
+def materialize_company(instance, warehouse_url: str, simulator, slug: str, *, selection=None, page_size: int = 100,
+                        raise_on_error: bool = True):
+    """The Billingo assets of one company partition, materialized in process against the simulator."""
+    from billingo_pipeline.assets import billingo_assets
+    from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
+    from billingo_pipeline.resources import BillingoResource, WarehouseResource
+
+    instance.add_dynamic_partitions(COMPANY_PARTITIONS_NAME, [slug])
+    return dg.materialize(
+        billingo_assets,
+        partition_key=slug,
+        selection=selection,
+        instance=instance,
+        raise_on_error=raise_on_error,
+        resources={
+            "billingo": BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01, page_size=page_size),
+            "warehouse": WarehouseResource(url=warehouse_url),
+        },
+    )

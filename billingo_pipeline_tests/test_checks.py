@@ -14,7 +14,6 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from billingo_pipeline.assets import billingo_assets
 from billingo_pipeline.checks import (
     ERROR,
     ERROR_RATE,
@@ -34,8 +33,7 @@ from billingo_pipeline.checks import (
     check_items_add_up,
 )
 from billingo_pipeline.health import SYNC_HEALTH
-from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
-from billingo_pipeline.resources import BillingoResource, WarehouseResource
+from billingo_pipeline.resources import WarehouseResource
 from billingo_pipeline.sensors import sync_health_report_sensor
 from billingo_pipeline.warehouse import companies as company_store
 from billingo_pipeline.warehouse import documents as store
@@ -43,22 +41,9 @@ from billingo_pipeline.warehouse.schema import billingo_invoice_items, billingo_
 from billingo_pipeline.warehouse.sync_log import PARTIAL, record_check_results, utcnow
 
 from .conftest import add_simulated_company as _add
+from .conftest import materialize_company as _materialize
 
 ALL_CHECKS = {ITEMS_ADD_UP, UNIQUE_IDS, PARTNER_NAME, ERROR_RATE, INVOICES_PER_CALL, FRESHNESS}
-
-
-def _materialize(instance, warehouse_url, simulator, slug, *, page_size=100, selection=None):
-    instance.add_dynamic_partitions(COMPANY_PARTITIONS_NAME, [slug])
-    return dg.materialize(
-        billingo_assets,
-        partition_key=slug,
-        selection=selection,
-        instance=instance,
-        resources={
-            "billingo": BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01, page_size=page_size),
-            "warehouse": WarehouseResource(url=warehouse_url),
-        },
-    )
 
 
 def _report(instance, resources, cursor=None):

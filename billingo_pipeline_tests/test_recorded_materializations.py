@@ -11,30 +11,18 @@ from __future__ import annotations
 import dagster as dg
 import sqlalchemy as sa
 
-from billingo_pipeline.assets import billingo_assets
 from billingo_pipeline.checks import CHECKS, ERROR_RATE, FRESHNESS, INVOICES_PER_CALL, ITEMS_ADD_UP, PARTNER_NAME, UNIQUE_IDS
-from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
-from billingo_pipeline.resources import BillingoResource, WarehouseResource
 from billingo_pipeline.warehouse.schema import billingo_invoice_items, billingo_invoices
 
 from .conftest import add_simulated_company as _add
+from .conftest import materialize_company
 
 RAW, INVOICES, ITEMS = (dg.AssetKey(k) for k in ("billingo_documents_raw", "billingo_invoices", "billingo_invoice_items"))
 
 
 def _materialize(instance, warehouse_url, simulator, slug, *, selection=None):
-    instance.add_dynamic_partitions(COMPANY_PARTITIONS_NAME, [slug])
-    return dg.materialize(
-        billingo_assets,
-        partition_key=slug,
-        selection=selection,
-        instance=instance,
-        raise_on_error=False,
-        resources={
-            "billingo": BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01),
-            "warehouse": WarehouseResource(url=warehouse_url),
-        },
-    )
+    # A run that fails is asserted on, not raised.
+    return materialize_company(instance, warehouse_url, simulator, slug, selection=selection, raise_on_error=False)
 
 
 def _materialized(result):
