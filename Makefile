@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The stamp is newer than setup.py only after a successful install of the current dependency list.
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv dev clean chromium
+.PHONY: demo test test-fast bench venv dev clean chromium
 
 venv: $(STAMP)
 
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+
+# The inner loop: everything but the tests that start processes of their own (the browser, the
+# webserver, CLI subprocesses, the demo, throwaway PostgreSQL clusters), marked `slow`.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n auto -m "not slow" $(PYTEST_ARGS)
 
 # Speed targets live here, never in the test suite (bench/run.py; figures in docs/performance.md).
 # BENCH_ARGS="--quick" is a smoke run of a few minutes; without it, the full run of issue 9's sizes.

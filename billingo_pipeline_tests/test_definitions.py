@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from billingo_pipeline.definitions import defs
 
@@ -22,6 +23,7 @@ def test_definitions_are_loadable():
     assert defs.resolve_job_def("billingo_sync_job") is not None
 
 
+@pytest.mark.slow  # starts a CLI process
 def test_dagster_definitions_validate_command(tmp_path):
     env = {"DAGSTER_HOME": str(tmp_path), "PATH": str(Path(sys.executable).parent)}
     completed = subprocess.run(

@@ -5,9 +5,13 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from billingo_pipeline.warehouse import companies as company_store
 from billingo_pipeline.warehouse.schema import billingo_invoices
 from billingo_pipeline.warehouse.sync_log import utcnow
+
+pytestmark = pytest.mark.slow  # runs the demo, a process of its own
 
 REPO = Path(__file__).resolve().parents[1]
 

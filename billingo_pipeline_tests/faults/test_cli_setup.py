@@ -51,6 +51,7 @@ def _first_column(stdout: str) -> set[str]:
     return {line.split()[0] for line in stdout.splitlines() if line.strip()}
 
 
+@pytest.mark.slow  # starts a CLI process
 def test_after_the_demo_the_cli_in_the_checkout_sees_its_companies(tmp_path):
     """SQLite by nature: the demo is the embedded set-up."""
     checkout = tmp_path / "checkout"
@@ -91,6 +92,7 @@ def test_after_the_demo_the_cli_in_the_checkout_sees_its_companies(tmp_path):
     assert env_file.read_text() == before and stat.S_IMODE(env_file.stat().st_mode) == 0o600
 
 
+@pytest.mark.slow  # starts a CLI process
 def test_the_demo_leaves_a_env_it_did_not_write_alone(tmp_path):
     checkout = tmp_path / "checkout"
     checkout.mkdir()

@@ -10,6 +10,8 @@ import sqlalchemy as sa
 
 from billingo_pipeline_tests.pg_cluster import PostgresCluster, throwaway_cluster, unprivileged_user
 
+pytestmark = pytest.mark.slow  # starts and stops a throwaway PostgreSQL cluster
+
 
 def _connect(cluster: PostgresCluster, database: str) -> psycopg.Connection:
     # A fresh connection each time: a pooled one would only report the server's earlier death.

@@ -158,6 +158,7 @@ def test_unlock_refuses_a_live_sync_and_releases_a_dead_one(rig, monkeypatch):
 
 # Three pages of 100 at the CLI's page size, each answered slowly: the signal lands while the sync
 # still has pages to ask for (a sync interrupted after its last request finishes and completes).
+@pytest.mark.slow  # starts a CLI process
 @pytest.mark.parametrize("rig", [250], indirect=True)
 @pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_cli_sync_finalizes_its_row_and_the_next_sync_recovers(rig, tmp_path, sent):
@@ -176,6 +177,7 @@ def test_an_interrupted_cli_sync_finalizes_its_row_and_the_next_sync_recovers(ri
     rig.assert_recovers()
 
 
+@pytest.mark.slow  # starts a CLI process
 @pytest.mark.parametrize("rig", [250], indirect=True)
 def test_a_killed_cli_sync_is_taken_over_by_the_next_sync_at_once(rig, tmp_path):
     env = cli_environment(rig.warehouse_url, rig.simulator.base_url, tmp_path / "dagster_home")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import sqlalchemy as sa
 
 from billingo_pipeline.admin import register_company
@@ -17,6 +18,8 @@ from billingo_pipeline.warehouse.engine import dispose_engines, get_engine
 from billingo_pipeline.warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
 from billingo_pipeline.warehouse.sync_log import COMPLETED, FAILED, RUNNING
 from billingo_pipeline_tests.faults.cli_subprocess import cli_environment, run_cli
+
+pytestmark = pytest.mark.slow  # a throwaway PostgreSQL cluster and a CLI process
 
 # Four pages of 100. The server goes down when page 4 is asked for: by then pages 1-3 are
 # fetched, one of them may be waiting in the hand-off, one being prepared and one being written,
