@@ -19,7 +19,6 @@ from .schema import billingo_documents_raw as raw
 from .schema import billingo_invoice_items as items
 from .schema import billingo_invoices as invoices
 from . import bulk
-from .upsert import write_upsert
 
 
 def storable_payload(payload: Any) -> tuple[Any, str | None]:
@@ -122,7 +121,7 @@ def upsert_raw_documents(
             "last_seen_sync_id": sync_id,
             "missing_since": None,
         })
-    write_upsert(
+    bulk.upsert_many(
         conn,
         raw,
         rows,
@@ -219,7 +218,7 @@ def write_invoices_with_items(
         {**row, "company_id": company_id, "first_seen_at": now, "last_changed_at": now, "deleted_in_source_at": None}
         for row in invoice_rows
     ]
-    write_upsert(
+    bulk.upsert_many(
         conn,
         invoices,
         rows,

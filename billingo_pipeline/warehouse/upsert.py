@@ -1,4 +1,5 @@
-"""INSERT ... ON CONFLICT DO UPDATE of a batch, the fastest way each warehouse dialect takes it."""
+"""INSERT ... ON CONFLICT DO UPDATE of a batch by SQLAlchemy's own statement: the reference the page
+writers (``bulk.upsert_many``) are tested and measured against."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from collections.abc import Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-
-from . import bulk
 
 
 def upsert(
@@ -32,20 +31,3 @@ def upsert(
         set_={name: insert.excluded[name] for name in update_columns},
     )
     conn.execute(statement, list(rows))
-
-
-def write_upsert(
-    conn: Connection,
-    table: sa.Table,
-    rows: Sequence[dict],
-    *,
-    conflict_columns: Sequence[str],
-    update_columns: Iterable[str],
-    new_keys: bool = False,
-) -> None:
-    """``upsert`` with the same outcome, the fastest way each dialect takes a page: COPY and one
-    set-based upsert on PostgreSQL, one driver ``executemany`` on SQLite (``bulk.upsert_many``,
-    which says what ``new_keys`` promises)."""
-    bulk.upsert_many(
-        conn, table, rows, conflict_columns=conflict_columns, update_columns=update_columns, new_keys=new_keys
-    )
