@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import orjson
 import requests
 
+from .canonical_json import read_json_text
 from .credentials import clean_api_key
 
 log = logging.getLogger(__name__)
@@ -497,7 +498,8 @@ def parse_json_body(response: requests.Response) -> Any:
 
     orjson reads it first, several times faster and to the same values; whatever it refuses
     (``NaN``, a lone surrogate, invalid UTF-8, deep nesting) or would read as a float (an integer
-    beyond 64 bits) is read by the stdlib, with the stdlib's result or error.
+    beyond 64 bits) is read by the stdlib, with the stdlib's result or error; its NaN and infinities
+    as ``NonFiniteNumber`` floats, which serializers know not to write as ``null``.
     """
     body = response.content
     if not _LONG_NUMBER.search(body):
@@ -505,7 +507,7 @@ def parse_json_body(response: requests.Response) -> Any:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(body.decode("utf-8"))
+    return read_json_text(body.decode("utf-8"))
 
 
 def _error_message(response: requests.Response) -> str:

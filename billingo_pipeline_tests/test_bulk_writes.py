@@ -15,6 +15,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
+from billingo_pipeline.canonical_json import read_json_text
 from billingo_pipeline.normalize import change_hash, normalize_document
 from billingo_pipeline.simulator.data import generate_documents
 from billingo_pipeline.warehouse import bulk
@@ -195,7 +196,7 @@ def test_hostile_text_and_payloads_round_trip_exactly(engine):
     first["items"][0]["comment"] = big
     second["comment"] = big
     second["unexpected field"] = {"nul": "a\x00b", "tab\tkey": HOSTILE}  # JSONB cannot hold NUL: verbatim
-    third["weird"] = [math.inf, -math.inf, math.nan, "\\u0000 literally", "\ud800 lone"]
+    third["weird"] = read_json_text('[Infinity, -Infinity, NaN, "\\\\u0000 literally", "\\ud800 lone"]')
     company, sync_id = _company(engine, "acme")
     _write_page(engine, company.id, sync_id, documents)
 
@@ -316,10 +317,13 @@ def test_postgresql_tables_get_statistics_as_they_grow(postgres_database_url):
         {"id": 2, "payment_status": "outstanding", "paid_date": "2026-11-30", "gross_total": 0.1},  # fake paid_date
         {"id": 3, "comment": "nul \x00 inside"},
         {"id": 4, "comment": "lone \ud800 surrogate"},
-        {"id": 5, "gross_total": math.nan, "net": math.inf},
+        read_json_text('{"id": 5, "gross_total": NaN, "net": Infinity, "items": [{"x": -Infinity}]}'),
         {"id": 6, "comment": HOSTILE, "nested": {"z": None, "y": True}},
+        {"id": 7, "tiny": [1e-07, 2.5e-05, 0.0001, 1e16, 5e-324], "big": 2**64, "payment_status": "paid"},
+        {"id": 8, "paid_date": "2026-11-30", "payment_status": "outstanding", "rate": 3.5e-06},
+        {"id": 9, "é": {"Á": 1, "a": 2, "😀": 3, "z": [{"ő": "ű"}]}, "comment": "0.0000 and 1e-5 in text"},
     ],
-    ids=["paid", "fake-paid-date", "nul", "surrogate", "non-finite", "hostile"],
+    ids=["paid", "fake-paid-date", "nul", "surrogate", "non-finite", "hostile", "float-forms", "fake-paid-tiny", "unicode-keys"],
 )
 def test_one_serialization_gives_the_change_hash_and_a_lossless_stored_form(payload):
     document = store.raw_document(payload["id"], payload)

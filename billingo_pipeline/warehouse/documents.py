@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..canonical_json import orjson_canonical
 from ..normalize import change_hash, paid_date_ignored
 from .schema import billingo_documents_raw as raw
 from .schema import billingo_invoice_items as items
@@ -79,19 +80,30 @@ def raw_document(document_id: int, payload: Any) -> RawDocument:
 
     The canonical JSON text ``normalize.content_hash`` hashes (sorted keys, no whitespace, UTF-8)
     is also valid text for the JSON column, so a payload is serialized once for both, not three
-    times (hash, storability check, the column's bind). Only a document whose change hash leaves
-    out the fake ``paid_date`` needs a second serialization, and one the warehouse cannot hold
-    as it is (``storable_payload``) takes the careful path.
+    times (hash, storability check, the column's bind), by orjson where it writes the stdlib's
+    exact text (``canonical_json``). Only a document whose change hash leaves out the fake
+    ``paid_date`` needs a second serialization, and one the warehouse cannot hold as it is
+    (``storable_payload``) takes the careful path. ``payload`` is JSON as the client reads it: a
+    non-finite number is a ``NonFiniteNumber`` (a plain float NaN would be written as null).
     """
-    try:
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        canonical = text.encode("utf-8")
-    except (ValueError, TypeError):  # a non-finite number, a lone surrogate, a non-dict mapping
-        text = None
+    canonical = orjson_canonical(payload)
+    if canonical is not None:
+        text = canonical.decode("utf-8")
+    else:
+        try:
+            text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            canonical = text.encode("utf-8")
+        except (ValueError, TypeError):  # a non-finite number, a lone surrogate, a non-dict mapping
+            text = None
     if text is None or "\\u0000" in text:
         stored, verbatim, text = _storable_json(payload)
         return RawDocument(document_id, payload, change_hash(payload), stored, verbatim, text)
-    content_hash = change_hash(payload) if paid_date_ignored(payload) else hashlib.sha256(canonical).hexdigest()
+    if paid_date_ignored(payload):
+        without_paid_date = {key: value for key, value in payload.items() if key != "paid_date"}
+        canonical = orjson_canonical(without_paid_date)
+        content_hash = change_hash(payload) if canonical is None else hashlib.sha256(canonical).hexdigest()
+    else:
+        content_hash = hashlib.sha256(canonical).hexdigest()
     return RawDocument(document_id, payload, content_hash, payload, None, text)
 
 
