@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from billingo_pipeline.assets.billingo import SYNC_TABLES, billingo_sync
-from billingo_pipeline.assets.charts import INLINE_MARKDOWN_LIMIT, Bar, ChartTooLong, bar_chart_svg, compact_amount, inline_image_markdown
-from billingo_pipeline.assets.table_metadata import COLUMN_SCHEMA, ROW_COUNT, TABLE_NAME, column_type, table_schema
+from billingo_pipeline.reporting.charts import INLINE_MARKDOWN_LIMIT, Bar, ChartTooLong, bar_chart_svg, compact_amount, inline_image_markdown
+from billingo_pipeline.table_metadata import COLUMN_SCHEMA, ROW_COUNT, TABLE_NAME, column_type, table_schema
 from billingo_pipeline.warehouse import schema
 
 from .conftest import add_simulated_company, materialize_company
@@ -55,8 +55,8 @@ def test_the_report_charts_fit_the_inline_limit_at_their_widest():
 def test_bars_scale_to_the_tallest_and_overdue_ones_are_red():
     svg = bar_chart_svg([Bar("a", Decimal(50)), Bar("b", Decimal(100), overdue=True), Bar("c", Decimal(-5))], "t", bar_width=30)
     # Plot height 100: "a" half as tall as "b"; a negative amount draws nothing but keeps its label.
-    assert "<path fill='steelblue' d='M5,124v-50h30v50'/>" in svg
-    assert "<path fill='firebrick' d='M40,124v-100h30v100'/>" in svg
+    assert "<path fill='steelblue' d='M5,130v-50h30v50'/>" in svg
+    assert "<path fill='firebrick' d='M40,130v-100h30v100'/>" in svg
     assert ">c</tspan>" in svg and ">-5</tspan>" in svg
 
 

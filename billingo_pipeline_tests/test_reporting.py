@@ -42,7 +42,7 @@ from click.testing import CliRunner
 
 from billingo_pipeline.admin import register_company
 from billingo_pipeline.assets import billingo_assets
-from billingo_pipeline.assets.charts import INLINE_MARKDOWN_LIMIT
+from billingo_pipeline.reporting.charts import INLINE_MARKDOWN_LIMIT
 from billingo_pipeline.assets.reporting import billingo_aging_report, reporting_assets
 from billingo_pipeline.cli import Context
 from billingo_pipeline.credentials import generate_fernet_key

@@ -50,7 +50,7 @@ from ..warehouse.company_figures import CompanyFigures, company_figures
 from ..warehouse.companies import Company, CompanyError, CompanyNotSyncableError, UnknownCompanyError, get_company
 from ..warehouse.engine import warehouse_error_summary
 from ..warehouse.sync_log import COMPLETED, SyncAlreadyRunningError
-from .table_metadata import row_count_metadata, table_definition_metadata
+from ..table_metadata import row_count_metadata, table_definition_metadata
 
 TRIGGER_TAG = "billingo/trigger"
 # "true": every company of the run gets a full sweep (the only kind that marks documents deleted in source).

@@ -25,7 +25,7 @@ from ..partitions import company_partitions
 from ..reporting.queries import AGING_BUCKETS, ReportError, aging_by_company, cash_flow_by_week
 from ..resources import WarehouseResource
 from .billingo import COMPANIES_PER_RUN
-from .charts import Bar, bar_chart_svg, compact_amount, inline_image_markdown
+from ..reporting.charts import Bar, bar_chart_svg, compact_amount, inline_image_markdown
 
 GROUP = "reporting"
 AGING_REPORT = dg.AssetKey("billingo_aging_report")

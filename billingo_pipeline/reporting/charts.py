@@ -19,7 +19,7 @@ INLINE_MARKDOWN_LIMIT = 1000
 CURRENT_COLOUR = "steelblue"
 OVERDUE_COLOUR = "firebrick"
 _SVG_NAMESPACE = "http://www.w3.org/2000/svg"
-_PLOT_TOP = 24  # room for the title
+_PLOT_TOP = 30  # room for the title and the tallest bar's amount
 _PLOT_HEIGHT = 100
 _LABEL_GAP = 14
 

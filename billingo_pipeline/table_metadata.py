@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import dagster as dg
 import sqlalchemy as sa
 
-from ..warehouse.schema import ExactDecimal, JsonDocument, UtcDateTime
+from .warehouse.schema import ExactDecimal, JsonDocument, UtcDateTime
 
 COLUMN_SCHEMA = "dagster/column_schema"
 ROW_COUNT = "dagster/row_count"
