@@ -53,9 +53,11 @@ def test_the_report_charts_fit_the_inline_limit_at_their_widest():
 
 
 def test_bars_scale_to_the_tallest_and_overdue_ones_are_red():
-    svg = bar_chart_svg([Bar("a", Decimal(50)), Bar("b", Decimal(100), overdue=True), Bar("c", Decimal(-5))], "t", bar_width=30)
-    # Plot height 100: "a" half as tall as "b"; a negative amount draws nothing but keeps its label.
-    assert "<path fill='steelblue' d='M5,130v-50h30v50'/>" in svg
+    bars = [Bar("a", Decimal(50)), Bar("b", Decimal(100), overdue=True), Bar("c", Decimal(-5)), Bar("d", Decimal("0.1"))]
+    svg = bar_chart_svg(bars, "t", bar_width=30)
+    # Plot height 100: "a" half as tall as "b"; a negative amount draws nothing but keeps its
+    # label; a tiny one is still one pixel ("d", drawn from where "a" ended: 3 bars of 35 on).
+    assert "<path fill='steelblue' d='M5,130v-50h30v50m75,0v-1h30v1'/>" in svg
     assert "<path fill='firebrick' d='M40,130v-100h30v100'/>" in svg
     assert ">c</tspan>" in svg and ">-5</tspan>" in svg
 

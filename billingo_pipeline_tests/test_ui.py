@@ -3,7 +3,8 @@
 The demo builds its state in a temporary folder (three synced companies, balaton-bistro PARTIAL),
 `dagster dev` serves it on a free port, and Debian's Chromium (/usr/bin/chromium, installed by
 `make test`) driven by Playwright opens the asset graph, the company partitions, the checks of
-billingo_invoices and the run page of balaton-bistro's sync. Assertions are on visible text; the
+billingo_invoices, the run page of balaton-bistro's sync, the aging report's charts (drawn in
+place, not behind a markdown link) and billingo_invoices' columns and metadata plots. Assertions are on visible text; the
 screenshots (and the server's log) are kept in `.artifacts/ui/` (ignored by git) as the run's
 artifacts. Every process started here is killed with its process group, even on failure.
 """
@@ -236,6 +237,10 @@ def report_charts(page, base_url, syncs):
     _visible_image(page, "aging of acme-kft", "05a-aging-chart.png")
     _visible_image(page, "cash flow", "05b-cash-flow-chart.png")
     assert "[Show Markdown]" not in text and "overdue" in text
+    # The Overview shows the latest materialization's (any company's) metadata the same way.
+    text = visit(page, f"{base_url}/assets/billingo_aging_report?view=overview", ["aging_chart", "cash_flow_chart"], "05c-report-overview.png")
+    _visible_image(page, "aging of", "05d-aging-chart-on-overview.png")
+    assert "[Show Markdown]" not in text
 
 
 def invoice_columns_and_plots(page, base_url, syncs):

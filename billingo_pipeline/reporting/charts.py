@@ -67,7 +67,8 @@ def bar_chart_svg(bars: Sequence[Bar], title: str, *, bar_width: int = 48, value
         left = gap + index * step
         centre = left + bar_width // 2
         value = max(bar.value, Decimal(0))
-        bar_height = int(value * _PLOT_HEIGHT / tallest) if tallest else 0
+        # A positive amount is at least one pixel tall, so no bar with an amount above it is missing.
+        bar_height = max(round(value * _PLOT_HEIGHT / tallest), 1) if value > 0 else 0
         colour = OVERDUE_COLOUR if bar.overdue else CURRENT_COLOUR
         if bar_height:
             end = path_ends[colour]
