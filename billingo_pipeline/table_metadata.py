@@ -14,11 +14,23 @@ from collections.abc import Mapping
 import dagster as dg
 import sqlalchemy as sa
 
-from .warehouse.schema import ExactDecimal, JsonDocument, UtcDateTime
+from .warehouse.schema import ExactDecimal, UtcDateTime
 
 COLUMN_SCHEMA = "dagster/column_schema"
 ROW_COUNT = "dagster/row_count"
 TABLE_NAME = "dagster/table_name"
+
+
+# First match wins: BigInteger is an Integer, Text a String.
+_TYPE_NAMES = (
+    (sa.JSON, "json"),
+    (sa.BigInteger, "bigint"),
+    (sa.Integer, "integer"),
+    (sa.Float, "float"),
+    (sa.Boolean, "boolean"),
+    (sa.Date, "date"),
+    (sa.Text, "text"),
+)
 
 
 def column_type(kind: sa.types.TypeEngine) -> str:
@@ -28,20 +40,9 @@ def column_type(kind: sa.types.TypeEngine) -> str:
         return f"decimal({kind.precision},{kind.scale})"
     if isinstance(kind, UtcDateTime):
         return "timestamp (UTC)"
-    if kind is JsonDocument or isinstance(kind, sa.JSON):
-        return "json"
-    if isinstance(kind, sa.BigInteger):
-        return "bigint"
-    if isinstance(kind, sa.Integer):
-        return "integer"
-    if isinstance(kind, sa.Float):
-        return "float"
-    if isinstance(kind, sa.Boolean):
-        return "boolean"
-    if isinstance(kind, sa.Date):
-        return "date"
-    if isinstance(kind, sa.Text):
-        return "text"
+    for base, name in _TYPE_NAMES:
+        if isinstance(kind, base):
+            return name
     if isinstance(kind, sa.String):
         return f"varchar({kind.length})"
     return kind.__visit_name__
