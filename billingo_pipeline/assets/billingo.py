@@ -24,7 +24,9 @@ three, so all three are recorded as materialized (Dagster takes a step's materia
 assets outside its selection). What the UI shows materialized is what the warehouse holds.
 
 After each company's sync its asset checks (checks.py) are evaluated and stored with its sync-log
-row, and its materializations carry its health and key metrics (health.py); the step reports one
+row, and its materializations carry its health and key metrics (health.py), the sync's duration,
+documents and API calls, and its rows in each table (``dagster/row_count``; the specs carry the
+tables' column schema, table_metadata.py); the step reports one
 result per check for all its companies. A range run (the daily schedule's chunks, backfills)
 skips a company disabled since the run was requested instead of failing. A run tagged
 ``billingo/full_sweep=true`` (``billingo-pipeline sync --full``, or a launch from the UI with that
@@ -45,12 +47,12 @@ from ..partitions import company_partitions
 from ..rate_limit import SyncStopRequested
 from ..resources import BillingoResource, WarehouseResource
 from ..sync import CompanySyncError, CompanySyncResult, sync_company
+from ..table_metadata import row_count_metadata, table_definition_metadata
 from ..warehouse import schema
 from ..warehouse.company_figures import CompanyFigures, company_figures
 from ..warehouse.companies import Company, CompanyError, CompanyNotSyncableError, UnknownCompanyError, get_company
 from ..warehouse.engine import warehouse_error_summary
 from ..warehouse.sync_log import COMPLETED, SyncAlreadyRunningError
-from ..table_metadata import row_count_metadata, table_definition_metadata
 
 TRIGGER_TAG = "billingo/trigger"
 # "true": every company of the run gets a full sweep (the only kind that marks documents deleted in source).
