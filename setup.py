@@ -34,8 +34,6 @@ setup(
         "python-dotenv>=1.0",
         # Excel export of invoice queries (`billingo-pipeline invoices --format xlsx`).
         "openpyxl>=3.1",
-        # The aging report's chart image in the Dagster UI.
-        "matplotlib>=3.8",
     ],
     extras_require={
         # `make bench`: dlt's rest_api source into SQLite/PostgreSQL is the comparison the engine must beat.

@@ -24,7 +24,6 @@ Portfolio (T = as-of date; amounts in the invoice's currency)
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import io
 import uuid
@@ -43,6 +42,7 @@ from click.testing import CliRunner
 
 from billingo_pipeline.admin import register_company
 from billingo_pipeline.assets import billingo_assets
+from billingo_pipeline.reporting.charts import INLINE_MARKDOWN_LIMIT
 from billingo_pipeline.assets.reporting import billingo_aging_report, reporting_assets
 from billingo_pipeline.cli import Context
 from billingo_pipeline.credentials import generate_fernet_key
@@ -64,7 +64,7 @@ from billingo_pipeline.reporting import (
 )
 from billingo_pipeline.reporting.cli import invoices_command, report_command
 from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
-from billingo_pipeline.reporting.queries import parse_date
+from billingo_pipeline.reporting.queries import cash_flow_by_week, parse_date
 from billingo_pipeline.resources import BillingoResource, WarehouseResource
 from billingo_pipeline.runner import run_company_syncs
 from billingo_pipeline.settings import FERNET_KEY_ENV
@@ -320,6 +320,27 @@ def test_cash_flow_forecast(portfolio):
     assert weeks[0] == (None, portfolio.day(-1))
     assert weeks[1] == (portfolio.day(0), portfolio.day(6))
     assert weeks[12] == (portfolio.day(77), portfolio.day(83))
+
+
+def test_cash_flow_by_week_adds_currencies_in_huf_exactly(portfolio):
+    frame = cash_flow_by_week(portfolio.engine, SLUG)
+    assert list(frame["week_number"]) == list(range(13))
+    weeks = _records(frame, ["invoice_count", "expected_huf"], "week_number")
+    expected = {n: (0, D("0.00")) for n in range(13)}
+    expected[0] = (6, D("544147.44"))  # 465,000.00 HUF + 79,147.44 from EUR: the aging's overdue total
+    expected[1] = (2, D("140000.00"))
+    expected[2] = (1, D("-20000.00"))
+    expected[5] = (1, D("400520.03"))
+    assert weeks == expected
+    _assert_exact_money(frame, ["expected_huf"])
+    dates = _records(frame, ["week_start", "week_end"], "week_number")
+    assert dates[0] == (None, portfolio.day(-1)) and dates[12] == (portfolio.day(77), portfolio.day(83))
+
+
+def test_cash_flow_by_week_of_a_company_with_nothing_open(engine):
+    company_store.add_company(engine, "empty", "Empty", api_key_encrypted="token", api_key_fingerprint="fp")
+    frame = cash_flow_by_week(engine, "empty")
+    assert frame.empty and list(frame.columns) == ["week_number", "week_start", "week_end", "invoice_count", "expected_huf"]
 
 
 def test_partner_balances(portfolio):
@@ -713,16 +734,34 @@ def test_aging_asset_metadata(portfolio):
     assert metadata["overdue_huf"] == 544147.44  # 465000.00 + 79147.44
     assert (metadata["open_invoices"], metadata["overdue_invoices"]) == (10, 6)
     assert metadata["as_of_date"] == portfolio.today.isoformat()
-    table = metadata["aging"]
-    assert "| HUF | 7 | 120,000.00 | 265,000.00 | 80,000.00 | 0.00 | 120,000.00 | 585,000.00 | 585,000.00 |" in table
-    assert "| EUR | 3 | 1,000.05 | 0.00 | 75.50 | 123.45 | 0.00 | 1,199.00 | 479,667.47 |" in table
-    assert ("| **all, in HUF** | 10 | 520,520.03 | 265,000.00 | 110,369.88 | 48,777.56 | 120,000.00 "
-            "| 1,064,667.47 | 1,064,667.47 |") in table
-    assert "1 partially paid invoice(s)" in table
-    chart = metadata["aging_chart"]
-    prefix = f"![aging of {SLUG}](data:image/png;base64,"
-    assert chart.startswith(prefix) and chart.endswith(")")
-    assert base64.b64decode(chart[len(prefix):-1]).startswith(b"\x89PNG\r\n\x1a\n")
+    aging = [record.data for record in metadata["aging"].records]
+    assert aging == [
+        _aging_row("EUR", 3, "1,000.05", "0.00", "75.50", "123.45", "0.00", "1,199.00", "479,667.47"),
+        _aging_row("HUF", 7, "120,000.00", "265,000.00", "80,000.00", "0.00", "120,000.00", "585,000.00", "585,000.00"),
+        _aging_row("all, in HUF", 10, "520,520.03", "265,000.00", "110,369.88", "48,777.56", "120,000.00",
+                   "1,064,667.47", "1,064,667.47"),
+    ]
+    assert metadata["partially_paid"].startswith("1 partially paid invoice(s)")
+    # The UI shows a markdown value in place only below 1,000 characters: the charts stay under it.
+    for name in ("aging_chart", "cash_flow_chart"):
+        chart = metadata[name]
+        assert chart.startswith("![") and "](data:image/svg+xml,<svg" in chart and chart.endswith("</svg>)"), name
+        assert len(chart) < INLINE_MARKDOWN_LIMIT, name
+    # 544,147.44 overdue (the aging's overdue total), then weeks 1, 2 and 5 of test_cash_flow_forecast.
+    forecast = [record.data for record in metadata["cash_flow_forecast"].records]
+    assert len(forecast) == 13 and forecast[0] == {"due": "overdue", "open invoices": 6, "expected (HUF)": "544,147.44"}
+    assert forecast[1] == {
+        "due": f"{portfolio.day(0)} – {portfolio.day(6)}", "open invoices": 2, "expected (HUF)": "140,000.00",
+    }
+    assert [week["expected (HUF)"] for week in forecast[2:6]] == ["-20,000.00", "0.00", "0.00", "400,520.03"]
+    assert metadata["expected_in_12_weeks_huf"] == 520520.03  # 140,000.00 - 20,000.00 + 400,520.03
+    assert ">overdue</tspan>" in metadata["cash_flow_chart"]
+    assert f">{portfolio.day(0):%m-%d}</tspan>" in metadata["cash_flow_chart"]
+
+
+def _aging_row(currency, count, *amounts):
+    return {"currency": currency, "open invoices": count,
+            **dict(zip(["current", "1-30", "31-60", "61-90", "90+", "total", "total (HUF)"], amounts))}
 
 
 def test_aging_asset_covers_a_range_of_companies(engine, warehouse_url):
@@ -743,7 +782,8 @@ def test_aging_asset_covers_a_range_of_companies(engine, warehouse_url):
     materializations = result.asset_materializations_for_node(billingo_aging_report.op.name)
     assert [m.partition for m in materializations] == ["acme", "globex"]
     metadata = {key: value.value for key, value in materializations[1].metadata.items()}
-    assert metadata["aging"] == "No open receivables."
+    assert metadata["aging"].records == [] and metadata["cash_flow_forecast"].records == []
+    assert "cash_flow_chart" not in metadata and len(metadata["aging_chart"]) < INLINE_MARKDOWN_LIMIT
     assert (metadata["total_outstanding_huf"], metadata["open_invoices"], metadata["as_of_date"]) == (0.0, 0, "")
 
 

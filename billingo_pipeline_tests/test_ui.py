@@ -3,7 +3,8 @@
 The demo builds its state in a temporary folder (three synced companies, balaton-bistro PARTIAL),
 `dagster dev` serves it on a free port, and Debian's Chromium (/usr/bin/chromium, installed by
 `make test`) driven by Playwright opens the asset graph, the company partitions, the checks of
-billingo_invoices and the run page of balaton-bistro's sync. Assertions are on visible text; the
+billingo_invoices, the run page of balaton-bistro's sync, the aging report's charts (drawn in
+place, not behind a markdown link) and billingo_invoices' columns and metadata plots. Assertions are on visible text; the
 screenshots (and the server's log) are kept in `.artifacts/ui/` (ignored by git) as the run's
 artifacts. Every process started here is killed with its process group, even on failure.
 """
@@ -215,7 +216,55 @@ def partial_sync_run(page, base_url, syncs):
     assert "Success" in text and "balaton-bistro" in text
 
 
-VIEWS = (asset_graph, company_partitions, invoice_checks, partial_sync_run)
+def _visible_image(page, alt: str, screenshot: str) -> None:
+    """The first visible <img> whose alt text starts with ``alt`` has loaded and drawn something;
+    its metadata row is photographed."""
+    image = page.locator(f"img[alt^='{alt}']").filter(visible=True).first
+    image.wait_for(state="visible")
+    size = image.evaluate("img => ({complete: img.complete, width: img.naturalWidth, height: img.naturalHeight})")
+    assert size["complete"] and size["width"] > 0 and size["height"] > 0, f"{alt}: image not rendered: {size}"
+    image.locator("xpath=ancestor::tr[1]").screenshot(path=str(ARTIFACTS / screenshot))
+
+
+def report_charts(page, base_url, syncs):
+    """The aging and cash-flow charts are on the report's page itself, not behind a markdown link."""
+    text = visit(
+        page,
+        f"{base_url}/assets/billingo_aging_report?view=partitions&partition=acme-kft",
+        ["aging_chart", "cash_flow_chart", "cash_flow_forecast", "expected (HUF)"],
+        "05-report-charts.png",
+    )
+    _visible_image(page, "aging of acme-kft", "05a-aging-chart.png")
+    _visible_image(page, "cash flow", "05b-cash-flow-chart.png")
+    assert "[Show Markdown]" not in text and "overdue" in text
+    # The Overview shows the latest materialization's (any company's) metadata the same way.
+    text = visit(page, f"{base_url}/assets/billingo_aging_report?view=overview", ["aging_chart", "cash_flow_chart"], "05c-report-overview.png")
+    _visible_image(page, "aging of", "05d-aging-chart-on-overview.png")
+    assert "[Show Markdown]" not in text
+
+
+def invoice_columns_and_plots(page, base_url, syncs):
+    """The catalog lists billingo_invoices' columns (from the warehouse schema) with their types;
+    the overview's metadata plots each company's sync figures."""
+    text = visit(
+        page,
+        f"{base_url}/assets/billingo_invoices?view=overview",
+        ["Columns", "partner_tax_number", "gross_total_local", "decimal(20,6)", "Row count"],
+        "06-invoice-columns.png",
+    )
+    missing = [name for name in ("document_id", "invoice_number", "due_date", "payment_status", "source_hash") if name not in text]
+    assert not missing, f"columns not listed: {missing}"
+    # The Metadata section's Table/Plots switch; a partitioned asset plots by partition (company) first.
+    page.get_by_role("button", name="Plots").click()
+    for label in ("sync_duration_seconds", "sync_api_calls", "health_level"):
+        page.get_by_text(label, exact=True).filter(visible=True).first.wait_for(state="visible")
+    page.get_by_role("button", name="Events").click()  # over time: every company's syncs
+    page.get_by_text("sync_documents_fetched", exact=True).filter(visible=True).first.wait_for(state="visible")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "07-invoice-plots.png"), full_page=True)
+
+
+VIEWS = (asset_graph, company_partitions, invoice_checks, partial_sync_run, report_charts, invoice_columns_and_plots)
 
 
 def test_the_data_team_view_of_the_demo(demo_ui, page):

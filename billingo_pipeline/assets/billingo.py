@@ -24,7 +24,9 @@ three, so all three are recorded as materialized (Dagster takes a step's materia
 assets outside its selection). What the UI shows materialized is what the warehouse holds.
 
 After each company's sync its asset checks (checks.py) are evaluated and stored with its sync-log
-row, and its materializations carry its health and key metrics (health.py); the step reports one
+row, and its materializations carry its health and key metrics (health.py), the sync's duration,
+documents and API calls, and its rows in each table (``dagster/row_count``; the specs carry the
+tables' column schema, table_metadata.py); the step reports one
 result per check for all its companies. A range run (the daily schedule's chunks, backfills)
 skips a company disabled since the run was requested instead of failing. A run tagged
 ``billingo/full_sweep=true`` (``billingo-pipeline sync --full``, or a launch from the UI with that
@@ -45,6 +47,9 @@ from ..partitions import company_partitions
 from ..rate_limit import SyncStopRequested
 from ..resources import BillingoResource, WarehouseResource
 from ..sync import CompanySyncError, CompanySyncResult, sync_company
+from ..table_metadata import row_count_metadata, table_definition_metadata
+from ..warehouse import schema
+from ..warehouse.company_figures import CompanyFigures, company_figures
 from ..warehouse.companies import Company, CompanyError, CompanyNotSyncableError, UnknownCompanyError, get_company
 from ..warehouse.engine import warehouse_error_summary
 from ..warehouse.sync_log import COMPLETED, SyncAlreadyRunningError
@@ -58,6 +63,13 @@ GROUP = "billingo"
 # runs pay it less often, while the run queue's concurrent runs (4 in dagster.yaml) still all have
 # work for a fleet of 200. A slow company holds up only its pool slot, not its run's others.
 COMPANIES_PER_RUN = 50
+# The warehouse table each asset is: its columns are on the spec, the company's row count on
+# each materialization.
+SYNC_TABLES = {
+    RAW: schema.billingo_documents_raw,
+    INVOICES: schema.billingo_invoices,
+    ITEMS: schema.billingo_invoice_items,
+}
 # What a company's sync may end with that is its own failure, not the step's.
 COMPANY_FAILURES = (CompanyError, CompanySyncError, SyncAlreadyRunningError)
 # Those of them that refuse the company before anything of it is written.
@@ -90,14 +102,33 @@ def _errors_table(errors: list[dict], limit: int = 20) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
+def _sync_figures(result: CompanySyncResult, figures: CompanyFigures | None) -> dict[str, dg.MetadataValue]:
+    """The whole sync's duration, documents and API calls, as numbers the UI plots."""
+    metadata: dict[str, dg.MetadataValue] = {}
+    if figures is not None and figures.sync_duration_seconds is not None:
+        metadata["sync_duration_seconds"] = dg.MetadataValue.float(round(figures.sync_duration_seconds, 3))
+    if result.fetch is not None:
+        metadata["sync_documents_fetched"] = dg.MetadataValue.int(result.fetch.documents_fetched)
+        metadata["sync_api_calls"] = dg.MetadataValue.int(result.fetch.api_calls)
+    return metadata
+
+
 def _materializations(
-    result: CompanySyncResult, operations: Mapping[str, dg.MetadataValue] | None = None
+    result: CompanySyncResult,
+    operations: Mapping[str, dg.MetadataValue] | None = None,
+    figures: CompanyFigures | None = None,
 ) -> Iterator[dg.AssetMaterialization]:
     """One materialization per asset the company's sync wrote, selected or not: the raw documents
     when it fetched, the invoices and their items when it normalized."""
     common = {"company": result.company, "sync_log_id": dg.MetadataValue.int(result.sync_id), "sync_status": result.status}
-    # Health and key metrics (plottable per company over time): on the invoices, else on the raw documents.
-    operations = operations or {}
+    counts_by_table = figures.row_counts if figures is not None else {}
+
+    def row_count(key: dg.AssetKey) -> dict[str, dg.MetadataValue]:
+        return row_count_metadata(counts_by_table, SYNC_TABLES[key])
+
+    # Health, key metrics and the sync's figures (plottable per company over time): on the
+    # invoices, else on the raw documents.
+    operations = {**(operations or {}), **_sync_figures(result, figures)}
     normalized = result.normalize
     if result.fetch is not None:
         fetch = result.fetch
@@ -114,6 +145,7 @@ def _materializations(
                 "marked_missing": dg.MetadataValue.int(fetch.marked_missing),
                 "unusable_documents": dg.MetadataValue.int(len(fetch.errors)),
                 "duration_seconds": dg.MetadataValue.float(round(fetch.duration_seconds, 3)),
+                **row_count(RAW),
                 **(operations if normalized is None else {}),
             },
         )
@@ -134,13 +166,14 @@ def _materializations(
             "restored": dg.MetadataValue.int(normalized.restored),
             "duration_seconds": dg.MetadataValue.float(round(normalized.duration_seconds, 3)),
             **({"errors": _errors_table(normalized.errors)} if normalized.errors else {}),
+            **row_count(INVOICES),
             **operations,
         },
     )
     yield dg.AssetMaterialization(
         asset_key=ITEMS,
         partition=result.company,
-        metadata={**common, "items_written": dg.MetadataValue.int(counts.items_written)},
+        metadata={**common, "items_written": dg.MetadataValue.int(counts.items_written), **row_count(ITEMS)},
     )
 
 
@@ -153,6 +186,7 @@ def _materializations(
             kinds={"python", "sql"},
             skippable=True,
             description="Every Billingo document of the company, as GET /documents returned it (JSON payload + hash).",
+            metadata=table_definition_metadata(SYNC_TABLES[RAW]),
         ),
         dg.AssetSpec(
             INVOICES,
@@ -161,6 +195,7 @@ def _materializations(
             kinds={"python", "sql"},
             skippable=True,
             description="Normalized invoice headers: dates, partner, payment status/method, exact totals.",
+            metadata=table_definition_metadata(SYNC_TABLES[INVOICES]),
         ),
         dg.AssetSpec(
             ITEMS,
@@ -169,6 +204,7 @@ def _materializations(
             kinds={"python", "sql"},
             skippable=True,
             description="Invoice line items: product, quantity, unit price, VAT, net/VAT/gross.",
+            metadata=table_definition_metadata(SYNC_TABLES[ITEMS]),
         ),
     ],
     partitions_def=company_partitions,
@@ -219,6 +255,7 @@ def billingo_sync(
         try:
             step_checks.after_sync(slug, company.id, result.sync_id)
             synced.operations = sync_operations_metadata(engine, company_id=company.id, company_slug=slug, sync_id=result.sync_id)
+            synced.figures = company_figures(engine, company.id, result.sync_id, SYNC_TABLES.values())
         except SQLAlchemyError as exc:  # the sync itself is recorded; its checks/metrics are extras
             synced.problem = f"checks or metrics not recorded: {warehouse_error_summary(exc)}"
         return synced
@@ -253,7 +290,7 @@ def billingo_sync(
         if synced.problem:
             log.warning(f"company '{slug}': {synced.problem}")
         statuses[slug] = result.status
-        materializations = list(_materializations(result, synced.operations))
+        materializations = list(_materializations(result, synced.operations, synced.figures))
         if len(slugs) == 1 or not materializations:
             plan = f" ({result.fetch.mode} sync: {result.fetch.plan_reason})" if result.fetch else ""
             log.info(f"company '{slug}': sync {result.status}{plan}")
@@ -287,6 +324,7 @@ ERRORS_BY_COMPANY = "errors_by_company"
 class _SyncedCompany:
     result: CompanySyncResult
     operations: dict[str, dg.MetadataValue] = field(default_factory=dict)
+    figures: CompanyFigures | None = None
     problem: str | None = None
 
 

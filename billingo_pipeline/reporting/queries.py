@@ -35,6 +35,7 @@ __all__ = [
     "ReportError",
     "aging_by_company",
     "aging_by_partner",
+    "cash_flow_by_week",
     "cash_flow_forecast",
     "outstanding_invoices",
     "iter_invoice_chunks",
@@ -539,6 +540,28 @@ def aging_by_partner(engine: Engine, company_slug: str) -> pd.DataFrame:
 
 def cash_flow_forecast(engine: Engine, company_slug: str) -> pd.DataFrame:
     return read_view(engine, "report_cash_flow_forecast", company_slug)
+
+
+FORECAST_COLUMNS = ("week_number", "week_start", "week_end", "invoice_count", "expected_huf")
+
+
+def cash_flow_by_week(engine: Engine, company_slug: str) -> pd.DataFrame:
+    """``report_cash_flow_forecast`` in HUF across currencies: one row per week 0 (overdue) to 12,
+    with the week's open receivables and their exact HUF sum (documents without a HUF value, a
+    foreign currency without a rate, are counted but add nothing, as in every HUF sum). No rows
+    when nothing is open."""
+    forecast = cash_flow_forecast(engine, company_slug)
+    weeks: dict[int, dict] = {}
+    for row in forecast.to_dict("records"):
+        week = weeks.setdefault(
+            int(row["week_number"]),
+            {"week_number": int(row["week_number"]), "week_start": row["week_start"], "week_end": row["week_end"],
+             "invoice_count": 0, "expected_huf": Decimal("0.00")},
+        )
+        week["invoice_count"] += int(row["invoice_count"])
+        if not pd.isna(row["expected_huf"]):
+            week["expected_huf"] += row["expected_huf"]
+    return _frame([weeks[n] for n in sorted(weeks)], FORECAST_COLUMNS, integer_columns=("week_number", "invoice_count"), boolean_columns=())
 
 
 def partner_balances(engine: Engine, company_slug: str) -> pd.DataFrame:
