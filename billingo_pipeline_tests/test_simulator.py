@@ -188,8 +188,8 @@ def test_bad_query_values_are_422_naming_the_field(shared, params, field):
 
 
 def test_unknown_paths_and_methods_answer_json_errors(shared):
-    unknown = get(shared, "/partners")
-    assert unknown.status_code == 404 and "/v3/partners" in unknown.json()["error"]["message"]
+    unknown = get(shared, "/products")
+    assert unknown.status_code == 404 and "/v3/products" in unknown.json()["error"]["message"]
     for method in ("POST", "DELETE"):
         response = requests.request(method, shared.base_url + "/documents/1", headers={"X-API-KEY": KEY}, json={})
         assert response.status_code == 405 and response.headers["Allow"] == "GET"
