@@ -132,7 +132,9 @@ def test_single_document_and_not_found_conform(shared, documents):
     assert get(shared, "/documents/abc").status_code == 404
 
 
-@pytest.mark.parametrize("path", ["/documents", "/documents/1", "/organization", "/utils/time"])
+@pytest.mark.parametrize("path", ["/documents", "/documents/1", "/documents/1/payments", "/partners", "/partners/1",
+                                  "/spendings", "/spendings/1", "/document-blocks", "/bank-accounts",
+                                  "/bank-accounts/1", "/organization", "/utils/time"])
 @pytest.mark.parametrize(
     "key, status, message",
     [

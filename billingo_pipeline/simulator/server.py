@@ -8,8 +8,16 @@ with their real HTTP stack, including keep-alive, cut connections and bodies tha
 Served endpoints (all ``GET``, all need the ``X-API-KEY`` header):
 
 * ``/v3/documents``: newest-created first, offset paging, every filter of the spec;
-* ``/v3/documents/{id}``;
+* ``/v3/documents/{id}`` and ``/v3/documents/{id}/payments`` (its payment history, a plain array);
+* ``/v3/partners`` (newest first, ``query``) and ``/v3/partners/{id}``;
+* ``/v3/spendings`` (incoming bills, by due date, every filter of the spec) and ``/v3/spendings/{id}``;
+* ``/v3/document-blocks`` (``type``), ``/v3/bank-accounts`` and ``/v3/bank-accounts/{id}``;
 * ``/v3/organization`` and ``/v3/utils/time``: the cheap endpoints for checking a key.
+
+Every list has the same paging envelope, ``page``/``per_page`` checks, faults and rate limit. What
+is not a document (partners, spendings, payment histories, blocks, bank accounts) comes from the
+organization's :class:`~billingo_pipeline.simulator.ledger.Ledger`, built on first use, so an
+organization that is only asked for documents costs what it did before.
 
 Choices where the spec is silent or cannot be followed literally:
 
@@ -26,10 +34,22 @@ Choices where the spec is silent or cannot be followed literally:
   Budapest time. Mutations through this class bump a document's modification time.
 * Bad query values answer 422 with the field named; ``page`` below 1 is rejected too (Laravel would
   quietly serve page 1), so that a client bug shows up in tests.
+* ``/spendings`` is "ordered by the due date": earliest due first, ties by id (creation), so a bill
+  added or re-dated while a client pages shifts every later page. ``start_date``/``end_date``
+  apply to the invoice date unless ``spending_date`` names another; ``all`` filters nothing. The
+  single ``Spending`` has no ``is_created_by_nav`` (the spec defines it on list items only).
+* A payment's ``price`` is in the document's currency, its ``conversion_rate`` is 1 for HUF; the
+  payments of a ``paid`` document add up to its ``gross_total``. ``/partners?query=`` searches the
+  name, the tax code and the e-mail addresses.
 
-Concurrency: one lock guards all state. Stored documents are never modified in place: a change
-replaces the stored dict (copy-on-write), so a page can be serialized outside the lock while another
-thread mutates the organization.
+Mutations for tests are methods of :class:`BillingoSimulator`: documents (add, pay, cancel, delete,
+corrupt), payments (``record_payment``, ``set_payments``: the document's ``payment_status``,
+``paid_date`` and modification time follow, as on the live API), partners (add, update: stamped
+on the simulator clock) and spendings (add, pay).
+
+Concurrency: one lock guards all state. Stored documents and ledger objects are never modified in
+place: a change replaces the stored dict (copy-on-write), so a page can be serialized outside the
+lock while another thread mutates the organization.
 """
 
 from __future__ import annotations
@@ -649,7 +669,8 @@ class BillingoSimulator:
         whose count is absolute), so ``after_requests=2`` fails the third page a client fetches.
 
         A request matches when its path starts with ``path_prefix`` and (if given) it carries
-        ``api_key``; faults only hit authenticated requests. Kinds:
+        ``api_key``; faults only hit authenticated requests. The default prefix also matches
+        ``/v3/documents/{id}`` and ``/v3/documents/{id}/payments``. Kinds:
 
         * ``rate_limit``: 429 ``{"error":{"message":"Too many requests"}}``, with ``Retry-After``
           only when ``retry_after`` is given (the live API sometimes omits it);
@@ -659,12 +680,14 @@ class BillingoSimulator:
         * ``malformed_page``: HTTP 200 whose body is not valid JSON;
         * ``data_not_list``: HTTP 200, valid JSON, the usual envelope, but ``data`` is an object
           keyed ``"1"``, ``"2"``, ... (what PHP's ``json_encode`` makes of an array whose keys are
-          no longer 0..n-1, e.g. after ``array_filter``);
+          no longer 0..n-1, e.g. after ``array_filter``); a payment history (a plain array) becomes
+          such an object itself;
         * ``rate_limit_nonsense``: answer normally, with the rate-limit ``headers`` given (default: a
           negative ``X-RateLimit-Remaining`` and a ``X-RateLimit-Reset`` that is neither a delta nor
           a time near now), as a mock serving random schema-valid values would;
-        * ``paging_nonsense``: answer ``GET /documents`` normally, with the envelope fields given in
-          ``envelope`` replaced (``REMOVE`` deletes one; default: a negative ``total``).
+        * ``paging_nonsense``: answer a list (``GET /documents``, ``/partners``, ...) normally, with
+          the envelope fields given in ``envelope`` replaced (``REMOVE`` deletes one; default: a
+          negative ``total``).
 
         ``retry_after`` adds a ``Retry-After`` header to any error fault; ``headers`` sets any
         header on any fault's reply (e.g. an absurd ``Retry-After`` on a ``rate_limit``). Several faults fire in
