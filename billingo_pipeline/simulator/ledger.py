@@ -265,6 +265,8 @@ class Ledger:
         self, *, partner_id: int | None, invoice_date: datetime.date, today: datetime.date,
         overrides: Mapping[str, Any],
     ) -> dict[str, Any]:
+        if "id" in overrides:
+            raise ValueError("the id of a new spending is assigned by the simulator")
         spendings = self._stored_spendings()
         if partner_id is None:
             index = self._pick_supplier(self._spending_rng)
@@ -273,11 +275,10 @@ class Ledger:
             partner = self.partner(partner_id)
             if partner is None:
                 raise KeyError(f"no partner {partner_id}")
-            supplier = next((s for s, i in zip(_SUPPLIERS, self._supplier_ids) if i == partner_id), _SUPPLIERS[4])
+            # A customer who also sells to us bills like a domestic wholesaler.
+            supplier = next((s for s, i in zip(_SUPPLIERS, self._supplier_ids) if i == partner_id), _SUPPLIERS[5])
         spending = self._new_spending(self._spending_rng, supplier, partner, invoice_date=invoice_date, today=today,
                                       spending_id=self._first_id + SPENDING_ID_OFFSET + len(spendings))
-        if "id" in overrides:
-            raise ValueError("the id of a new spending is assigned by the simulator")
         spending.update(copy.deepcopy(dict(overrides)))
         spendings.append(spending)
         self._spendings_by_id[spending["id"]] = spending
