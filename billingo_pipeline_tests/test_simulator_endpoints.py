@@ -549,3 +549,12 @@ def test_another_simulator_with_the_same_seed_serves_the_same_ledger():
                                [sim.payments(key, d["id"]) for d in sim.documents(key)]])
 
     assert ledger(4) == ledger(4) != ledger(5)
+
+
+def test_a_spending_due_early_added_between_pages_shifts_every_later_page(sim):
+    first = get(sim, "/spendings", per_page=5).json()
+    earliest_invoice = min(s["invoice_date"] for s in sim.spendings(KEY))
+    added = sim.add_spending(KEY, invoice_date=earliest_invoice, due_date=first["data"][0]["due_date"])
+    second = get(sim, "/spendings", per_page=5, page=2).json()
+    assert second["total"] == first["total"] + 1 and added["id"] not in [s["id"] for s in second["data"]]
+    assert second["data"][0]["id"] == first["data"][-1]["id"]  # seen again: due-date order drifted
