@@ -132,7 +132,9 @@ def test_single_document_and_not_found_conform(shared, documents):
     assert get(shared, "/documents/abc").status_code == 404
 
 
-@pytest.mark.parametrize("path", ["/documents", "/documents/1", "/organization", "/utils/time"])
+@pytest.mark.parametrize("path", ["/documents", "/documents/1", "/documents/1/payments", "/partners", "/partners/1",
+                                  "/spendings", "/spendings/1", "/document-blocks", "/bank-accounts",
+                                  "/bank-accounts/1", "/organization", "/utils/time"])
 @pytest.mark.parametrize(
     "key, status, message",
     [
@@ -188,8 +190,8 @@ def test_bad_query_values_are_422_naming_the_field(shared, params, field):
 
 
 def test_unknown_paths_and_methods_answer_json_errors(shared):
-    unknown = get(shared, "/partners")
-    assert unknown.status_code == 404 and "/v3/partners" in unknown.json()["error"]["message"]
+    unknown = get(shared, "/products")
+    assert unknown.status_code == 404 and "/v3/products" in unknown.json()["error"]["message"]
     for method in ("POST", "DELETE"):
         response = requests.request(method, shared.base_url + "/documents/1", headers={"X-API-KEY": KEY}, json={})
         assert response.status_code == 405 and response.headers["Allow"] == "GET"

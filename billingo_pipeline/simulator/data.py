@@ -207,6 +207,21 @@ class DocumentFactory:
 
     # -- public ----------------------------------------------------------------------------------
 
+    @property
+    def invoice_prefix(self) -> str:
+        """What every invoice number of the main block starts with (``ACME`` in ``ACME-2026-000001``)."""
+        return self._prefix
+
+    @property
+    def block_ids(self) -> tuple[int, int]:
+        """(the main block's id, the proforma block's id): the ``block_id`` documents carry."""
+        return self._main_block_id, self._proforma_block_id
+
+    def partner_records(self) -> list[dict[str, Any]]:
+        """Every partner documents are issued to, as a ``Partner`` object of the spec (the same
+        object documents carry as their deprecated ``partner``), in creation (= id) order."""
+        return [_partner(profile) for profile in self._partners]
+
     def generate(self, count: int, *, today: datetime.date) -> list[dict[str, Any]]:
         """A history of ``count`` documents created up to ``today`` (one a day, at most a year back),
         oldest first.

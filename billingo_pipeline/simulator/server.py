@@ -8,8 +8,16 @@ with their real HTTP stack, including keep-alive, cut connections and bodies tha
 Served endpoints (all ``GET``, all need the ``X-API-KEY`` header):
 
 * ``/v3/documents``: newest-created first, offset paging, every filter of the spec;
-* ``/v3/documents/{id}``;
+* ``/v3/documents/{id}`` and ``/v3/documents/{id}/payments`` (its payment history, a plain array);
+* ``/v3/partners`` (newest first, ``query``) and ``/v3/partners/{id}``;
+* ``/v3/spendings`` (incoming bills, by due date, every filter of the spec) and ``/v3/spendings/{id}``;
+* ``/v3/document-blocks`` (``type``), ``/v3/bank-accounts`` and ``/v3/bank-accounts/{id}``;
 * ``/v3/organization`` and ``/v3/utils/time``: the cheap endpoints for checking a key.
+
+Every list has the same paging envelope, ``page``/``per_page`` checks, faults and rate limit. What
+is not a document (partners, spendings, payment histories, blocks, bank accounts) comes from the
+organization's :class:`~billingo_pipeline.simulator.ledger.Ledger`, built on first use, so an
+organization that is only asked for documents costs what it did before.
 
 Choices where the spec is silent or cannot be followed literally:
 
@@ -26,10 +34,22 @@ Choices where the spec is silent or cannot be followed literally:
   Budapest time. Mutations through this class bump a document's modification time.
 * Bad query values answer 422 with the field named; ``page`` below 1 is rejected too (Laravel would
   quietly serve page 1), so that a client bug shows up in tests.
+* ``/spendings`` is "ordered by the due date": earliest due first, ties by id (creation), so a bill
+  added or re-dated while a client pages shifts every later page. ``start_date``/``end_date``
+  apply to the invoice date unless ``spending_date`` names another; ``all`` filters nothing. The
+  single ``Spending`` has no ``is_created_by_nav`` (the spec defines it on list items only).
+* A payment's ``price`` is in the document's currency, its ``conversion_rate`` is 1 for HUF; the
+  payments of a ``paid`` document add up to its ``gross_total``. ``/partners?query=`` searches the
+  name, the tax code and the e-mail addresses.
 
-Concurrency: one lock guards all state. Stored documents are never modified in place: a change
-replaces the stored dict (copy-on-write), so a page can be serialized outside the lock while another
-thread mutates the organization.
+Mutations for tests are methods of :class:`BillingoSimulator`: documents (add, pay, cancel, delete,
+corrupt), payments (``record_payment``, ``set_payments``: the document's ``payment_status``,
+``paid_date`` and modification time follow, as on the live API), partners (add, update: stamped
+on the simulator clock) and spendings (add, pay).
+
+Concurrency: one lock guards all state. Stored documents and ledger objects are never modified in
+place: a change replaces the stored dict (copy-on-write), so a page can be serialized outside the
+lock while another thread mutates the organization.
 """
 
 from __future__ import annotations
@@ -47,6 +67,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, get_args
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -58,6 +79,20 @@ from billingo_pipeline.simulator.data import (
     PAYMENT_STATUSES,
     UNPAID_STATUSES,
     DocumentFactory,
+)
+from billingo_pipeline.simulator.ledger import (
+    CATEGORIES,
+    CURRENCIES,
+    DOCUMENT_BLOCK_TYPES,
+    SPENDING_DATE_TYPES,
+    SPENDING_PAYMENT_STATUSES,
+    SPENDING_SOURCES,
+    UNPAYABLE_TYPES,
+    Ledger,
+    document_partner,
+    money_step,
+    paid_total,
+    payment_entry,
 )
 
 FaultKind = Literal["rate_limit", "server_error", "unavailable", "slow", "truncated", "malformed_page",
@@ -74,8 +109,14 @@ MAX_PER_PAGE = 100
 # Generated history is dated at least this long before the organization was added, so that a
 # last_modified_date cut taken after setup never matches untouched documents.
 _HISTORY_GUARD = datetime.timedelta(minutes=1)
-_DOCUMENT_PATH = re.compile(r"^/v3/documents/([^/]+)$")
-_ENDPOINTS = ("/v3/documents", "/v3/organization", "/v3/utils/time")
+# The list endpoints: the Laravel paging envelope, newest first (spendings: by due date).
+_PAGED_ENDPOINTS = ("/v3/documents", "/v3/partners", "/v3/spendings", "/v3/document-blocks", "/v3/bank-accounts")
+_ENDPOINTS = (*_PAGED_ENDPOINTS, "/v3/organization", "/v3/utils/time")
+_ITEM_PATH = re.compile(r"^/v3/(documents|partners|spendings|bank-accounts)/([^/]+)$")
+_PAYMENTS_PATH = re.compile(r"^/v3/documents/([^/]+)/payments$")
+_ITEM_ENDPOINTS = ("/v3/documents/{id}", "/v3/documents/{id}/payments", "/v3/partners/{id}", "/v3/spendings/{id}",
+                   "/v3/bank-accounts/{id}")
+_ITEM_NAMES = {"documents": "Document", "partners": "Partner", "spendings": "Spending", "bank-accounts": "Bank account"}
 _UNAUTHORIZED = "Authorization information (Header: X-API-KEY) is missing or invalid."
 _NO_SUBSCRIPTION = "You do not have subscription for this operation"
 _SUBSCRIPTION_FEATURES = ["api_limit_standard", "subscription_standard"]
@@ -114,7 +155,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     """Header values set on the fault's reply, over the rate-limit headers the simulator computes."""
     envelope: dict[str, Any] = field(default_factory=dict)
-    """``paging_nonsense``: top-level fields of the ``GET /documents`` envelope to replace (or REMOVE)."""
+    """``paging_nonsense``: top-level fields of a list's paging envelope to replace (or REMOVE)."""
     fired: int = 0
     """How often the fault has fired so far (it stops at ``times``)."""
     skipped: int = 0
@@ -160,7 +201,7 @@ class _StoredDocument:
 
 @dataclass
 class Organization:
-    """One Billingo account (one API key) and its documents."""
+    """One Billingo account (one API key), its documents and (built on first use) its ledger."""
 
     name: str
     tax_code: str
@@ -170,6 +211,10 @@ class Organization:
     _factory: DocumentFactory = field(repr=False)
     _documents: list[_StoredDocument] = field(default_factory=list, repr=False)  # creation (= id) order
     _by_id: dict[int, _StoredDocument] = field(default_factory=dict, repr=False)
+    _seed: int | str = field(default=0, repr=False)
+    _added_at: datetime.datetime | None = field(default=None, repr=False)
+    _document_count: int = field(default=0, repr=False)
+    _ledger: Ledger | None = field(default=None, repr=False)
 
     def _add(self, stored: _StoredDocument) -> None:
         self._documents.append(stored)
@@ -345,11 +390,11 @@ class BillingoSimulator:
                 raise ValueError(f"an organization with this API key already exists ({self._organizations[api_key].name})")
             first_id = (len(self._organizations) + 1) * ORGANIZATION_ID_RANGE + 1
             factory = DocumentFactory(seed, first_id=first_id, organization_name=name, tax_code=tax_code)
+            now = self.now()
             organization = Organization(
                 name=name, tax_code=factory.tax_code, has_subscription=has_subscription, first_id=first_id,
-                api_key=api_key, _factory=factory,
+                api_key=api_key, _factory=factory, _seed=seed, _added_at=now, _document_count=document_count,
             )
-            now = self.now()
             documents = factory.generate(document_count, today=now.date())
             invoice_dates = {d["id"]: d["invoice_date"] for d in documents}
             for document in documents:
@@ -368,11 +413,13 @@ class BillingoSimulator:
             today = self.today().isoformat()
             return copy.deepcopy([_presented(s, today) for s in reversed(organization._documents)])
 
-    def add_document(self, api_key: str, **overrides: Any) -> dict[str, Any]:
+    def add_document(self, api_key: str, *, partner_id: int | None = None, **overrides: Any) -> dict[str, Any]:
         """Issue a new document (dated today unless ``invoice_date`` is given): the newest, with an
         id above all others. Returns a copy.
 
         ``overrides`` replace top-level fields of the generated document (``id`` cannot be chosen).
+        ``partner_id`` issues it to that partner of :meth:`partners` (else one is picked); a partner
+        added or changed through this class is named as it is now.
         """
         if "id" in overrides:
             raise ValueError("the id of a new document is assigned by the simulator")
@@ -383,7 +430,11 @@ class BillingoSimulator:
             invoice_date = overrides.pop("invoice_date", today)
             if isinstance(invoice_date, str):
                 invoice_date = datetime.date.fromisoformat(invoice_date)
+            if partner_id is not None and self._ledger_of(organization).partner(partner_id) is None:
+                raise KeyError(f"organization {organization.name!r} has no partner {partner_id}")
             document = organization._factory.create(invoice_date=invoice_date, today=today, **overrides)
+            if partner_id is not None or (organization._ledger is not None and not {"partner", "document_partner"} & set(overrides)):
+                self._name_current_partner(organization, document, partner_id)
             follows_today = document["payment_status"] in UNPAID_STATUSES
             if follows_today:
                 document["paid_date"] = today.isoformat()
@@ -398,13 +449,103 @@ class BillingoSimulator:
         paid_date: datetime.date | None = None,
         partial: bool = False,
     ) -> dict[str, Any]:
-        """Register a (partial) payment: status ``paid``/``partially_paid``, ``paid_date`` (default today)."""
+        """Register a (partial) payment: status ``paid``/``partially_paid``, ``paid_date`` (default today).
+
+        The payment history follows: a payment of what was still open (``paid``) or of half of it
+        (``partial``; half the total when the document was fully paid) is added on ``paid_date``.
+        For payments of a chosen amount use :meth:`record_payment`.
+        """
         with self._lock:
+            organization = self._organization(api_key)
             stored = self._stored(api_key, document_id)
             document = copy.deepcopy(stored.document)
+            day = paid_date or self.today()
+            ledger = self._ledger_of(organization)
+            history = list(ledger.payments(stored.document))
+            gross, step = _decimal_or_none(document.get("gross_total")), money_step(document)
+            if gross is not None:
+                open_amount = gross - paid_total(history)
+                method = document.get("payment_method") if document.get("payment_method") in PAYMENT_METHODS else "other"
+                if partial and open_amount <= 0:
+                    history = [payment_entry(day, (gross / 2).quantize(step), method,
+                                             conversion_rate=document.get("conversion_rate"))]
+                elif partial and (open_amount / 2).quantize(step) > 0:
+                    history.append(payment_entry(day, (open_amount / 2).quantize(step), method,
+                                                 conversion_rate=document.get("conversion_rate")))
+                elif not partial and open_amount > 0:
+                    history.append(payment_entry(day, open_amount, method, conversion_rate=document.get("conversion_rate")))
+            ledger.set_payments(document_id, history)
             document["payment_status"] = "partially_paid" if partial else "paid"
-            document["paid_date"] = (paid_date or self.today()).isoformat()
+            document["paid_date"] = day.isoformat()
             self._replace(stored, document, paid_date_follows_today=False)
+            return copy.deepcopy(document)
+
+    def payments(self, api_key: str, document_id: int) -> list[dict[str, Any]]:
+        """A copy of the document's payment history, as ``GET /documents/{id}/payments`` serves it."""
+        with self._lock:
+            stored = self._stored(api_key, document_id)
+            return copy.deepcopy(self._ledger_of(self._organization(api_key)).payments(stored.document))
+
+    def record_payment(
+        self,
+        api_key: str,
+        document_id: int,
+        *,
+        price: Decimal | int | float | str | None = None,
+        date: datetime.date | None = None,
+        payment_method: str | None = None,
+        voucher_number: str | None = None,
+        conversion_rate: Decimal | int | float | str | None = None,
+    ) -> dict[str, Any]:
+        """Add a payment to the document's history (default: what is still open, today, by the
+        document's method and at its conversion rate) and update the document as the live API does
+        (see :meth:`set_payments`). Returns a copy of the document."""
+        with self._lock:
+            stored = self._stored(api_key, document_id)
+            document = stored.document
+            history = list(self._ledger_of(self._organization(api_key)).payments(document))
+            if price is None:
+                gross = _decimal_or_none(document.get("gross_total"))
+                if gross is None:
+                    raise ValueError(f"document {document_id} has no usable gross_total: give the price")
+                price = gross - paid_total(history)
+                if price <= 0:
+                    raise ValueError(f"document {document_id} is already paid in full")
+            if Decimal(str(price)) <= 0:
+                raise ValueError("a payment's price must be positive")
+            method = payment_method or document.get("payment_method")
+            history.append(payment_entry(
+                date or self.today(), price, method if method in PAYMENT_METHODS else "other",
+                voucher_number=voucher_number,
+                conversion_rate=document.get("conversion_rate") if conversion_rate is None else conversion_rate,
+            ))
+            return self.set_payments(api_key, document_id, history)
+
+    def set_payments(self, api_key: str, document_id: int, payments: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        """Replace the document's payment history (what ``PUT /documents/{id}/payments`` does) with
+        ``PaymentHistory`` objects, and update the document as the live API does: ``paid`` once the
+        payments reach ``gross_total``, ``partially_paid`` below it, ``expired``/``outstanding`` (by
+        the due date) with none; ``paid_date`` is the latest payment's date; the modification is
+        stamped on the simulator clock. Returns a copy of the document."""
+        with self._lock:
+            organization = self._organization(api_key)
+            stored = self._stored(api_key, document_id)
+            if stored.document.get("type") in UNPAYABLE_TYPES:
+                raise ValueError(f"document {document_id} ({stored.document.get('type')}) takes no payments")
+            history = [dict(entry) for entry in payments]
+            gross = _decimal_or_none(stored.document.get("gross_total"))
+            if gross is None:
+                raise ValueError(f"document {document_id} has no usable gross_total")
+            document = copy.deepcopy(stored.document)
+            total = paid_total(history)
+            if history:
+                document["payment_status"] = "paid" if total >= gross else "partially_paid"
+                document["paid_date"] = max(str(entry["date"]) for entry in history)
+            else:
+                document["payment_status"] = "expired" if str(document.get("due_date")) < self.today().isoformat() else "outstanding"
+                document["paid_date"] = self.today().isoformat()
+            self._ledger_of(organization).set_payments(document_id, history)
+            self._replace(stored, document, paid_date_follows_today=not history)
             return copy.deepcopy(document)
 
     def cancel_document(self, api_key: str, document_id: int) -> dict[str, Any]:
@@ -430,6 +571,8 @@ class BillingoSimulator:
             stored = self._stored(api_key, document_id)
             organization._documents.remove(stored)
             del organization._by_id[document_id]
+            if organization._ledger is not None:
+                organization._ledger.forget_payments(document_id)
 
     def corrupt_document(self, api_key: str, document_id: int, field_path: str, value: Any) -> None:
         """Make a document violate the spec, e.g. ``("gross_total", "12.700,00 Ft")`` or
@@ -454,6 +597,57 @@ class BillingoSimulator:
             follows_today = stored.paid_date_follows_today and parents + [last] != ["paid_date"]
             self._replace(stored, document, paid_date_follows_today=follows_today)
 
+    # -- partners and spendings ------------------------------------------------------------------
+
+    def partners(self, api_key: str) -> list[dict[str, Any]]:
+        """Deep copies of the organization's partners as ``GET /partners`` serves them, newest first."""
+        with self._lock:
+            return copy.deepcopy(self._ledger_of(self._organization(api_key)).partners_newest_first())
+
+    def add_partner(self, api_key: str, **fields: Any) -> dict[str, Any]:
+        """Create a partner (the newest, with an id above all others) from ``Partner`` fields; what is
+        not given is generated. Its creation is stamped on the simulator clock. Returns a copy."""
+        with self._lock:
+            ledger = self._ledger_of(self._organization(api_key))
+            return copy.deepcopy(ledger.add_partner(fields, now=self.now()))
+
+    def update_partner(self, api_key: str, partner_id: int, **changes: Any) -> dict[str, Any]:
+        """Change top-level ``Partner`` fields (``id`` cannot change), stamped on the simulator clock.
+
+        Spendings show the partner as it is now; documents keep the partner they were issued to,
+        and documents added afterwards name the changed partner. Returns a copy."""
+        with self._lock:
+            ledger = self._ledger_of(self._organization(api_key))
+            return copy.deepcopy(ledger.update_partner(partner_id, changes, now=self.now()))
+
+    def partner_modified_at(self, api_key: str, partner_id: int) -> datetime.datetime:
+        """When the partner was created or last changed (the API shows no such field)."""
+        with self._lock:
+            return self._ledger_of(self._organization(api_key)).partner_modified_at(partner_id)
+
+    def spendings(self, api_key: str) -> list[dict[str, Any]]:
+        """Deep copies of the organization's spendings as ``GET /spendings`` lists them (by due date)."""
+        with self._lock:
+            return copy.deepcopy(self._ledger_of(self._organization(api_key)).spendings_by_due_date())
+
+    def add_spending(self, api_key: str, *, partner_id: int | None = None, **overrides: Any) -> dict[str, Any]:
+        """Record a new incoming bill from ``partner_id`` (default: one of the suppliers), dated today
+        unless ``invoice_date`` is given; ``overrides`` replace top-level fields. Returns a copy."""
+        with self._lock:
+            ledger = self._ledger_of(self._organization(api_key))
+            today = self.today()
+            invoice_date = overrides.pop("invoice_date", today)
+            if isinstance(invoice_date, str):
+                invoice_date = datetime.date.fromisoformat(invoice_date)
+            return copy.deepcopy(ledger.add_spending(partner_id=partner_id, invoice_date=invoice_date, today=today,
+                                                     overrides=overrides))
+
+    def pay_spending(self, api_key: str, spending_id: int, *, paid_at: datetime.date | None = None) -> dict[str, Any]:
+        """Mark an incoming bill paid on ``paid_at`` (default today). Returns a copy."""
+        with self._lock:
+            ledger = self._ledger_of(self._organization(api_key))
+            return copy.deepcopy(ledger.pay_spending(spending_id, paid_at or self.today()))
+
     # -- faults and hooks ------------------------------------------------------------------------
 
     def inject_fault(
@@ -475,7 +669,8 @@ class BillingoSimulator:
         whose count is absolute), so ``after_requests=2`` fails the third page a client fetches.
 
         A request matches when its path starts with ``path_prefix`` and (if given) it carries
-        ``api_key``; faults only hit authenticated requests. Kinds:
+        ``api_key``; faults only hit authenticated requests. The default prefix also matches
+        ``/v3/documents/{id}`` and ``/v3/documents/{id}/payments``. Kinds:
 
         * ``rate_limit``: 429 ``{"error":{"message":"Too many requests"}}``, with ``Retry-After``
           only when ``retry_after`` is given (the live API sometimes omits it);
@@ -485,12 +680,14 @@ class BillingoSimulator:
         * ``malformed_page``: HTTP 200 whose body is not valid JSON;
         * ``data_not_list``: HTTP 200, valid JSON, the usual envelope, but ``data`` is an object
           keyed ``"1"``, ``"2"``, ... (what PHP's ``json_encode`` makes of an array whose keys are
-          no longer 0..n-1, e.g. after ``array_filter``);
+          no longer 0..n-1, e.g. after ``array_filter``); a payment history (a plain array) becomes
+          such an object itself;
         * ``rate_limit_nonsense``: answer normally, with the rate-limit ``headers`` given (default: a
           negative ``X-RateLimit-Remaining`` and a ``X-RateLimit-Reset`` that is neither a delta nor
           a time near now), as a mock serving random schema-valid values would;
-        * ``paging_nonsense``: answer ``GET /documents`` normally, with the envelope fields given in
-          ``envelope`` replaced (``REMOVE`` deletes one; default: a negative ``total``).
+        * ``paging_nonsense``: answer a list (``GET /documents``, ``/partners``, ...) normally, with
+          the envelope fields given in ``envelope`` replaced (``REMOVE`` deletes one; default: a
+          negative ``total``).
 
         ``retry_after`` adds a ``Retry-After`` header to any error fault; ``headers`` sets any
         header on any fault's reply (e.g. an absurd ``Retry-After`` on a ``rate_limit``). Several faults fire in
@@ -555,8 +752,8 @@ class BillingoSimulator:
             reply = _error(429, "Too many requests")
             reply.headers["Retry-After"] = str(retry_after)
         elif not _is_endpoint(path):
-            reply = _error(404, f"Unknown endpoint {path}; the simulator serves {', '.join(_ENDPOINTS)} "
-                                "and /v3/documents/{id}")
+            reply = _error(404, f"Unknown endpoint {path}; the simulator serves {', '.join(_ENDPOINTS)}, "
+                                f"{', '.join(_ITEM_ENDPOINTS)}")
         elif method != "GET":
             reply = _error(405, f"Method {method} is not allowed on {path}; the simulator is read-only")
             reply.headers["Allow"] = "GET"
@@ -572,11 +769,10 @@ class BillingoSimulator:
             if fault and fault.kind == "malformed_page":
                 body = reply.body()
                 reply.raw_body = body[: len(body) // 2]  # a JSON document cut in half never parses
-            if fault and fault.kind == "data_not_list" and path == "/v3/documents" and isinstance(reply.payload, dict):
-                documents = reply.payload.get("data") or []
-                reply.payload = {**reply.payload, "data": {str(i): d for i, d in enumerate(documents, start=1)}}
+            if fault and fault.kind == "data_not_list" and reply.status == 200:
+                reply.payload = _data_not_list(path, reply.payload)
             reply.truncate = bool(fault and fault.kind == "truncated")
-            if fault and fault.envelope and path == "/v3/documents" and isinstance(reply.payload, dict):
+            if fault and fault.envelope and path in _PAGED_ENDPOINTS and isinstance(reply.payload, dict):
                 reply.payload = _with_fields(reply.payload, fault.envelope)
             if fault:
                 reply.headers.update(fault.headers)
@@ -648,8 +844,8 @@ class BillingoSimulator:
         return reply
 
     def _route(self, organization: Organization, path: str, query_pairs: list[tuple[str, str]]) -> _Reply:
-        if path == "/v3/documents":
-            return self._list_documents(organization, query_pairs)
+        if path in _PAGED_ENDPOINTS:
+            return self._list(organization, path, query_pairs)
         if path == "/v3/organization":
             expiration = self.today() + datetime.timedelta(days=180)
             return _Reply(200, {
@@ -660,28 +856,63 @@ class BillingoSimulator:
             now = self.now().replace(microsecond=0)
             return _Reply(200, {"epoch": int(now.timestamp()), "formatted": now.strftime("%Y-%m-%d %H:%M:%S"),
                                 "w3c": now.isoformat(), "timezone": "Europe/Budapest"})
-        match = _DOCUMENT_PATH.match(path)
+        payments = _PAYMENTS_PATH.match(path)
+        if payments is not None:
+            raw_id = payments.group(1)
+            with self._lock:
+                stored = organization._by_id.get(int(raw_id)) if raw_id.isdigit() else None
+                if stored is not None:
+                    return _Reply(200, self._ledger_of(organization).payments(stored.document))
+            return _error(404, f"Document {raw_id} not found.")
+        match = _ITEM_PATH.match(path)
         assert match is not None, path  # _is_endpoint admitted only these paths
-        document_id = int(match.group(1)) if match.group(1).isdigit() else None
+        kind, raw_id = match.groups()
+        item_id = int(raw_id) if raw_id.isdigit() else None
         with self._lock:
-            stored = organization._by_id.get(document_id) if document_id is not None else None
-            if stored is not None:
-                return _Reply(200, _presented(stored, self.today().isoformat()))
-        return _error(404, f"Document {match.group(1)} not found.")
+            item = self._item(organization, kind, item_id) if item_id is not None else None
+            if item is not None:
+                return _Reply(200, item)
+        return _error(404, f"{_ITEM_NAMES[kind]} {raw_id} not found.")
 
-    def _list_documents(self, organization: Organization, query_pairs: list[tuple[str, str]]) -> _Reply:
+    def _item(self, organization: Organization, kind: str, item_id: int) -> dict[str, Any] | None:
+        """One object as ``GET /v3/{kind}/{id}`` serves it, or None (callers hold the lock)."""
+        if kind == "documents":
+            stored = organization._by_id.get(item_id)
+            return _presented(stored, self.today().isoformat()) if stored is not None else None
+        ledger = self._ledger_of(organization)
+        if kind == "partners":
+            return ledger.partner(item_id)
+        if kind == "spendings":
+            spending = ledger.spending(item_id)
+            # The single Spending of the spec has no is_created_by_nav (only the list items do).
+            return {k: v for k, v in spending.items() if k != "is_created_by_nav"} if spending is not None else None
+        return ledger.bank_account(item_id)
+
+    def _list(self, organization: Organization, path: str, query_pairs: list[tuple[str, str]]) -> _Reply:
+        """One page of a list endpoint in the spec's (Laravel) envelope; bad query values are a 422."""
         query = dict(reversed(query_pairs))
         errors = _ValidationErrors()
         page = _integer(query, "page", errors, default=1, minimum=1)
         per_page = _integer(query, "per_page", errors, default=DEFAULT_PER_PAGE, minimum=1, maximum=MAX_PER_PAGE)
-        matches = _document_filter(query, errors)
+        matches = _LIST_FILTERS[path](query, errors)
         if errors.errors:
             return _Reply(422, {"message": "The given data was invalid.", "errors": errors.errors})
         with self._lock:
             today = self.today().isoformat()
-            selected = [s for s in reversed(organization._documents) if matches(s)]
+            if path == "/v3/documents":
+                items: Iterable[Any] = reversed(organization._documents)
+            else:
+                ledger = self._ledger_of(organization)
+                items = {
+                    "/v3/partners": ledger.partners_newest_first,
+                    "/v3/spendings": ledger.spendings_by_due_date,
+                    "/v3/document-blocks": ledger.document_blocks_newest_first,
+                    "/v3/bank-accounts": ledger.bank_accounts_newest_first,
+                }[path]()
+            selected = [item for item in items if matches(item)]
             offset = (page - 1) * per_page
-            data = [_presented(s, today) for s in selected[offset:offset + per_page]]
+            page_items = selected[offset:offset + per_page]
+            data = [_presented(s, today) for s in page_items] if path == "/v3/documents" else page_items
         total = len(selected)
         last_page = max(1, math.ceil(total / per_page))
         envelope: dict[str, Any] = {
@@ -689,14 +920,14 @@ class BillingoSimulator:
         }
         # Non-nullable strings in the spec: absent rather than null when there is no such page.
         if page > 1:
-            envelope["prev_page_url"] = self._page_url(query_pairs, page - 1)
+            envelope["prev_page_url"] = self._page_url(path, query_pairs, page - 1)
         if page < last_page:
-            envelope["next_page_url"] = self._page_url(query_pairs, page + 1)
+            envelope["next_page_url"] = self._page_url(path, query_pairs, page + 1)
         return _Reply(200, envelope)
 
-    def _page_url(self, query_pairs: list[tuple[str, str]], page: int) -> str:
+    def _page_url(self, path: str, query_pairs: list[tuple[str, str]], page: int) -> str:
         kept = [(k, v) for k, v in query_pairs if k != "page"]
-        return f"{self.base_url}/documents?{urlencode([*kept, ('page', str(page))])}"
+        return f"{self.base_url}{path.removeprefix('/v3')}?{urlencode([*kept, ('page', str(page))])}"
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -712,6 +943,29 @@ class BillingoSimulator:
             return organization._by_id[document_id]
         except KeyError:
             raise KeyError(f"organization {organization.name!r} has no document {document_id}") from None
+
+    def _ledger_of(self, organization: Organization) -> Ledger:
+        """The organization's ledger, built on first use (callers hold the lock)."""
+        if organization._ledger is None:
+            added_at = organization._added_at or self.now()
+            organization._ledger = Ledger(
+                organization._seed, first_id=organization.first_id, factory=organization._factory,
+                created_on=added_at.date(), history_end=added_at - _HISTORY_GUARD,
+                document_count=organization._document_count,
+            )
+        return organization._ledger
+
+    def _name_current_partner(self, organization: Organization, document: dict[str, Any], partner_id: int | None) -> None:
+        """Issue a new document to the partner as the ledger has it now (chosen, added or changed)."""
+        ledger = self._ledger_of(organization)
+        chosen = partner_id if partner_id is not None else document["document_partner"]["id"]
+        if partner_id is None and chosen not in ledger.changed_partner_ids:
+            return
+        partner = ledger.partner(chosen)
+        if partner is None:
+            raise KeyError(f"organization {organization.name!r} has no partner {chosen}")
+        document["partner"] = copy.deepcopy(partner)
+        document["document_partner"] = document_partner(partner)
 
     def _replace(self, stored: _StoredDocument, document: dict[str, Any], *, paid_date_follows_today: bool) -> None:
         stored.document = document
@@ -810,7 +1064,25 @@ def _with_fields(payload: dict[str, Any], replacements: Mapping[str, Any]) -> di
 
 
 def _is_endpoint(path: str) -> bool:
-    return path in _ENDPOINTS or _DOCUMENT_PATH.match(path) is not None
+    return path in _ENDPOINTS or _ITEM_PATH.match(path) is not None or _PAYMENTS_PATH.match(path) is not None
+
+
+def _data_not_list(path: str, payload: Any) -> Any:
+    """What PHP's ``json_encode`` makes of an array whose keys are no longer 0..n-1: an object
+    keyed "1", "2", ...: the ``data`` of a list page, or a plain-array answer (payments) itself."""
+    if path in _PAGED_ENDPOINTS and isinstance(payload, dict):
+        items = payload.get("data") or []
+        return {**payload, "data": {str(i): item for i, item in enumerate(items, start=1)}}
+    if isinstance(payload, list):
+        return {str(i): item for i, item in enumerate(payload, start=1)}
+    return payload
+
+
+def _decimal_or_none(value: Any) -> Decimal | None:
+    """A JSON number as an exact Decimal; None for anything else (a field a test corrupted)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return Decimal(str(value))
 
 
 def _presented(stored: _StoredDocument, today: str) -> dict[str, Any]:
@@ -974,3 +1246,66 @@ def _in_number_range(invoice_number: Any, start: tuple[int, int] | None, end: tu
         return False
     key = (int(match.group(1)), int(match.group(2)))
     return (start is None or key >= start) and (end is None or key <= end)
+
+
+def _partner_filter(query: Mapping[str, str], errors: _ValidationErrors) -> Callable[[dict[str, Any]], bool]:
+    """``GET /partners``: ``query`` matches a substring of the name, tax code or an e-mail address."""
+    text = query.get("query", "").strip().lower()
+    if not text:
+        return lambda partner: True
+
+    def matches(partner: dict[str, Any]) -> bool:
+        emails = partner.get("emails") if isinstance(partner.get("emails"), list) else []
+        haystack = "\n".join(str(v) for v in (partner.get("name"), partner.get("taxcode"), *emails))
+        return text in haystack.lower()
+
+    return matches
+
+
+def _spending_filter(query: Mapping[str, str], errors: _ValidationErrors) -> Callable[[dict[str, Any]], bool]:
+    """``GET /spendings``: ``q``, a ``spending_date`` range (``start_date``/``end_date``, on the
+    invoice date unless ``spending_date`` names another), ``payment_status``, ``spending_type``
+    (manual or imported from NAV), ``categories``, ``currencies``, ``payment_methods``; ``all``
+    (the enums' catch-all) filters nothing."""
+    checks: list[Callable[[dict[str, Any]], bool]] = []
+    date_key = _choice(query, "spending_date", SPENDING_DATE_TYPES, errors) or "invoice_date"
+    start, end = _date(query, "start_date", errors), _date(query, "end_date", errors)
+    if start is not None or end is not None:
+        checks.append(lambda s: isinstance(s.get(date_key), str) and (start is None or s[date_key] >= start)
+                      and (end is None or s[date_key] <= end))
+    status = _choice(query, "payment_status", SPENDING_PAYMENT_STATUSES, errors)
+    if status in ("paid", "unpaid"):
+        checks.append(lambda s: (s.get("paid_at") is not None) == (status == "paid"))
+    source = _choice(query, "spending_type", SPENDING_SOURCES, errors)
+    if source in ("manual", "nav"):
+        checks.append(lambda s: bool(s.get("is_created_by_nav")) == (source == "nav"))
+    for name, key, allowed in (("categories", "category", CATEGORIES), ("currencies", "currency", CURRENCIES),
+                               ("payment_methods", "payment_method", PAYMENT_METHODS)):
+        value = _choice(query, name, allowed, errors)
+        if value is not None:
+            checks.append(lambda s, key=key, value=value: s.get(key) == value)
+    text = query.get("q", "").strip().lower()
+    if text:
+        checks.append(lambda s: text in "\n".join(
+            str(v) for v in (s.get("invoice_number"), (s.get("partner") or {}).get("name"), s.get("comment") or "")).lower())
+    return lambda spending: all(check(spending) for check in checks)
+
+
+def _document_block_filter(query: Mapping[str, str], errors: _ValidationErrors) -> Callable[[dict[str, Any]], bool]:
+    block_type = _choice(query, "type", DOCUMENT_BLOCK_TYPES, errors)
+    return lambda block: block_type is None or block.get("type") == block_type
+
+
+def _no_filter(query: Mapping[str, str], errors: _ValidationErrors) -> Callable[[Any], bool]:
+    return lambda item: True
+
+
+# The filters of each list endpoint (documents: a predicate over stored documents, else over the
+# served objects); each adds what is wrong with a query value to the request's errors.
+_LIST_FILTERS: dict[str, Callable[[Mapping[str, str], _ValidationErrors], Callable[[Any], bool]]] = {
+    "/v3/documents": _document_filter,
+    "/v3/partners": _partner_filter,
+    "/v3/spendings": _spending_filter,
+    "/v3/document-blocks": _document_block_filter,
+    "/v3/bank-accounts": _no_filter,
+}
