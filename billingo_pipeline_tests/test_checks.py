@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from billingo_pipeline.checks import (
+from billingo_pipeline.defs.billingo.checks import (
     ERROR,
     ERROR_RATE,
     FRESHNESS,
@@ -32,9 +32,9 @@ from billingo_pipeline.checks import (
     ZERO_DECIMAL_CURRENCIES,
     check_items_add_up,
 )
-from billingo_pipeline.health import SYNC_HEALTH
+from billingo_pipeline.asset_keys import SYNC_HEALTH
 from billingo_pipeline.resources import WarehouseResource
-from billingo_pipeline.sensors import sync_health_report_sensor
+from billingo_pipeline.defs.billingo.sensors import sync_health_report_sensor
 from billingo_pipeline.warehouse import companies as company_store
 from billingo_pipeline.warehouse import documents as store
 from billingo_pipeline.warehouse.schema import billingo_invoice_items, billingo_invoices, companies, sync_log

@@ -23,7 +23,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from billingo_pipeline.checks import SYNC_CHECK_SPECS
+from billingo_pipeline.defs.billingo.checks import SYNC_CHECK_SPECS
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / ".artifacts" / "ui"

@@ -21,10 +21,11 @@ import dagster as dg
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..partitions import company_partitions
-from ..reporting.queries import AGING_BUCKETS, ReportError, aging_by_company
-from ..resources import WarehouseResource
-from .billingo import COMPANIES_PER_RUN
+from ...asset_keys import INVOICES
+from ...partitions import company_partitions
+from ...reporting.queries import AGING_BUCKETS, ReportError, aging_by_company
+from ...resources import WarehouseResource
+from ..billingo.assets import COMPANIES_PER_RUN
 
 GROUP = "reporting"
 AGING_REPORT = dg.AssetKey("billingo_aging_report")
@@ -98,7 +99,7 @@ def aging_chart_png(aging: pd.DataFrame, title: str) -> bytes:
     specs=[
         dg.AssetSpec(
             AGING_REPORT,
-            deps=["billingo_invoices"],
+            deps=[INVOICES],
             group_name=GROUP,
             kinds={"pandas", "sql"},
             # Materialized per company (AssetMaterialization with a partition), not as the op's

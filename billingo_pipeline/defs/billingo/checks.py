@@ -34,16 +34,11 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from .billingo_client import MAX_PER_PAGE
-from .health import RED_AFTER_HOURS, YELLOW_AFTER_HOURS, CompanyHealth, company_health
-from .warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
-from .warehouse.sync_log import record_check_results, utcnow
-
-# The assets of billingo_sync, named here because the checks judge them and assets/billingo.py
-# builds on this module (not the other way round).
-RAW = dg.AssetKey("billingo_documents_raw")
-INVOICES = dg.AssetKey("billingo_invoices")
-ITEMS = dg.AssetKey("billingo_invoice_items")
+from ...asset_keys import INVOICES, ITEMS, RAW
+from ...billingo_client import MAX_PER_PAGE
+from ...health import RED_AFTER_HOURS, YELLOW_AFTER_HOURS, CompanyHealth, company_health
+from ...warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
+from ...warehouse.sync_log import record_check_results, utcnow
 
 WARN, ERROR = "WARN", "ERROR"
 SEVERITIES = {WARN: dg.AssetCheckSeverity.WARN, ERROR: dg.AssetCheckSeverity.ERROR}
