@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n auto -m "not slow" $(PYTEST_ARGS)
 
 # Speed targets live here, never in the test suite (bench/run.py; figures in docs/performance.md).
-# BENCH_ARGS="--quick" is a smoke run of a few minutes; without it, the full run of issue 9's sizes.
+# BENCH_ARGS="--quick" is a smoke run of a few minutes; without it, the full run at the sizes of docs/performance.md.
 # dlt, the comparison, comes with the `bench` extra; PostgreSQL figures need the server on 127.0.0.1:5432.
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP)

@@ -40,8 +40,8 @@ CHECKS = {
     "billingo_invoice_items:items_add_up_to_totals",
     "billingo_invoices:unique_ids_and_invoice_numbers",
     "billingo_invoices:partner_name_present",
-    "billingo_invoices:error_rate_below_1_percent",
-    "billingo_documents_raw:invoices_per_api_call_at_least_50",
+    "billingo_invoices:error_rate_under_target",
+    "billingo_documents_raw:invoices_per_api_call_sufficient",
     "billingo_invoices:last_successful_sync_fresh",
 }
 JOBS = {"billingo_sync_job"}

@@ -1,4 +1,4 @@
-"""Sync health (the seed's GREEN/YELLOW/RED rules), the sync_health and sync_metrics views, the CLI.
+"""Sync health (the GREEN/YELLOW/RED rules of health.py), the sync_health and sync_metrics views, the CLI.
 
 Warehouse tests run on SQLite and on the real PostgreSQL.
 """
