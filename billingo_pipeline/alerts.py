@@ -37,7 +37,6 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .partitions import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 from .redaction import SMTP_PASSWORD_ENV, redact_all, redact_secrets
 
 logger = logging.getLogger(__name__)
@@ -355,36 +354,23 @@ def run_error_message(step_failures: Sequence[Any], run_failure_message: str | N
     return message[:MAX_ERROR_CHARS]
 
 
-def run_companies(tags: Mapping[str, str], rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
-    """The companies the run was about: those with a sync-log row, else its partition tags."""
-    from_rows = [r["company"] for r in sorted(rows, key=lambda r: r.get("id") or 0)]
-    if from_rows:
-        return tuple(dict.fromkeys(from_rows))
-    if PARTITION_TAG in tags:
-        return (tags[PARTITION_TAG],)
-    if RANGE_START_TAG in tags:
-        start, end = tags[RANGE_START_TAG], tags.get(RANGE_END_TAG, tags[RANGE_START_TAG])
-        return (start,) if start == end else (f"{start}..{end}",)
-    return ()
-
-
 def failed_run_alert(
     *,
     run_id: str,
     job_name: str,
-    tags: Mapping[str, str],
+    companies: Sequence[str],
     error_message: str,
     rows: Sequence[Mapping[str, Any]],
     rows_marked_failed: int,
     known_ids: Iterable[str] = (),
     webserver_url: str | None = None,
 ) -> SyncAlert:
-    """The alert about a failed run, from its sync-log rows (``sync_rows`` of the run, after the
-    rows it left RUNNING were marked FAILED)."""
+    """The alert about a failed run about ``companies``, from its sync-log rows (``sync_rows`` of
+    the run, after the rows it left RUNNING were marked FAILED)."""
     return SyncAlert(
         run_id=run_id,
         job_name=job_name,
-        companies=run_companies(tags, rows),
+        companies=tuple(companies),
         error_message=error_message,
         sync_log_rows=tuple(alert_row(r) for r in sorted(rows, key=lambda r: r["id"])),
         run_url=run_url(run_id, {WEBSERVER_URL_ENV: webserver_url or ""}),

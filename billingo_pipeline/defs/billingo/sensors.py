@@ -4,7 +4,8 @@ failed or canceled sync runs leave no RUNNING sync-log row, and failures are ale
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
@@ -129,6 +130,19 @@ def is_sync_run(run: dg.DagsterRun) -> bool:
     return run.job_name == billingo_sync_job.name or bool(SYNC_ASSET_KEYS & set(run.asset_selection or ()))
 
 
+def run_companies(tags: Mapping[str, str], rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The companies the run was about: those with a sync-log row, else its partition tags."""
+    from_rows = [r["company"] for r in sorted(rows, key=lambda r: r.get("id") or 0)]
+    if from_rows:
+        return tuple(dict.fromkeys(from_rows))
+    if PARTITION_TAG in tags:
+        return (tags[PARTITION_TAG],)
+    if RANGE_START_TAG in tags:
+        start, end = tags[RANGE_START_TAG], tags.get(RANGE_END_TAG, tags[RANGE_START_TAG])
+        return (start,) if start == end else (f"{start}..{end}",)
+    return ()
+
+
 def run_ids_named(instance: dg.DagsterInstance, texts: Iterable[str], own_run_id: str) -> list[str]:
     """The UUIDs in ``texts`` that are runs of this instance (a sync refused because "run ... holds
     the company"): the alert names them; any other UUID is scrubbed from it as a key."""
@@ -163,7 +177,7 @@ def sync_run_failure_sensor(
     alert = failed_run_alert(
         run_id=run.run_id,
         job_name=run.job_name,
-        tags=run.tags,
+        companies=run_companies(run.tags, rows),
         error_message=error_message,
         rows=rows,
         rows_marked_failed=marked,
