@@ -1,4 +1,4 @@
-"""The ``health`` command: every company's GREEN / YELLOW / RED sync health (the rules: ``health.py``)."""
+"""The ``health`` command: every company's GREEN / YELLOW / RED sync health (the rules: ``billingo_pipeline/health.py``)."""
 
 from __future__ import annotations
 

@@ -23,8 +23,9 @@ always normalized: selecting ``billingo_documents_raw`` alone (the UI's natural 
 three, so all three are recorded as materialized (Dagster takes a step's materializations of
 assets outside its selection). What the UI shows materialized is what the warehouse holds.
 
-After each company's sync its asset checks (``checks.py``) are evaluated and stored with its sync-log
-row, and its materializations carry its health and key metrics (``health.py`` here: the rules are the package's ``health.py``); the step reports one
+After each company's sync its asset checks (``checks.py`` here) are evaluated and stored with its
+sync-log row, and its materializations carry its health and key metrics (``health.py`` here, over
+the rules of ``billingo_pipeline/health.py``); the step reports one
 result per check for all its companies. A range run (the daily schedule's chunks, backfills)
 skips a company disabled since the run was requested instead of failing. A run tagged
 ``billingo/full_sweep=true`` (``billingo-pipeline sync --full``, or a launch from the UI with that

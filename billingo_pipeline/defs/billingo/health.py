@@ -1,4 +1,4 @@
-"""The sync-health asset and the Dagster metadata of health and sync metrics (the rules: ``health.py``)."""
+"""The sync-health asset and the Dagster metadata of health and sync metrics (the rules: ``billingo_pipeline/health.py``)."""
 
 from __future__ import annotations
 

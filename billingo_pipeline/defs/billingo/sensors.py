@@ -1,5 +1,5 @@
 """Sensors: company partitions follow the warehouse; sync health and freshness are reported without runs;
-failed or canceled sync runs leave no RUNNING sync-log row, and failures are alerted (``alerts.py``)."""
+failed or canceled sync runs leave no RUNNING sync-log row, and failures are alerted (``billingo_pipeline/alerts.py``)."""
 
 from __future__ import annotations
 
