@@ -485,7 +485,3 @@ def format_sync_rows(rows: list[dict], *, document_errors: int = 0) -> str:
 main.add_command(health_command)
 main.add_command(invoices_command)
 main.add_command(report_command)
-
-
-if __name__ == "__main__":
-    main()
