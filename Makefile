@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n auto -m "not slow" $(PYTEST_ARGS)
 
 # Speed targets live here, never in the test suite (bench/run.py; figures in docs/performance.md).
-# BENCH_ARGS="--quick" is a smoke run of a few minutes; without it, the full run of issue 9's sizes.
+# BENCH_ARGS="--quick" is a smoke run of a few minutes; without it, the full run at the sizes of docs/performance.md.
 # dlt, the comparison, comes with the `bench` extra; PostgreSQL figures need the server on 127.0.0.1:5432.
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP)
@@ -56,9 +56,10 @@ chromium:
 	  fi; }
 
 # The Dagster UI over the demo's state (run `make demo` first) on DEV_PORT, with the demo's simulator
-# serving on a fixed port so partitions can be materialized from the UI. `dagster dev` takes the
-# warehouse, Dagster home and Fernet key from the .env `make demo` wrote (Dagster reads it by itself);
-# a DEV_SIMULATOR_PORT other than the default must be given to `make demo` too (it is in .env).
+# serving on a fixed port so partitions can be materialized from the UI. `dg dev` (Dagster 1.13
+# deprecates `dagster dev` for it) finds the code location through pyproject.toml's [tool.dg] and
+# takes the warehouse, Dagster home and Fernet key from the .env `make demo` wrote (it reads it by
+# itself); a DEV_SIMULATOR_PORT other than the default must be given to `make demo` too (it is in .env).
 DEV_PORT ?= 3000
 DEV_SIMULATOR_PORT ?= 8765
 dev: $(STAMP)
@@ -67,7 +68,7 @@ dev: $(STAMP)
 	  echo "error: .env here was not written by 'make demo' (see its note): run 'make demo' first" >&2; exit 1; }
 	$(BIN)/python -m billingo_pipeline.demo serve-simulator $(DEV_SIMULATOR_PORT) & sim=$$!; \
 	trap "kill $$sim" EXIT INT TERM; \
-	  $(BIN)/dagster dev -w workspace.yaml -p $(DEV_PORT)
+	  $(BIN)/dg dev --port $(DEV_PORT)
 
 clean:
 	rm -rf $(VENV) .demo .artifacts

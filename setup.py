@@ -2,10 +2,14 @@ from setuptools import find_packages, setup
 
 # The Dagster set is pinned together: dagster-postgres 0.29.27 is the newest on the registry and
 # needs dagster 1.13.27 exactly; an unpinned install silently resolves an ancient dagster-postgres.
+# dagster-dg-cli gives `dg dev` / `dg check defs` / `dg list defs` for the defs/ layout
+# (pyproject.toml's [tool.dg]); pinned to the same release, since an unpinned one would pull a
+# newer dagster-dg-core/dagster-shared than the dagster it drives.
 DAGSTER_PINS = [
     "dagster==1.13.27",
     "dagster-webserver==1.13.27",
     "dagster-postgres==0.29.27",
+    "dagster-dg-cli==1.13.27",
 ]
 
 setup(

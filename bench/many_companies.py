@@ -50,13 +50,14 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def _schedule_layout(instance, warehouse_url: str, base_url: str, slugs: Sequence[str], night: int) -> list[str]:
     import dagster as dg
 
-    from billingo_pipeline.assets import billingo_assets
-    from billingo_pipeline.assets.reporting import reporting_assets
-    from billingo_pipeline.jobs import billingo_sync_job
-    from billingo_pipeline.resources import BillingoResource, WarehouseResource
-    from billingo_pipeline.schedules import build_daily_sync_schedule
+    from billingo_pipeline.defs.billingo.assets import billingo_assets
+    from billingo_pipeline.defs.reporting.assets import reporting_assets
+    from billingo_pipeline.defs.billingo.jobs import billingo_sync_job
+    from billingo_pipeline.resources import BillingoResource, FernetKeyResource, WarehouseResource
+    from billingo_pipeline.defs.billingo.schedules import build_daily_sync_schedule
 
-    resources = {"billingo": BillingoResource(base_url=base_url), "warehouse": WarehouseResource(url=warehouse_url)}
+    resources = {"billingo": BillingoResource(base_url=base_url), "warehouse": WarehouseResource(url=warehouse_url),
+                 "fernet": FernetKeyResource()}
     job = dg.Definitions(assets=[*billingo_assets, *reporting_assets], jobs=[billingo_sync_job],
                          resources=resources).resolve_job_def(billingo_sync_job.name)
     tick = dt.datetime(2026, 11, 1, 2, 0, tzinfo=dt.timezone.utc) + dt.timedelta(days=night)
@@ -170,7 +171,7 @@ def run_passes(warehouse_url: str, base_url: str, slugs: list[str], layout: str,
     import dagster as dg
     import sqlalchemy as sa
 
-    from billingo_pipeline.runner import ensure_company_partitions
+    from billingo_pipeline.partitions import ensure_company_partitions
     from billingo_pipeline.warehouse.engine import get_engine
     from billingo_pipeline.warehouse.schema import sync_log
 

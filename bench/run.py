@@ -40,7 +40,7 @@ from bench.common import (
 )
 
 MEASUREMENTS = ("first_sync", "dlt", "nightly", "many_companies", "memory")
-# Targets of issue 9, next to the figures they judge.
+# The speed targets (docs/performance.md), next to the figures they judge.
 MIN_DLT_SPEEDUP = 3.0
 MAX_FLOOR_RATIO = 2.0
 MAX_POSTGRES_RATIO = 1.25

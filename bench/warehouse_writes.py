@@ -12,7 +12,7 @@ is timed around its call: ``raw`` (upsert_raw_documents), ``invoices`` (the invo
 (multi-row INSERT ... ON CONFLICT for raw rows and invoices, executemany for items), with no
 statistics on a fresh PostgreSQL warehouse. ``bulk`` is what the warehouse module does now.
 
-Target (issue 9): PostgreSQL within 1.25x of SQLite on the bulk path.
+Target: PostgreSQL within 1.25x of SQLite on the bulk path.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Alerts about failed sync runs: a generic JSON webhook and e-mail (SMTP), both off unless configured.
 
-Configuration comes from the environment of the process that evaluates the sensor (the code
-location's server in a deployment), read at every alert so a change needs no code reload:
+Configuration is the ``alerts`` resource (``resources/alerts.py``), whose fields come from these
+environment variables of the process that evaluates the sensor (the code location's server in a
+deployment):
 
 - ``BILLINGO_ALERT_WEBHOOK_URL``: POST the alert as JSON there. The body carries a ``text`` field
   too, so a Slack/Mattermost/Teams-style incoming webhook shows it as it is.
@@ -12,10 +13,11 @@ location's server in a deployment), read at every alert so a change needs no cod
 Keys: an alert is built only from key-free fields (run id, job, company slugs, the key-free error
 messages the sync writes, sync-log rows without their document payloads). Nothing here can decrypt
 anything: the sensor needs no API key. As defence in depth every outgoing string is also scrubbed
-of anything shaped like a secret (``redact_secrets``).
+of anything shaped like a secret (``redaction.redact_secrets``).
 
 ``send_alert`` never raises: each channel gets bounded timeouts, and a failure is logged and returned
-as an outcome, so a broken mail server cannot stop the sensor from marking sync-log rows FAILED.
+as an outcome. The failure sensor marks the run's sync-log rows FAILED before it alerts, so a broken
+mail server cannot leave them RUNNING.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import smtplib
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,13 +35,9 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 from urllib.parse import urlsplit
 
-import dagster as dg
 import requests
-from sqlalchemy.engine import Engine
 
-from .partitions import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
-from .settings import FERNET_KEY_ENV
-from .warehouse.sync_log import fail_running_syncs_of_run, sync_rows
+from .redaction import SMTP_PASSWORD_ENV, redact_all, redact_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +45,10 @@ WEBHOOK_URL_ENV = "BILLINGO_ALERT_WEBHOOK_URL"
 SMTP_HOST_ENV = "BILLINGO_ALERT_SMTP_HOST"
 SMTP_PORT_ENV = "BILLINGO_ALERT_SMTP_PORT"
 SMTP_USER_ENV = "BILLINGO_ALERT_SMTP_USER"
-SMTP_PASSWORD_ENV = "BILLINGO_ALERT_SMTP_PASSWORD"
 SMTP_FROM_ENV = "BILLINGO_ALERT_SMTP_FROM"
 SMTP_TO_ENV = "BILLINGO_ALERT_SMTP_TO"
 SMTP_STARTTLS_ENV = "BILLINGO_ALERT_SMTP_STARTTLS"
 WEBSERVER_URL_ENV = "DAGSTER_WEBSERVER_URL"
-# Values that are secrets wherever they appear; their literal values are scrubbed from alerts.
-SECRET_ENVS = (FERNET_KEY_ENV, SMTP_PASSWORD_ENV)
 
 DEFAULT_SMTP_PORT = 587
 # (connect, read) for the webhook; one timeout for every SMTP socket operation. A sensor evaluation
@@ -67,50 +61,6 @@ WEBHOOK_ATTEMPTS = 2
 WEBHOOK_RETRY_DELAY_SECONDS = 1.0
 MAX_ERROR_CHARS = 2000
 MAX_ROW_ERROR_CHARS = 500
-
-REDACTED = "[REDACTED]"
-# Billingo API keys are UUIDs. Dagster run ids are UUIDs too, so the ids an alert may name are
-# passed in as ``keep`` and survive; any other UUID-shaped string is treated as a key.
-_UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
-# A Fernet token (a stored, encrypted API key) always starts with version byte 0x80 -> "gAAAAA".
-_FERNET_TOKEN = re.compile(r"gAAAAA[0-9A-Za-z_\-]{20,}={0,2}")
-# `X-API-KEY: ...`, `api_key=...`, `"apiKey": "..."`, `Authorization: Bearer ...`.
-_KEY_ASSIGNMENT = re.compile(
-    r"(?i)(\b(?:x[-_]api[-_]key|api[-_]?key|authorization|password|secret|token)\b[\"']?\s*[:=]\s*[\"']?)"
-    r"(?:bearer\s+)?[^\s\"',;}]+"
-)
-# Credentials inside URLs (a warehouse or SMTP URL in an exception message).
-_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]+):[^@\s/]+@")
-
-
-def redact_secrets(text: str, *, keep: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> str:
-    """``text`` without anything that looks like an API key, a stored key or another secret.
-
-    ``keep``: UUID-shaped strings that are known not to be keys (the run ids the alert names).
-    """
-    if not text:
-        return text
-    environ = os.environ if environ is None else environ
-    for name in SECRET_ENVS:
-        for value in (v.strip() for v in (environ.get(name) or "").split(",")):
-            if len(value) >= 8:
-                text = text.replace(value, REDACTED)
-    keep_lower = {k.lower() for k in keep}
-    text = _URL_CREDENTIALS.sub(rf"\1:{REDACTED}@", text)
-    text = _KEY_ASSIGNMENT.sub(rf"\1{REDACTED}", text)
-    text = _FERNET_TOKEN.sub(REDACTED, text)
-    return _UUID.sub(lambda m: m.group(0) if m.group(0).lower() in keep_lower else REDACTED, text)
-
-
-def _redact_all(value: Any, keep: Iterable[str]) -> Any:
-    if isinstance(value, str):
-        return redact_secrets(value, keep=keep)
-    if isinstance(value, Mapping):
-        return {k: _redact_all(v, keep) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redact_all(v, keep) for v in value]
-    return value
-
 
 # --- configuration ---------------------------------------------------------------------------
 
@@ -289,7 +239,7 @@ class SyncAlert:
             "subject": self.subject,
             "text": self.text,
         }
-        return _redact_all(body, self._keep)
+        return redact_all(body, self._keep)
 
     @property
     def _keep(self) -> tuple[str, ...]:
@@ -383,14 +333,7 @@ def send_alert(alert: SyncAlert, channels: AlertChannels, log: logging.Logger | 
     return outcomes
 
 
-# --- a failed run: finalize its sync-log rows, then alert ------------------------------------
-
-
-@dataclass(frozen=True)
-class FailedRunReport:
-    rows_marked_failed: int
-    alert: SyncAlert
-    outcomes: list[DeliveryOutcome]
+# --- a failed run's alert ----------------------------------------------------------------------
 
 
 def run_error_message(step_failures: Sequence[Any], run_failure_message: str | None) -> str:
@@ -411,60 +354,37 @@ def run_error_message(step_failures: Sequence[Any], run_failure_message: str | N
     return message[:MAX_ERROR_CHARS]
 
 
-def run_companies(tags: Mapping[str, str], rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
-    """The companies the run was about: those with a sync-log row, else its partition tags."""
-    from_rows = [r["company"] for r in sorted(rows, key=lambda r: r.get("id") or 0)]
-    if from_rows:
-        return tuple(dict.fromkeys(from_rows))
-    if PARTITION_TAG in tags:
-        return (tags[PARTITION_TAG],)
-    if RANGE_START_TAG in tags:
-        start, end = tags[RANGE_START_TAG], tags.get(RANGE_END_TAG, tags[RANGE_START_TAG])
-        return (start,) if start == end else (f"{start}..{end}",)
-    return ()
-
-
-def _run_ids_named(instance: dg.DagsterInstance | None, texts: Iterable[str], own_run_id: str) -> list[str]:
-    candidates = {m.group(0).lower() for text in texts for m in _UUID.finditer(text or "")} - {own_run_id.lower()}
-    if instance is None or not candidates:
-        return []
-    return [r.dagster_run.run_id for r in instance.get_run_records(dg.RunsFilter(run_ids=sorted(candidates)))]
-
-
-def report_failed_sync_run(
-    engine: Engine,
+def failed_run_alert(
     *,
     run_id: str,
     job_name: str,
-    tags: Mapping[str, str],
+    companies: Sequence[str],
     error_message: str,
-    channels: AlertChannels | None = None,
-    instance: dg.DagsterInstance | None = None,
-    log: logging.Logger | logging.LoggerAdapter | None = None,
-) -> FailedRunReport:
-    """Mark the run's RUNNING sync-log rows FAILED, then alert (the rows first: they must not stay
-    RUNNING even if every alert channel is down).
-
-    ``instance``: UUIDs in the messages that are runs of this instance (a sync refused because
-    "run ... holds the company") are named in the alert; any other UUID is scrubbed as a key.
-    """
-    log = log or logger
-    marked = fail_running_syncs_of_run(engine, run_id, f"the Dagster run failed before this sync finished: {error_message}")
-    if marked:
-        log.warning(f"run {run_id}: {marked} sync-log row(s) left RUNNING were marked FAILED")
-    rows = sync_rows(engine, run_id=run_id, limit=1000)
-    alert = SyncAlert(
+    rows: Sequence[Mapping[str, Any]],
+    rows_marked_failed: int,
+    known_ids: Iterable[str] = (),
+    webserver_url: str | None = None,
+) -> SyncAlert:
+    """The alert about a failed run about ``companies``, from its sync-log rows (``sync_rows`` of
+    the run, after the rows it left RUNNING were marked FAILED)."""
+    return SyncAlert(
         run_id=run_id,
         job_name=job_name,
-        companies=run_companies(tags, rows),
+        companies=tuple(companies),
         error_message=error_message,
         sync_log_rows=tuple(alert_row(r) for r in sorted(rows, key=lambda r: r["id"])),
-        run_url=run_url(run_id),
-        rows_marked_failed=marked,
-        known_ids=tuple(_run_ids_named(instance, [error_message, *(r.get("error_message") or "" for r in rows)], run_id)),
+        run_url=run_url(run_id, {WEBSERVER_URL_ENV: webserver_url or ""}),
+        rows_marked_failed=rows_marked_failed,
+        known_ids=tuple(known_ids),
     )
-    channels = AlertChannels.from_env() if channels is None else channels
+
+
+def alert_failed_run(
+    alert: SyncAlert, channels: AlertChannels, log: logging.Logger | logging.LoggerAdapter | None = None
+) -> list[DeliveryOutcome]:
+    """Send ``alert`` on ``channels``; with none configured, say so in the log and send nothing."""
+    log = log or logger
     if not channels.configured and not channels.problems:
-        log.info(f"run {run_id}: no alert channel configured ({WEBHOOK_URL_ENV}, {SMTP_HOST_ENV})")
-        return FailedRunReport(marked, alert, [])
-    return FailedRunReport(marked, alert, send_alert(alert, channels, log))
+        log.info(f"run {alert.run_id}: no alert channel configured ({WEBHOOK_URL_ENV}, {SMTP_HOST_ENV})")
+        return []
+    return send_alert(alert, channels, log)

@@ -1,6 +1,6 @@
 """Sync health per company (GREEN / YELLOW / RED, with the reasons) and the sync's key metrics.
 
-The rules, exactly as the seed states them, over the companies the pipeline is meant to sync
+The rules, over the companies the pipeline is meant to sync
 (BILLINGO_SYNC flag on and active; a disabled company has no health to watch):
 
 ============  =====================  ==========================  ==================
@@ -19,7 +19,8 @@ errors        none                   some                        all
 - RED when any RED condition holds, else YELLOW when any YELLOW one does, else GREEN. Every
   condition that holds is listed as a reason, RED ones first.
 
-``company_health`` is the single source of the CLI table and of the Dagster UI metadata. The
+``company_health`` is the single source of the CLI table (``cli/health.py``) and of the Dagster UI
+metadata (``defs/billingo/health.py``); this module holds the rules and their SQL only. The
 warehouse view ``sync_health`` (migration 0003) states the same rules in SQL for analysts; a test
 keeps the two equal on SQLite and PostgreSQL.
 """
@@ -28,18 +29,12 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import click
-import dagster as dg
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .warehouse.companies import list_companies
-from .warehouse.engine import get_engine, url_without_password
 from .warehouse.schema import companies, sync_log
 from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, RUNNING, utcnow
 
@@ -60,11 +55,6 @@ LAST_PARTIAL = "last sync PARTIAL"
 SOME_ERRORS = "some documents failed in the last sync"
 
 METRICS_WINDOW = dt.timedelta(days=30)
-SYNC_HEALTH = dg.AssetKey("billingo_sync_health")
-OPERATIONS_GROUP = "billingo_operations"
-# Per-company numeric entries on the health asset (plottable per company); beyond this many
-# companies the markdown table and the fleet figures carry the information.
-MAX_PER_COMPANY_METADATA = 200
 
 
 @dataclass(frozen=True)
@@ -102,7 +92,7 @@ def errors_level(status: str | None, processed: int | None, failed: int | None) 
 def evaluate_health(
     *, key_configured: bool, last_success_age_hours: float | None, last_sync_status: str | None, last_sync_errors: str | None
 ) -> tuple[str, tuple[str, ...]]:
-    """The seed's rules: (GREEN/YELLOW/RED, every reason that holds, RED ones first)."""
+    """The rules of this module's table: (GREEN/YELLOW/RED, every reason that holds, RED ones first)."""
     age = last_success_age_hours
     red = [
         reason
@@ -233,7 +223,7 @@ def company_health(engine: Engine, *, now: dt.datetime | None = None, slugs: Seq
 
 @dataclass(frozen=True)
 class SyncMetrics:
-    """The seed's key metrics over a window of finished syncs (None: nothing to measure)."""
+    """The sync's key metrics over a window of finished syncs (None: nothing to measure)."""
 
     syncs: int
     success_rate: float | None
@@ -273,160 +263,3 @@ def sync_metrics(
         invoices_per_api_call=sum(r.documents_fetched for r in rows) / api_calls if api_calls else None,
         error_rate=sum(r.invoices_failed for r in rows) / processed if processed else None,
     )
-
-
-def metrics_metadata(metrics: SyncMetrics) -> dict[str, dg.MetadataValue]:
-    """Numeric metadata the UI plots over time (only the figures that exist), named for the 30-day window."""
-    values = {
-        "success_rate_30d": metrics.success_rate,
-        "median_sync_duration_seconds_30d": metrics.median_duration_seconds,
-        "invoices_per_api_call_30d": metrics.invoices_per_api_call,
-        "error_rate_30d": metrics.error_rate,
-    }
-    return {key: dg.MetadataValue.float(round(value, 6)) for key, value in values.items() if value is not None}
-
-
-def company_health_metadata(health: CompanyHealth) -> dict[str, dg.MetadataValue]:
-    """Health of one company, for its partition's materialization."""
-    return {
-        "health": dg.MetadataValue.text(health.health),
-        "health_level": dg.MetadataValue.int(health.level),  # 0 GREEN, 1 YELLOW, 2 RED: plottable
-        "health_reasons": dg.MetadataValue.text("; ".join(health.reasons) or "-"),
-    }
-
-
-def _cell(value) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def health_markdown(rows: Iterable[CompanyHealth]) -> str:
-    lines = [
-        "| company | health | API key | last sync | last success (UTC) | age (h) | failed / processed | reasons |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for h in rows:
-        lines.append(
-            "| "
-            + " | ".join(
-                _cell(v)
-                for v in (
-                    h.company_slug,
-                    h.health,
-                    "yes" if h.key_configured else "no",
-                    (h.last_sync_status or "-") + (" (running now)" if h.running_since else ""),
-                    h.last_success_at.strftime("%Y-%m-%d %H:%M") if h.last_success_at else "never",
-                    f"{h.last_success_age_hours:.1f}" if h.last_success_age_hours is not None else "-",
-                    f"{h.last_sync_failed_documents} / {h.last_sync_documents}" if h.last_sync_status else "-",
-                    "; ".join(h.reasons) or "-",
-                )
-            )
-            + " |"
-        )
-    return "\n".join(lines)
-
-
-def health_report_metadata(rows: Sequence[CompanyHealth], fleet: SyncMetrics) -> dict[str, dg.MetadataValue]:
-    """Metadata of the ``billingo_sync_health`` asset: the table, the counts, plottable figures."""
-    counts = {level: sum(1 for h in rows if h.health == level) for level in (GREEN, YELLOW, RED)}
-    metadata: dict[str, dg.MetadataValue] = {
-        "companies": dg.MetadataValue.int(len(rows)),
-        "green": dg.MetadataValue.int(counts[GREEN]),
-        "yellow": dg.MetadataValue.int(counts[YELLOW]),
-        "red": dg.MetadataValue.int(counts[RED]),
-        "red_companies": dg.MetadataValue.json(sorted(h.company_slug for h in rows if h.health == RED)),
-        "health": dg.MetadataValue.md(health_markdown(rows)),
-        **metrics_metadata(fleet),
-    }
-    if len(rows) <= MAX_PER_COMPANY_METADATA:
-        for h in rows:
-            metadata[f"health_level/{h.company_slug}"] = dg.MetadataValue.int(h.level)
-    return metadata
-
-
-sync_health_asset = dg.AssetSpec(
-    SYNC_HEALTH,
-    deps=["billingo_invoices"],
-    group_name=OPERATIONS_GROUP,
-    kinds={"sql"},
-    description=(
-        "GREEN / YELLOW / RED sync health of every company with the reasons, and the fleet's key "
-        "metrics; reported by the billingo_sync_health_report sensor (no run), the same figures as "
-        "the sync_health view and `billingo-pipeline health`."
-    ),
-)
-
-
-def _health_frame(rows: Sequence[CompanyHealth]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "company": h.company_slug,
-                "health": h.health,
-                "api key": "yes" if h.key_configured else "no",
-                "last sync": (h.last_sync_status or "-") + ("*" if h.running_since else ""),
-                "last success (UTC)": h.last_success_at.strftime("%Y-%m-%d %H:%M") if h.last_success_at else "never",
-                "age (h)": f"{h.last_success_age_hours:.1f}" if h.last_success_age_hours is not None else "-",
-                "failed/processed": f"{h.last_sync_failed_documents}/{h.last_sync_documents}" if h.last_sync_status else "-",
-                "reasons": "; ".join(h.reasons) or "-",
-            }
-            for h in rows
-        ]
-    )
-
-
-@click.command("health")
-@click.argument("slugs", nargs=-1)
-def health_command(slugs: tuple[str, ...]) -> None:
-    """GREEN / YELLOW / RED sync health per company, with the reasons.
-
-    Exits 1 when any company is RED (for cron and monitoring); 2 on bad input: an unknown
-    company, a company without sync enabled, or a warehouse that cannot be read; 0 otherwise.
-    """
-    url = click.get_current_context().obj.warehouse_url
-    try:
-        engine = get_engine(url)
-        rows = company_health(engine, slugs=list(slugs) or None)
-    except sa.exc.SQLAlchemyError as exc:  # ArgumentError (a bad URL) included
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-        click.echo(f"error: cannot read the warehouse at {url_without_password(url)}: {reason}", err=True)
-        sys.exit(2)
-    if missing := sorted(set(slugs) - {h.company_slug for h in rows}):
-        known = {c.slug for c in list_companies(engine)}
-        unknown = [slug for slug in missing if slug not in known]
-        if unknown:
-            click.echo(f"error: unknown company: {', '.join(unknown)}", err=True)
-        else:
-            click.echo(f"error: Billingo sync is not enabled for: {', '.join(missing)}", err=True)
-        sys.exit(2)
-    if not rows:
-        click.echo("no company has Billingo sync enabled.")
-        return
-    click.echo(_health_frame(rows).to_string(index=False))
-    counts = {level: sum(1 for h in rows if h.health == level) for level in (GREEN, YELLOW, RED)}
-    running = " (* = a sync is running now)" if any(h.running_since for h in rows) else ""
-    click.echo(f"\n{len(rows)} companies: {counts[GREEN]} GREEN, {counts[YELLOW]} YELLOW, {counts[RED]} RED{running}")
-    if counts[RED]:
-        sys.exit(1)
-
-
-def sync_operations_metadata(
-    engine: Engine, *, company_id: int, company_slug: str, sync_id: int, now: dt.datetime | None = None
-) -> dict[str, dg.MetadataValue]:
-    """Plottable figures for one company's materialization after a sync: this sync's invoices per
-    API call and error rate, the 30-day success rate / median duration / invoices per call / error
-    rate, and the company's health (text, level 0-2 and reasons)."""
-    now = now or utcnow()
-    with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(sync_log.c.api_calls, sync_log.c.documents_fetched, sync_log.c.invoices_processed, sync_log.c.invoices_failed)
-            .where(sync_log.c.id == sync_id)
-        ).one()
-    metadata: dict[str, dg.MetadataValue] = {}
-    if row.api_calls:
-        metadata["invoices_per_api_call"] = dg.MetadataValue.float(round(row.documents_fetched / row.api_calls, 6))
-    if row.invoices_processed:
-        metadata["error_rate"] = dg.MetadataValue.float(round(row.invoices_failed / row.invoices_processed, 6))
-    metadata.update(metrics_metadata(sync_metrics(engine, company_id=company_id, now=now)))
-    for health in company_health(engine, now=now, slugs=[company_slug]):
-        metadata.update(company_health_metadata(health))
-    return metadata

@@ -4,7 +4,7 @@ Every sync goes through Dagster, whoever starts it, so the UI shows CLI and demo
 scheduled ones, with the same metadata and the same sync-log rows. The runs are laid out as the
 daily schedule lays them out: contiguous ranges of company partitions, up to
 ``COMPANIES_PER_RUN`` companies a run, each run a ``billingo_sync_job`` run whose step syncs its
-companies concurrently (assets/billingo.py). ``execute_sync_range`` is one such run.
+companies concurrently (defs/billingo/assets.py). ``execute_sync_range`` is one such run.
 
 The aging report follows every sync through its automation condition where a daemon runs; a run
 started here has none, so ``run_company_syncs`` materializes the report of the companies it
@@ -14,7 +14,7 @@ synced right after their sync run (one report run per sync run).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,14 +22,12 @@ import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
 from .alerts import run_error_message
-from .assets import billingo_assets
-from .assets.billingo import COMPANIES_PER_RUN, ERRORS_BY_COMPANY, FULL_SWEEP_TAG, TRIGGER_TAG
-from .assets.reporting import reporting_assets
-from .jobs import billingo_sync_job
-from .partitions import COMPANY_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG
-from .resources import BillingoResource, WarehouseResource
+from .defs.billingo.assets import COMPANIES_PER_RUN, ERRORS_BY_COMPANY, FULL_SWEEP_TAG, TRIGGER_TAG, billingo_assets
+from .defs.billingo.jobs import billingo_sync_job
+from .defs.reporting.assets import reporting_assets
+from .partitions import COMPANY_PARTITIONS_NAME, SyncChunk, ensure_company_partitions, plan_sync_chunks
+from .resources import BillingoResource, FernetKeyResource, WarehouseResource
 from .warehouse.companies import syncable_company_slugs
-from .iterables import chunked
 from .warehouse.engine import get_engine, warehouse_error_summary
 from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, sync_rows
 
@@ -39,52 +37,6 @@ def dagster_instance() -> dg.DagsterInstance:
     if os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
-
-
-def ensure_company_partitions(instance: dg.DagsterInstance, slugs: Sequence[str]) -> list[str]:
-    """Add the slugs that are not partitions yet; returns the ones added."""
-    existing = set(instance.get_dynamic_partitions(COMPANY_PARTITIONS_NAME))
-    missing = [slug for slug in slugs if slug not in existing]
-    if missing:
-        instance.add_dynamic_partitions(COMPANY_PARTITIONS_NAME, missing)
-    return missing
-
-
-@dataclass(frozen=True)
-class SyncChunk:
-    """One run's companies: the partition range ``first``..``last`` and the companies wanted in it."""
-
-    first: str
-    last: str
-    companies: tuple[str, ...]
-
-    @property
-    def tags(self) -> dict[str, str]:
-        return {RANGE_START_TAG: self.first, RANGE_END_TAG: self.last}
-
-
-def plan_sync_chunks(
-    partition_keys: Sequence[str], wanted: Iterable[str], per_run: int, *, outside: Iterable[str] = ()
-) -> list[SyncChunk]:
-    """Contiguous chunks of the wanted companies, in partition order, at most ``per_run`` each.
-
-    A range holds every partition between its ends: the step skips those that are not syncable,
-    but a partition in ``outside`` (e.g. a syncable company nobody asked for) must never be inside
-    one, so a chunk ends before it."""
-    if per_run < 1:
-        raise ValueError(f"per_run must be >= 1, got {per_run}")
-    wanted_set, outside_set = set(wanted), set(outside)
-    segments: list[list[str]] = [[]]
-    for key in partition_keys:
-        if key in wanted_set:
-            segments[-1].append(key)
-        elif key in outside_set and segments[-1]:
-            segments.append([])
-    return [
-        SyncChunk(chunk[0], chunk[-1], tuple(chunk))
-        for segment in segments
-        for chunk in chunked(segment, per_run)
-    ]
 
 
 def sync_job(resources: Mapping[str, Any]) -> dg.JobDefinition:
@@ -204,7 +156,8 @@ def run_company_syncs(
     ``on_result`` sees each result as its run ends."""
     ensure_company_partitions(instance, slugs)
     warehouse = WarehouseResource(url=warehouse_url)
-    resources = {"billingo": billingo, "warehouse": warehouse}
+    # The Fernet key is read from the environment when a key is decrypted, as everywhere in the CLI.
+    resources = {"billingo": billingo, "warehouse": warehouse, "fernet": FernetKeyResource()}
     engine = get_engine(warehouse_url)
     wanted = list(dict.fromkeys(slugs))
     # The range may pass over partitions the step skips (not syncable), never over a syncable

@@ -113,9 +113,9 @@ def add_simulated_company(engine, simulator, slug: str, *, seed, documents: int,
 def materialize_company(instance, warehouse_url: str, simulator, slug: str, *, selection=None, page_size: int = 100,
                         raise_on_error: bool = True):
     """The Billingo assets of one company partition, materialized in process against the simulator."""
-    from billingo_pipeline.assets import billingo_assets
+    from billingo_pipeline.defs.billingo.assets import billingo_assets
     from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
-    from billingo_pipeline.resources import BillingoResource, WarehouseResource
+    from billingo_pipeline.resources import BillingoResource, FernetKeyResource, WarehouseResource
 
     instance.add_dynamic_partitions(COMPANY_PARTITIONS_NAME, [slug])
     return dg.materialize(
@@ -126,6 +126,7 @@ def materialize_company(instance, warehouse_url: str, simulator, slug: str, *, s
         raise_on_error=raise_on_error,
         resources={
             "billingo": BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01, page_size=page_size),
+            "fernet": FernetKeyResource(),
             "warehouse": WarehouseResource(url=warehouse_url),
         },
     )

@@ -27,18 +27,19 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from billingo_pipeline import alerts
 from billingo_pipeline.admin import register_company
-from billingo_pipeline.alerts import AlertChannels, SyncAlert, redact_secrets, send_alert
-from billingo_pipeline.assets import billingo_assets
-from billingo_pipeline.jobs import billingo_sync_job
+from billingo_pipeline.alerts import AlertChannels, SyncAlert, send_alert
+from billingo_pipeline.defs.billingo.assets import billingo_assets
+from billingo_pipeline.defs.billingo.jobs import billingo_sync_job
 from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
-from billingo_pipeline.resources import BillingoResource, WarehouseResource
-from billingo_pipeline.sensors import (
+from billingo_pipeline.resources import AlertChannelsResource, BillingoResource, FernetKeyResource, WarehouseResource
+from billingo_pipeline.defs.billingo.sensors import (
     SYNC_RUN_CANCELED_SENSOR,
     SYNC_RUN_FAILURE_SENSOR,
     is_sync_run,
     sync_run_canceled_sensor,
     sync_run_failure_sensor,
 )
+from billingo_pipeline.redaction import redact_secrets
 from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.warehouse.schema import companies, sync_log
 from billingo_pipeline.warehouse.sync_log import COMPLETED, FAILED, RUNNING
@@ -186,6 +187,7 @@ def _run_sync_job(instance, warehouse_url, simulator, slug):
         resources={
             "warehouse": WarehouseResource(url=warehouse_url),
             "billingo": BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01, max_retries=0, page_size=50),
+            "fernet": FernetKeyResource(),
         },
     )
     return defs.resolve_job_def(billingo_sync_job.name).execute_in_process(
@@ -199,7 +201,7 @@ def _evaluate(sensor, sensor_name, instance, result, warehouse_url, event):
         dagster_event=event,
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id),
-        resources={"warehouse": WarehouseResource(url=warehouse_url)},
+        resources={"warehouse": WarehouseResource(url=warehouse_url), "alerts": AlertChannelsResource.from_environment()},
     )
     if sensor is sync_run_failure_sensor:
         context = context.for_run_failure()

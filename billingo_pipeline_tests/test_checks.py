@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from billingo_pipeline.checks import (
+from billingo_pipeline.defs.billingo.checks import (
     ERROR,
     ERROR_RATE,
     FRESHNESS,
@@ -32,13 +32,13 @@ from billingo_pipeline.checks import (
     ZERO_DECIMAL_CURRENCIES,
     check_items_add_up,
 )
-from billingo_pipeline.health import SYNC_HEALTH
+from billingo_pipeline.asset_keys import SYNC_HEALTH
 from billingo_pipeline.resources import WarehouseResource
-from billingo_pipeline.sensors import sync_health_report_sensor
+from billingo_pipeline.defs.billingo.sensors import sync_health_report_sensor
 from billingo_pipeline.warehouse import companies as company_store
 from billingo_pipeline.warehouse import documents as store
 from billingo_pipeline.warehouse.schema import billingo_invoice_items, billingo_invoices, companies, sync_log
-from billingo_pipeline.warehouse.sync_log import PARTIAL, record_check_results, utcnow
+from billingo_pipeline.warehouse.sync_log import PARTIAL, record_check_results, start_sync, utcnow
 
 from .conftest import add_simulated_company as _add
 from .conftest import materialize_company as _materialize
@@ -313,3 +313,34 @@ def test_check_results_refuse_a_dialect_the_warehouse_does_not_run_on():
     mysql = sa.create_mock_engine("mysql://", lambda *args, **kwargs: None)
     with pytest.raises(ValueError, match="unsupported warehouse dialect 'mysql'"):
         record_check_results(mysql, 1, {"a": {"passed": True}})
+
+
+def test_migration_0008_carries_the_stored_outcomes_of_the_renamed_checks(engine):
+    """The two checks once named after their thresholds: their stored history follows the rename
+    (and back on a downgrade); the other checks' entries are left as they are."""
+    from alembic import command
+
+    from billingo_pipeline.warehouse.engine import alembic_config, upgrade_to_head
+
+    company = company_store.add_company(engine, "acme", "Acme Kft.")
+    sync_id = start_sync(engine, company.id, "run-before-the-rename", "cli")
+    old_entries = {
+        "error_rate_below_1_percent": {"passed": False, "severity": "WARN", "figures": {"error_rate": 0.02}},
+        "invoices_per_api_call_at_least_50": {"passed": True, "severity": "WARN", "figures": {"invoices_per_api_call": 61.5}},
+        PARTNER_NAME: {"passed": True, "severity": "ERROR", "figures": {}},
+    }
+    record_check_results(engine, sync_id, old_entries)
+    config = alembic_config(engine)
+    try:
+        command.downgrade(config, "0007")  # the stored names are the old ones, as before 0008
+        assert set(_stored(engine, "run-before-the-rename")) == set(old_entries)
+        command.upgrade(config, "head")
+        assert _stored(engine, "run-before-the-rename") == {
+            ERROR_RATE: old_entries["error_rate_below_1_percent"],
+            INVOICES_PER_CALL: old_entries["invoices_per_api_call_at_least_50"],
+            PARTNER_NAME: old_entries[PARTNER_NAME],
+        }
+        command.downgrade(config, "0007")
+        assert _stored(engine, "run-before-the-rename") == old_entries
+    finally:
+        upgrade_to_head(engine)

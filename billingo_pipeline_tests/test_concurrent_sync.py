@@ -16,18 +16,16 @@ import pytest
 import sqlalchemy as sa
 
 from billingo_pipeline.admin import register_company
-from billingo_pipeline.assets import billingo_assets
-from billingo_pipeline.assets.billingo import ERRORS_BY_COMPANY, FULL_SWEEP_TAG, TRIGGER_TAG
-from billingo_pipeline.assets.reporting import billingo_aging_report, reporting_assets
-from billingo_pipeline.checks import RAW
+from billingo_pipeline.defs.billingo.assets import billingo_assets
+from billingo_pipeline.defs.billingo.assets import ERRORS_BY_COMPANY, FULL_SWEEP_TAG, TRIGGER_TAG
+from billingo_pipeline.defs.reporting.assets import billingo_aging_report, reporting_assets
+from billingo_pipeline.asset_keys import RAW
 from billingo_pipeline.concurrency import run_concurrently
-from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG
-from billingo_pipeline.resources import BillingoResource, WarehouseResource
+from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG, SyncChunk, plan_sync_chunks
+from billingo_pipeline.resources import BillingoResource, FernetKeyResource, WarehouseResource
 from billingo_pipeline.runner import (
-    SyncChunk,
     company_results,
     execute_sync_range,
-    plan_sync_chunks,
     run_company_syncs,
     sync_job,
 )
@@ -50,6 +48,7 @@ def _add(engine, simulator, slug: str, *, documents: int = 12, known_to_billingo
 def _resources(simulator, warehouse_url, **billingo) -> dict:
     return {
         "billingo": BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01, **billingo),
+        "fernet": FernetKeyResource(),
         "warehouse": WarehouseResource(url=warehouse_url),
     }
 

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from billingo_pipeline.admin import register_company
 from billingo_pipeline.cli import main
-from billingo_pipeline.reporting.cli import MAX_PAGE
+from billingo_pipeline.cli.reporting import MAX_PAGE
 from billingo_pipeline.reporting.exports import (
     EXCEL_CELL_LIMIT,
     clean_text,

@@ -1,4 +1,4 @@
-"""Sync health (the seed's GREEN/YELLOW/RED rules), the sync_health and sync_metrics views, the CLI.
+"""Sync health (the GREEN/YELLOW/RED rules of health.py), the sync_health and sync_metrics views, the CLI.
 
 Warehouse tests run on SQLite and on the real PostgreSQL.
 """
@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from billingo_pipeline.cli import Context
+from billingo_pipeline.cli.health import health_command
+from billingo_pipeline.defs.billingo.health import health_report_metadata
 from billingo_pipeline.health import (
     ALL_ERRORS,
     GREEN,
@@ -28,8 +30,6 @@ from billingo_pipeline.health import (
     company_health,
     errors_level,
     evaluate_health,
-    health_command,
-    health_report_metadata,
     sync_metrics,
 )
 from billingo_pipeline.warehouse import companies as company_store

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from billingo_pipeline.assets.billingo import SYNC_TABLES, billingo_sync
+from billingo_pipeline.defs.billingo.assets import SYNC_TABLES, billingo_sync
 from billingo_pipeline.reporting.charts import INLINE_MARKDOWN_LIMIT, Bar, ChartTooLong, bar_chart_svg, compact_amount, inline_image_markdown
 from billingo_pipeline.table_metadata import COLUMN_SCHEMA, ROW_COUNT, TABLE_NAME, column_type, table_schema
 from billingo_pipeline.warehouse import schema

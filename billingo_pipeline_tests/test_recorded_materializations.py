@@ -11,7 +11,7 @@ from __future__ import annotations
 import dagster as dg
 import sqlalchemy as sa
 
-from billingo_pipeline.checks import CHECKS, ERROR_RATE, FRESHNESS, INVOICES_PER_CALL, ITEMS_ADD_UP, PARTNER_NAME, UNIQUE_IDS
+from billingo_pipeline.defs.billingo.checks import CHECKS, ERROR_RATE, FRESHNESS, INVOICES_PER_CALL, ITEMS_ADD_UP, PARTNER_NAME, UNIQUE_IDS
 from billingo_pipeline.warehouse.schema import billingo_invoice_items, billingo_invoices
 
 from .conftest import add_simulated_company as _add

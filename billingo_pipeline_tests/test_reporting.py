@@ -41,9 +41,9 @@ from alembic import command
 from click.testing import CliRunner
 
 from billingo_pipeline.admin import register_company
-from billingo_pipeline.assets import billingo_assets
+from billingo_pipeline.defs.billingo.assets import billingo_assets
+from billingo_pipeline.defs.reporting.assets import billingo_aging_report, reporting_assets
 from billingo_pipeline.reporting.charts import INLINE_MARKDOWN_LIMIT
-from billingo_pipeline.assets.reporting import billingo_aging_report, reporting_assets
 from billingo_pipeline.cli import Context
 from billingo_pipeline.credentials import generate_fernet_key
 from billingo_pipeline.reporting import (
@@ -62,10 +62,10 @@ from billingo_pipeline.reporting import (
     write_csv,
     write_xlsx,
 )
-from billingo_pipeline.reporting.cli import invoices_command, report_command
+from billingo_pipeline.cli.reporting import invoices_command, report_command
 from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
 from billingo_pipeline.reporting.queries import cash_flow_by_week, parse_date
-from billingo_pipeline.resources import BillingoResource, WarehouseResource
+from billingo_pipeline.resources import BillingoResource, FernetKeyResource, WarehouseResource
 from billingo_pipeline.runner import run_company_syncs
 from billingo_pipeline.settings import FERNET_KEY_ENV
 from billingo_pipeline.simulator import BillingoSimulator, generate_api_key
@@ -793,7 +793,11 @@ def test_aging_report_follows_every_sync(engine, warehouse_url, simulator, ferne
     api_key = generate_api_key("reporting-run")
     simulator.add_organization(api_key, name="Acme Kft.", seed="reporting-run", document_count=3)
     register_company(engine, SLUG, "Acme Kft.", api_key, api_base_url=simulator.base_url)
-    resources = {"warehouse": WarehouseResource(url=warehouse_url), "billingo": BillingoResource(base_url=simulator.base_url)}
+    resources = {
+        "warehouse": WarehouseResource(url=warehouse_url),
+        "billingo": BillingoResource(base_url=simulator.base_url),
+        "fernet": FernetKeyResource(),
+    }
     defs = dg.Definitions(assets=[*billingo_assets, *reporting_assets], resources=resources)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(COMPANY_PARTITIONS_NAME, [SLUG])

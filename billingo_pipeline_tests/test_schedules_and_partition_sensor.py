@@ -12,19 +12,16 @@ import pytest
 import sqlalchemy as sa
 
 from billingo_pipeline.admin import register_company
-from billingo_pipeline.assets import billingo_assets
-from billingo_pipeline.jobs import billingo_sync_job
-from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
-from billingo_pipeline.resources import BillingoResource, WarehouseResource
-from billingo_pipeline.schedules import (
+from billingo_pipeline.defs.billingo.assets import billingo_assets
+from billingo_pipeline.defs.billingo.jobs import billingo_sync_job
+from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG, plan_sync_chunks
+from billingo_pipeline.resources import BillingoResource, FernetKeyResource, WarehouseResource
+from billingo_pipeline.defs.billingo.schedules import (
     DAILY_SYNC_SCHEDULE,
-    RANGE_END_TAG,
-    RANGE_START_TAG,
     SYNC_TIMEZONE_ENV,
     build_daily_sync_schedule,
-    plan_sync_chunks,
 )
-from billingo_pipeline.sensors import company_partitions_sensor
+from billingo_pipeline.defs.billingo.sensors import company_partitions_sensor
 from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.warehouse import companies as company_store
 from billingo_pipeline.warehouse.schema import sync_log
@@ -137,6 +134,7 @@ def test_one_run_syncs_a_range_of_companies_and_skips_a_disabled_one(engine, war
         jobs=[billingo_sync_job],
         resources={
             "billingo": BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01),
+            "fernet": FernetKeyResource(),
             "warehouse": WarehouseResource(url=warehouse_url),
         },
     ).resolve_job_def(billingo_sync_job.name)
@@ -209,7 +207,11 @@ def test_a_run_for_a_company_being_synced_elsewhere_fails_without_calling_billin
     calls_before = len(simulator.requests_log)
     result = dg.materialize(
         billingo_assets, partition_key="acme", instance=instance, raise_on_error=False,
-        resources={"billingo": BillingoResource(base_url=simulator.base_url), "warehouse": WarehouseResource(url=warehouse_url)},
+        resources={
+            "billingo": BillingoResource(base_url=simulator.base_url),
+            "warehouse": WarehouseResource(url=warehouse_url),
+            "fernet": FernetKeyResource(),
+        },
     )
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
@@ -272,9 +274,9 @@ def test_partition_sensor_keeps_partitions_equal_to_enabled_companies(engine, wa
 
 
 def test_the_code_location_wires_the_schedule_sensors_and_checks():
-    from billingo_pipeline.checks import CHECKS
+    from billingo_pipeline.defs.billingo.checks import CHECKS
     from billingo_pipeline.definitions import defs
-    from billingo_pipeline.health import SYNC_HEALTH
+    from billingo_pipeline.asset_keys import SYNC_HEALTH
 
     assert defs.resolve_schedule_def(DAILY_SYNC_SCHEDULE).execution_timezone
     for name in ("billingo_company_partitions", "billingo_sync_health_report"):

@@ -13,9 +13,9 @@ import dagster as dg
 import sqlalchemy as sa
 
 from billingo_pipeline.admin import register_company
-from billingo_pipeline.assets import billingo_assets
+from billingo_pipeline.defs.billingo.assets import billingo_assets
 from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
-from billingo_pipeline.resources import BillingoResource, WarehouseResource
+from billingo_pipeline.resources import BillingoResource, FernetKeyResource, WarehouseResource
 from billingo_pipeline.runner import run_company_syncs
 from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
@@ -248,7 +248,11 @@ def test_renormalizing_alone_gets_its_own_sync_log_row(engine, warehouse_url, si
         selection=["billingo_invoices", "billingo_invoice_items"],
         partition_key="acme",
         instance=instance,
-        resources={"warehouse": WarehouseResource(url=warehouse_url), "billingo": BillingoResource(base_url=simulator.base_url)},
+        resources={
+            "warehouse": WarehouseResource(url=warehouse_url),
+            "billingo": BillingoResource(base_url=simulator.base_url),
+            "fernet": FernetKeyResource(),
+        },
     )
     assert result.success
     log = _log_rows(engine)[-1]

@@ -9,17 +9,18 @@ import dagster as dg
 from pydantic import Field
 
 from ..billingo_client import MAX_PER_PAGE, BillingoClient
-from ..credentials import decrypt_api_key
 from ..rate_limit import DEFAULT_REQUESTS_PER_MINUTE, StoppableBudget, limiter_for_key
 from ..settings import DEFAULT_API_BASE_URL
 from ..warehouse.companies import Company
+from .fernet import FernetKeyResource
 
 
 class BillingoResource(dg.ConfigurableResource):
     """Talks to Billingo API v3 for one company at a time.
 
-    API keys are stored Fernet-encrypted per company in the warehouse; the Fernet key is read
-    from ``BILLINGO_FERNET_KEY`` at call time and never becomes part of this resource's config.
+    API keys are stored Fernet-encrypted per company in the warehouse and decrypted by the
+    ``fernet`` resource (``FernetKeyResource``) only when a client is made; the key is never part
+    of this resource's config.
     """
 
     base_url: str = Field(default=DEFAULT_API_BASE_URL, description="Billingo API v3 base URL")
@@ -45,10 +46,12 @@ class BillingoResource(dg.ConfigurableResource):
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         *,
         should_stop: Callable[[], bool] | None = None,
+        fernet: FernetKeyResource | None = None,
     ) -> BillingoClient:
         """A client for the company's key, under that key's shared request budget. ``should_stop``
-        (a run being interrupted) makes its next request raise ``rate_limit.SyncStopRequested``."""
-        api_key = decrypt_api_key(company.api_key_encrypted or "", company.slug)
+        (a run being interrupted) makes its next request raise ``rate_limit.SyncStopRequested``.
+        ``fernet`` decrypts the company's key (unset: ``BILLINGO_FERNET_KEY`` read now)."""
+        api_key = (fernet or FernetKeyResource()).decrypt(company.api_key_encrypted or "", company.slug)
         limiter = limiter_for_key(api_key, self.requests_per_minute)
         return BillingoClient(
             self.base_url,

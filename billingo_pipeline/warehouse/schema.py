@@ -109,7 +109,7 @@ companies = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("slug", sa.String(64), nullable=False, unique=True, comment="Dagster partition key"),
     sa.Column("name", sa.String(255), nullable=False),
-    # The seed's BILLINGO_SYNC feature flag: a company is synced only when this and is_active hold.
+    # The BILLINGO_SYNC feature flag: a company is synced only when this and is_active hold.
     sa.Column("billingo_sync_enabled", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("api_key_encrypted", sa.Text, nullable=True, comment="Fernet token, never plaintext"),
@@ -126,7 +126,7 @@ sync_log = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
     sa.Column("run_id", sa.String(64), nullable=False, comment="Dagster run id"),
-    sa.Column("trigger", sa.String(32), nullable=False, comment="schedule | manual | backfill | cli | sensor"),
+    sa.Column("trigger", sa.String(32), nullable=False, comment="schedule | sensor | backfill | manual (the UI) | cli | demo: what started the sync"),
     sa.Column("status", sa.String(16), nullable=False, comment="RUNNING | COMPLETED | PARTIAL | FAILED"),
     _now_column("started_at"),
     sa.Column("finished_at", UtcDateTime(), nullable=True),

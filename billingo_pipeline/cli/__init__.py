@@ -15,18 +15,19 @@ import click
 import pandas as pd
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import settings
-from .admin import grant_reader, register_company, replace_api_key, rotate_fernet_key, verify_stored_api_key
-from .billingo_client import BillingoApiError
-from .credentials import CredentialError, generate_fernet_key
+from .. import settings
+from ..admin import grant_reader, register_company, replace_api_key, rotate_fernet_key, verify_stored_api_key
+from ..billingo_client import BillingoApiError
+from ..credentials import CredentialError, generate_fernet_key
+from ..partitions import ensure_company_partitions
+from ..resources import BillingoResource
+from ..runner import SyncRunResult, dagster_instance, run_company_syncs
+from ..warehouse import companies as company_store
+from ..warehouse.companies import Company, CompanyError, UnknownCompanyError
+from ..warehouse.engine import get_engine, parse_warehouse_url, url_without_password
 from .health import health_command
-from .reporting.cli import invoices_command, report_command
-from .resources import BillingoResource
-from .runner import SyncRunResult, dagster_instance, ensure_company_partitions, run_company_syncs
-from .warehouse import companies as company_store
-from .warehouse.companies import Company, CompanyError, UnknownCompanyError
-from .warehouse.engine import get_engine, parse_warehouse_url, url_without_password
-from .warehouse.sync_log import COMPLETED, PARTIAL, UnlockRefusedError, release_running_sync, sync_rows
+from .reporting import invoices_command, report_command
+from ..warehouse.sync_log import COMPLETED, PARTIAL, UnlockRefusedError, release_running_sync, sync_rows
 
 API_KEY_ENV = "BILLINGO_API_KEY"
 READER_PASSWORD_ENV = "BILLINGO_READER_PASSWORD"
@@ -484,7 +485,3 @@ def format_sync_rows(rows: list[dict], *, document_errors: int = 0) -> str:
 main.add_command(health_command)
 main.add_command(invoices_command)
 main.add_command(report_command)
-
-
-if __name__ == "__main__":
-    main()

@@ -23,10 +23,11 @@ always normalized: selecting ``billingo_documents_raw`` alone (the UI's natural 
 three, so all three are recorded as materialized (Dagster takes a step's materializations of
 assets outside its selection). What the UI shows materialized is what the warehouse holds.
 
-After each company's sync its asset checks (checks.py) are evaluated and stored with its sync-log
-row, and its materializations carry its health and key metrics (health.py), the sync's duration,
-documents and API calls, and its rows in each table (``dagster/row_count``; the specs carry the
-tables' column schema, table_metadata.py); the step reports one
+After each company's sync its asset checks (``checks.py`` here) are evaluated and stored with its
+sync-log row, and its materializations carry its health and key metrics (``health.py`` here, over
+the rules of ``billingo_pipeline/health.py``), the sync's duration, documents and API calls, and its
+rows in each table (``dagster/row_count``; the specs carry the tables' column schema,
+``billingo_pipeline/table_metadata.py``); the step reports one
 result per check for all its companies. A range run (the daily schedule's chunks, backfills)
 skips a company disabled since the run was requested instead of failing. A run tagged
 ``billingo/full_sweep=true`` (``billingo-pipeline sync --full``, or a launch from the UI with that
@@ -40,19 +41,20 @@ from dataclasses import dataclass, field
 import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..checks import INVOICES, ITEMS, RAW, SYNC_CHECK_SPECS, StepChecks
-from ..concurrency import run_concurrently
-from ..health import sync_operations_metadata
-from ..partitions import company_partitions
-from ..rate_limit import SyncStopRequested
-from ..resources import BillingoResource, WarehouseResource
-from ..sync import CompanySyncError, CompanySyncResult, sync_company
-from ..table_metadata import row_count_metadata, table_definition_metadata
-from ..warehouse import schema
-from ..warehouse.company_figures import CompanyFigures, company_figures
-from ..warehouse.companies import Company, CompanyError, CompanyNotSyncableError, UnknownCompanyError, get_company
-from ..warehouse.engine import warehouse_error_summary
-from ..warehouse.sync_log import COMPLETED, SyncAlreadyRunningError
+from ...asset_keys import INVOICES, ITEMS, RAW
+from ...concurrency import run_concurrently
+from ...partitions import company_partitions
+from ...rate_limit import SyncStopRequested
+from ...resources import BillingoResource, FernetKeyResource, WarehouseResource
+from ...sync import CompanySyncError, CompanySyncResult, sync_company
+from ...table_metadata import row_count_metadata, table_definition_metadata
+from ...warehouse import schema
+from ...warehouse.company_figures import CompanyFigures, company_figures
+from ...warehouse.companies import Company, CompanyError, CompanyNotSyncableError, UnknownCompanyError, get_company
+from ...warehouse.engine import warehouse_error_summary
+from ...warehouse.sync_log import COMPLETED, SyncAlreadyRunningError
+from .checks import SYNC_CHECK_SPECS, StepChecks
+from .health import sync_operations_metadata
 
 TRIGGER_TAG = "billingo/trigger"
 # "true": every company of the run gets a full sweep (the only kind that marks documents deleted in source).
@@ -214,7 +216,7 @@ def _materializations(
     check_specs=SYNC_CHECK_SPECS,
 )
 def billingo_sync(
-    context: dg.AssetExecutionContext, billingo: BillingoResource, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, billingo: BillingoResource, warehouse: WarehouseResource, fernet: FernetKeyResource
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckResult]:
     engine = warehouse.get_engine()
     selected = set(context.selected_asset_keys)
@@ -237,7 +239,7 @@ def billingo_sync(
         return None if other is None else not other.is_finished
 
     def open_client(company: Company):
-        return billingo.client_for(company, logger=log, should_stop=stop.is_set)
+        return billingo.client_for(company, logger=log, should_stop=stop.is_set, fernet=fernet)
 
     def sync_one(slug: str) -> _SyncedCompany:
         company = get_company(engine, slug)
@@ -352,3 +354,6 @@ def _unexpected(error: Exception) -> str:
     if isinstance(error, SQLAlchemyError):
         return f"the warehouse failed: {warehouse_error_summary(error)}"
     return " ".join(f"{type(error).__name__}: {error}".split())[:400]
+
+
+billingo_assets = [billingo_sync]

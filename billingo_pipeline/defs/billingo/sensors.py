@@ -1,24 +1,29 @@
 """Sensors: company partitions follow the warehouse; sync health and freshness are reported without runs;
-failed or canceled sync runs leave no RUNNING sync-log row, and failures are alerted (alerts.py)."""
+failed or canceled sync runs leave no RUNNING sync-log row, and failures are alerted (``billingo_pipeline/alerts.py``)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .alerts import report_failed_sync_run, run_error_message
+from ...alerts import alert_failed_run, failed_run_alert, run_error_message
+from ...asset_keys import SYNC_HEALTH
+from ...health import company_health, sync_metrics
+from ...partitions import COMPANY_PARTITIONS_NAME, PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, company_partitions
+from ...redaction import uuids_in
+from ...resources import AlertChannelsResource, WarehouseResource
+from ...warehouse.companies import list_companies
+from ...warehouse.schema import companies, sync_log
+from ...warehouse.sync_log import RUNNING, fail_running_syncs_of_run, sync_rows, utcnow
 from .assets import billingo_sync
 from .checks import FRESHNESS, check_evaluation, freshness_of, newest_sync_ids, store_freshness
-from .health import SYNC_HEALTH, company_health, health_report_metadata, sync_metrics
+from .health import health_report_metadata
 from .jobs import billingo_sync_job
-from .partitions import COMPANY_PARTITIONS_NAME, PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, company_partitions
-from .resources import WarehouseResource
-from .warehouse.companies import list_companies
-from .warehouse.schema import companies, sync_log
-from .warehouse.sync_log import RUNNING, fail_running_syncs_of_run, utcnow
 
 COMPANY_PARTITIONS_SENSOR = "billingo_company_partitions"
 HEALTH_REPORT_SENSOR = "billingo_sync_health_report"
@@ -125,31 +130,65 @@ def is_sync_run(run: dg.DagsterRun) -> bool:
     return run.job_name == billingo_sync_job.name or bool(SYNC_ASSET_KEYS & set(run.asset_selection or ()))
 
 
+def run_companies(tags: Mapping[str, str], rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The companies the run was about: those with a sync-log row, else its partition tags."""
+    from_rows = [r["company"] for r in sorted(rows, key=lambda r: r.get("id") or 0)]
+    if from_rows:
+        return tuple(dict.fromkeys(from_rows))
+    if PARTITION_TAG in tags:
+        return (tags[PARTITION_TAG],)
+    if RANGE_START_TAG in tags:
+        start, end = tags[RANGE_START_TAG], tags.get(RANGE_END_TAG, tags[RANGE_START_TAG])
+        return (start,) if start == end else (f"{start}..{end}",)
+    return ()
+
+
+def run_ids_named(instance: dg.DagsterInstance, texts: Iterable[str], own_run_id: str) -> list[str]:
+    """The UUIDs in ``texts`` that are runs of this instance (a sync refused because "run ... holds
+    the company"): the alert names them; any other UUID is scrubbed from it as a key."""
+    candidates = {uuid for text in texts for uuid in uuids_in(text)} - {own_run_id.lower()}
+    if not candidates:
+        return []
+    return [r.dagster_run.run_id for r in instance.get_run_records(dg.RunsFilter(run_ids=sorted(candidates)))]
+
+
 @dg.run_failure_sensor(
     name=SYNC_RUN_FAILURE_SENSOR,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "When a sync run fails: marks the sync-log rows it left RUNNING FAILED with the run's error, "
-        "then alerts through the configured channels (BILLINGO_ALERT_WEBHOOK_URL, BILLINGO_ALERT_SMTP_*)."
+        "then alerts through the configured channels (the alerts resource: BILLINGO_ALERT_WEBHOOK_URL, "
+        "BILLINGO_ALERT_SMTP_*)."
     ),
 )
-def sync_run_failure_sensor(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
+def sync_run_failure_sensor(
+    context: dg.RunFailureSensorContext, warehouse: WarehouseResource, alerts: AlertChannelsResource
+):
     run = context.dagster_run
     if not is_sync_run(run):
         return dg.SkipReason(f"run {run.run_id} ({run.job_name}) is not a Billingo sync")
-    report = report_failed_sync_run(
-        warehouse.get_engine(),
+    engine = warehouse.get_engine()
+    error_message = run_error_message(context.get_step_failure_events(), context.failure_event.message)
+    # The rows first: they must not stay RUNNING even if every alert channel is down.
+    marked = fail_running_syncs_of_run(engine, run.run_id, f"the Dagster run failed before this sync finished: {error_message}")
+    if marked:
+        context.log.warning(f"run {run.run_id}: {marked} sync-log row(s) left RUNNING were marked FAILED")
+    rows = sync_rows(engine, run_id=run.run_id, limit=1000)
+    alert = failed_run_alert(
         run_id=run.run_id,
         job_name=run.job_name,
-        tags=run.tags,
-        error_message=run_error_message(context.get_step_failure_events(), context.failure_event.message),
-        instance=context.instance,
-        log=context.log,
+        companies=run_companies(run.tags, rows),
+        error_message=error_message,
+        rows=rows,
+        rows_marked_failed=marked,
+        known_ids=run_ids_named(context.instance, [error_message, *(r.get("error_message") or "" for r in rows)], run.run_id),
+        webserver_url=alerts.webserver_url,
     )
-    delivered = [o.channel for o in report.outcomes if o.delivered]
-    failed = [f"{o.channel} ({o.detail})" for o in report.outcomes if not o.delivered]
+    outcomes = alert_failed_run(alert, alerts.channels(), context.log)
+    delivered = [o.channel for o in outcomes if o.delivered]
+    failed = [f"{o.channel} ({o.detail})" for o in outcomes if not o.delivered]
     context.log.info(
-        f"run {run.run_id}: {report.rows_marked_failed} row(s) marked FAILED; alert sent by "
+        f"run {run.run_id}: {marked} row(s) marked FAILED; alert sent by "
         f"{', '.join(delivered) or 'no channel'}{'; not sent by ' + ', '.join(failed) if failed else ''}"
     )
     return None

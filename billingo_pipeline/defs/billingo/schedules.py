@@ -43,12 +43,11 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from .assets.billingo import COMPANIES_PER_RUN
+from ...partitions import COMPANY_PARTITIONS_NAME, SyncChunk, ensure_company_partitions, plan_sync_chunks
+from ...resources import WarehouseResource
+from ...warehouse.companies import syncable_company_slugs
+from .assets import COMPANIES_PER_RUN
 from .jobs import billingo_sync_job
-from .partitions import COMPANY_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG  # noqa: F401 - re-exported for tests
-from .resources import WarehouseResource
-from .runner import SyncChunk, ensure_company_partitions, plan_sync_chunks  # noqa: F401 - plan_sync_chunks re-exported
-from .warehouse.companies import syncable_company_slugs
 
 SYNC_TIMEZONE_ENV = "BILLINGO_SYNC_TIMEZONE"
 SYNC_CRON_ENV = "BILLINGO_SYNC_CRON"

@@ -2,8 +2,8 @@
 
 Both commands are registered on the main group (``billingo_pipeline.cli.main``) and take the
 warehouse engine from its context object (``click.get_current_context().obj.engine``, which also
-reports a warehouse that cannot be opened). This module does not import ``billingo_pipeline.cli``,
-which imports it. Every error is one line on stderr starting ``error: `` and exit code 1, like the
+reports a warehouse that cannot be opened). This module does not import the package's
+``__init__``, which imports it. Every error is one line on stderr starting ``error: `` and exit code 1, like the
 rest of the CLI: that includes an out-of-range ``--page``/``--page-size`` and an ``--output`` file
 that already exists (replaced only with ``--force``, and then atomically).
 
@@ -28,8 +28,8 @@ import click
 import pandas as pd
 from click.core import ParameterSource
 
-from .exports import CSV_DIALECTS, EXPORT_FORMATS, format_table, write_csv, write_xlsx
-from .queries import (
+from ..reporting.exports import CSV_DIALECTS, EXPORT_FORMATS, format_table, write_csv, write_xlsx
+from ..reporting.queries import (
     MAX_PAGE_SIZE,
     SORT_KEYS,
     InvoiceFilter,

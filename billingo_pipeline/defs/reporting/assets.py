@@ -21,11 +21,12 @@ from decimal import Decimal
 import dagster as dg
 import pandas as pd
 
-from ..partitions import company_partitions
-from ..reporting.queries import AGING_BUCKETS, ReportError, aging_by_company, cash_flow_by_week
-from ..resources import WarehouseResource
-from .billingo import COMPANIES_PER_RUN
-from ..reporting.charts import Bar, bar_chart_svg, compact_amount, inline_image_markdown
+from ...asset_keys import INVOICES
+from ...partitions import company_partitions
+from ...reporting.charts import Bar, bar_chart_svg, compact_amount, inline_image_markdown
+from ...reporting.queries import AGING_BUCKETS, ReportError, aging_by_company, cash_flow_by_week
+from ...resources import WarehouseResource
+from ..billingo.assets import COMPANIES_PER_RUN
 
 GROUP = "reporting"
 AGING_REPORT = dg.AssetKey("billingo_aging_report")
@@ -123,7 +124,7 @@ def cash_flow_chart(weeks: pd.DataFrame) -> str:
     specs=[
         dg.AssetSpec(
             AGING_REPORT,
-            deps=["billingo_invoices"],
+            deps=[INVOICES],
             group_name=GROUP,
             kinds={"pandas", "sql"},
             # Materialized per company (AssetMaterialization with a partition), not as the op's

@@ -1,0 +1,1 @@
+"""The Billingo sync in Dagster: assets, their checks, the job, the daily schedule and the sensors."""

@@ -1,0 +1,1 @@
+"""Reports built on the synced invoices: the aging report and what keeps it current."""
