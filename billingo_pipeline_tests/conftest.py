@@ -7,8 +7,10 @@ need it fail, because a skipped PostgreSQL test would hide exactly what CI is th
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -18,7 +20,12 @@ from billingo_pipeline.admin import register_company
 from billingo_pipeline.credentials import generate_fernet_key
 from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.settings import FERNET_KEY_ENV
-from billingo_pipeline.warehouse.engine import dispose_engines, get_engine
+from billingo_pipeline.warehouse.engine import (
+    create_warehouse_engine,
+    dispose_engines,
+    get_engine,
+    upgrade_to_head,
+)
 from billingo_pipeline.warehouse.schema import metadata
 
 PG_ADMIN_URL = os.environ.get("BILLINGO_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -50,11 +57,34 @@ def _truncate_all(url: str) -> None:
         conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
+@pytest.fixture(scope="session")
+def sqlite_warehouse_template(tmp_path_factory) -> Path:
+    """An empty SQLite warehouse migrated once per session (one per xdist worker), for copying.
+
+    Its engine is closed after a truncating WAL checkpoint, so the main file alone holds every
+    page and a plain file copy is the whole database; nothing opens the template again.
+    """
+    path = tmp_path_factory.mktemp("sqlite_template") / "warehouse.db"
+    engine = create_warehouse_engine(f"sqlite:///{path}")
+    try:
+        upgrade_to_head(engine)
+        with engine.connect() as conn:
+            busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        assert busy == 0, "the template's WAL checkpoint was blocked"
+    finally:
+        engine.dispose()
+    wal = path.with_name(path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0, "the template's WAL still holds pages"
+    return path
+
+
 @pytest.fixture(params=DIALECTS)
 def warehouse_url(request, tmp_path) -> str:
-    """An empty, migrated warehouse on each dialect."""
+    """An empty, migrated warehouse on each dialect (on SQLite a copy of the session's template)."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+        path = tmp_path / "warehouse.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_warehouse_template"), path)
+        url = f"sqlite:///{path}"
         get_engine(url)
         return url
     url = request.getfixturevalue("postgres_database_url")
