@@ -66,7 +66,6 @@ from billingo_pipeline.reporting.cli import invoices_command, report_command
 from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
 from billingo_pipeline.reporting.queries import parse_date
 from billingo_pipeline.resources import BillingoResource, WarehouseResource
-from billingo_pipeline.runner import run_company_syncs
 from billingo_pipeline.settings import FERNET_KEY_ENV
 from billingo_pipeline.simulator import BillingoSimulator, generate_api_key
 from billingo_pipeline.warehouse import companies as company_store
@@ -74,7 +73,7 @@ from billingo_pipeline.warehouse.engine import alembic_config, get_engine
 from billingo_pipeline.warehouse.schema import billingo_invoices, sync_log
 from billingo_pipeline.warehouse.sync_log import utcnow
 
-from .conftest import DIALECTS, PG_ADMIN_URL
+from .conftest import DIALECTS, PG_ADMIN_URL, sync_through_dagster
 
 SLUG = "acme"
 ALFA = {
@@ -154,14 +153,6 @@ def _database_today(engine: sa.Engine) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
 
 
-def _sync(url: str, simulator: BillingoSimulator, instance: dg.DagsterInstance, *, full: bool = False) -> None:
-    [result] = run_company_syncs(
-        [SLUG], warehouse_url=url, instance=instance, trigger="test", full=full,
-        billingo=BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01),
-    )
-    assert result.success, result.error
-
-
 def _build_portfolio(url: str, instance: dg.DagsterInstance) -> Portfolio:
     engine = get_engine(url)
     today = _database_today(engine)
@@ -187,12 +178,12 @@ def _build_portfolio(url: str, instance: dg.DagsterInstance) -> Portfolio:
             invoice_date = (today + dt.timedelta(days=planned.invoice)).isoformat()
             simulator.corrupt_document(api_key, document["id"], "invoice_date", invoice_date)
             ids[planned.number] = document["id"]
-        _sync(url, simulator, instance)
+        sync_through_dagster(url, simulator, SLUG, instance=instance)
         cancellation = simulator.cancel_document(api_key, ids[CANCELLED_LATER])
         simulator.delete_document(api_key, ids[DELETED_LATER])
         # Only a full sweep sees that a document vanished from Billingo; an incremental sync would
         # leave A11 in the views.
-        _sync(url, simulator, instance, full=True)
+        sync_through_dagster(url, simulator, SLUG, instance=instance, full=True)
     return Portfolio(url, today, cancellation["invoice_number"], instance)
 
 
@@ -759,7 +750,7 @@ def test_aging_report_follows_every_sync(engine, warehouse_url, simulator, ferne
         instance.add_dynamic_partitions(COMPANY_PARTITIONS_NAME, [SLUG])
         before = dg.evaluate_automation_conditions(defs, instance)
         assert before.total_requested == 0
-        _sync(warehouse_url, simulator, instance)
+        sync_through_dagster(warehouse_url, simulator, SLUG, instance=instance)
         assert instance.get_materialized_partitions(billingo_aging_report.key) == {SLUG}
         after_full_run = dg.evaluate_automation_conditions(defs, instance, cursor=before.cursor)
         assert after_full_run.total_requested == 0
