@@ -34,22 +34,41 @@ PG_ADMIN_URL = os.environ.get("BILLINGO_TEST_PG_ADMIN_URL", "postgresql+psycopg:
 DIALECTS = ("sqlite", "postgresql")
 
 
-@pytest.fixture(scope="session")
-def postgres_database_url() -> Iterator[str]:
-    """A throwaway database on the real server for this test session (one per xdist worker)."""
-    name = f"billingo_test_{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def throwaway_postgres_database(kind: str = "session") -> Iterator[str]:
+    """The URL of a new, empty database on the real server, dropped at the end."""
+    name = f"billingo_test_{kind}_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError as exc:
         pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required and unreachable: {exc}")
-    url = sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    yield url
-    dispose_engines()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def warehouse_of_its_own(dialect: str, tmp_path_factory, kind: str) -> Iterator[str]:
+    """For a module-scoped fixture: the URL of a new SQLite file or PostgreSQL database, which
+    no other test truncates (``warehouse_url``'s PostgreSQL database is shared by the session)."""
+    if dialect == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp(kind) / 'warehouse.db'}"
+    else:
+        with throwaway_postgres_database(kind) as url:
+            yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url() -> Iterator[str]:
+    """A throwaway database on the real server for this test session (one per xdist worker)."""
+    with throwaway_postgres_database() as url:
+        yield url
 
 
 def _truncate_all(url: str) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import io
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -73,7 +72,7 @@ from billingo_pipeline.warehouse.engine import alembic_config, get_engine
 from billingo_pipeline.warehouse.schema import billingo_invoices, sync_log
 from billingo_pipeline.warehouse.sync_log import utcnow
 
-from .conftest import DIALECTS, PG_ADMIN_URL, sync_through_dagster
+from .conftest import DIALECTS, sync_through_dagster, warehouse_of_its_own
 
 SLUG = "acme"
 ALFA = {
@@ -190,23 +189,13 @@ def _build_portfolio(url: str, instance: dg.DagsterInstance) -> Portfolio:
 @pytest.fixture(scope="module", params=DIALECTS)
 def portfolio(request, tmp_path_factory) -> Iterator[Portfolio]:
     """The synced portfolio, in a database of its own on each dialect."""
-    with pytest.MonkeyPatch.context() as monkeypatch, dg.instance_for_test() as instance:
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        dg.instance_for_test() as instance,
+        warehouse_of_its_own(request.param, tmp_path_factory, "reporting") as url,
+    ):
         monkeypatch.setenv(FERNET_KEY_ENV, generate_fernet_key())
-        if request.param == "sqlite":
-            yield _build_portfolio(f"sqlite:///{tmp_path_factory.mktemp('reporting') / 'warehouse.db'}", instance)
-            return
-        name = f"billingo_reporting_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        url = sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-        try:
-            yield _build_portfolio(url, instance)
-        finally:
-            get_engine(url).dispose()
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+        yield _build_portfolio(url, instance)
 
 
 def D(text: str) -> Decimal:  # noqa: N802 - reads like a literal

@@ -6,6 +6,7 @@ and the real CLI, with the files opened again by openpyxl and pandas.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from decimal import Decimal
 
 import openpyxl
@@ -14,33 +15,42 @@ import pytest
 import sqlalchemy as sa
 
 from billingo_pipeline.admin import register_company
+from billingo_pipeline.credentials import generate_fernet_key
 from billingo_pipeline.demo import _summary
 from billingo_pipeline.reporting import InvoiceFilter, query_invoices, write_csv, write_xlsx
 from billingo_pipeline.reporting.queries import is_paid, iter_invoice_chunks
-from billingo_pipeline.simulator import generate_api_key
+from billingo_pipeline.settings import FERNET_KEY_ENV
+from billingo_pipeline.simulator import BillingoSimulator, generate_api_key
 from billingo_pipeline.warehouse.engine import get_engine
 from billingo_pipeline.warehouse.schema import billingo_invoices
 
-from .conftest import invoke_cli, sync_through_dagster
+from .conftest import DIALECTS, invoke_cli, sync_through_dagster, warehouse_of_its_own
 
 SLUG = "many"
 DOCUMENTS = 240
 
 
-@pytest.fixture
-def many(warehouse_url, simulator, fernet_key):
-    """240 generated documents, two of the paid ones cancelled after the first sync."""
-    api_key = generate_api_key(SLUG)
-    simulator.add_organization(api_key, name="Many Kft.", seed=SLUG, document_count=DOCUMENTS)
-    register_company(get_engine(warehouse_url), SLUG, "Many Kft.", api_key, api_base_url=simulator.base_url)
-    sync_through_dagster(warehouse_url, simulator, SLUG)
-    paid = [d for d in simulator.documents(api_key)
-            if d["payment_status"] == "paid" and d["type"] == "invoice" and not d.get("cancelled")]
-    cancelled = [paid[0]["invoice_number"], paid[1]["invoice_number"]]
-    for document in paid[:2]:
-        simulator.cancel_document(api_key, document["id"])
-    sync_through_dagster(warehouse_url, simulator, SLUG, full=True)
-    return warehouse_url, cancelled
+@pytest.fixture(scope="module", params=DIALECTS)
+def many(request, tmp_path_factory) -> Iterator[tuple[str, list[str]]]:
+    """240 generated documents, two of the paid ones cancelled after the first sync. Built once
+    per dialect (two Dagster syncs cost seconds), in a warehouse of its own: the tests only read it."""
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        BillingoSimulator() as simulator,
+        warehouse_of_its_own(request.param, tmp_path_factory, "exports") as warehouse_url,
+    ):
+        monkeypatch.setenv(FERNET_KEY_ENV, generate_fernet_key())
+        api_key = generate_api_key(SLUG)
+        simulator.add_organization(api_key, name="Many Kft.", seed=SLUG, document_count=DOCUMENTS)
+        register_company(get_engine(warehouse_url), SLUG, "Many Kft.", api_key, api_base_url=simulator.base_url)
+        sync_through_dagster(warehouse_url, simulator, SLUG)
+        paid = [d for d in simulator.documents(api_key)
+                if d["payment_status"] == "paid" and d["type"] == "invoice" and not d.get("cancelled")]
+        cancelled = [paid[0]["invoice_number"], paid[1]["invoice_number"]]
+        for document in paid[:2]:
+            simulator.cancel_document(api_key, document["id"])
+        sync_through_dagster(warehouse_url, simulator, SLUG, full=True)
+        yield warehouse_url, cancelled
 
 
 def _all_numbers(url: str, filters: InvoiceFilter | None = None) -> list[str]:
