@@ -6,9 +6,13 @@ need it fail, because a skipped PostgreSQL test would hide exactly what CI is th
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -17,30 +21,54 @@ import sqlalchemy as sa
 from billingo_pipeline.admin import register_company
 from billingo_pipeline.credentials import generate_fernet_key
 from billingo_pipeline.simulator import generate_api_key
-from billingo_pipeline.settings import FERNET_KEY_ENV
-from billingo_pipeline.warehouse.engine import dispose_engines, get_engine
+from billingo_pipeline.settings import API_BASE_URL_ENV, FERNET_KEY_ENV, WAREHOUSE_URL_ENV
+from billingo_pipeline.warehouse.engine import (
+    create_warehouse_engine,
+    dispose_engines,
+    get_engine,
+    upgrade_to_head,
+)
 from billingo_pipeline.warehouse.schema import metadata
 
 PG_ADMIN_URL = os.environ.get("BILLINGO_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 DIALECTS = ("sqlite", "postgresql")
 
 
-@pytest.fixture(scope="session")
-def postgres_database_url() -> Iterator[str]:
-    """A throwaway database on the real server for this test session (one per xdist worker)."""
-    name = f"billingo_test_{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def throwaway_postgres_database(kind: str = "session") -> Iterator[str]:
+    """The URL of a new, empty database on the real server, dropped at the end."""
+    name = f"billingo_test_{kind}_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError as exc:
         pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required and unreachable: {exc}")
-    url = sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    yield url
-    dispose_engines()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def warehouse_of_its_own(dialect: str, tmp_path_factory, kind: str) -> Iterator[str]:
+    """For a module-scoped fixture: the URL of a new SQLite file or PostgreSQL database, which
+    no other test truncates (``warehouse_url``'s PostgreSQL database is shared by the session)."""
+    if dialect == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp(kind) / 'warehouse.db'}"
+    else:
+        with throwaway_postgres_database(kind) as url:
+            yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url() -> Iterator[str]:
+    """A throwaway database on the real server for this test session (one per xdist worker)."""
+    with throwaway_postgres_database() as url:
+        yield url
 
 
 def _truncate_all(url: str) -> None:
@@ -50,11 +78,34 @@ def _truncate_all(url: str) -> None:
         conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
+@pytest.fixture(scope="session")
+def sqlite_warehouse_template(tmp_path_factory) -> Path:
+    """An empty SQLite warehouse migrated once per session (one per xdist worker), for copying.
+
+    Its engine is closed after a truncating WAL checkpoint, so the main file alone holds every
+    page and a plain file copy is the whole database; nothing opens the template again.
+    """
+    path = tmp_path_factory.mktemp("sqlite_template") / "warehouse.db"
+    engine = create_warehouse_engine(f"sqlite:///{path}")
+    try:
+        upgrade_to_head(engine)
+        with engine.connect() as conn:
+            busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        assert busy == 0, "the template's WAL checkpoint was blocked"
+    finally:
+        engine.dispose()
+    wal = path.with_name(path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0, "the template's WAL still holds pages"
+    return path
+
+
 @pytest.fixture(params=DIALECTS)
 def warehouse_url(request, tmp_path) -> str:
-    """An empty, migrated warehouse on each dialect."""
+    """An empty, migrated warehouse on each dialect (on SQLite a copy of the session's template)."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+        path = tmp_path / "warehouse.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_warehouse_template"), path)
+        url = f"sqlite:///{path}"
         get_engine(url)
         return url
     url = request.getfixturevalue("postgres_database_url")
@@ -99,6 +150,91 @@ def instance():
     """A throwaway Dagster instance (its own temporary DAGSTER_HOME)."""
     with dg.instance_for_test() as instance:
         yield instance
+
+
+def write_dagster_home(home: Path) -> Path:
+    """``home`` made a Dagster home whose instance sends no telemetry."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
+@pytest.fixture
+def dagster_home(tmp_path, monkeypatch) -> Path:
+    """``DAGSTER_HOME`` set to a folder of this test's own: a CLI sync's run is kept there."""
+    home = write_dagster_home(tmp_path / "dagster_home")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def in_process_cli(monkeypatch, warehouse_url: str, api_base_url: str, *,
+                   never_in_output: Sequence[str] = ()) -> Callable[..., object]:
+    """``invoke(*args, input=None)``: `billingo-pipeline` run in this process with the warehouse
+    and Billingo URL in the environment, as a user sets them (and no API key from the shell).
+    No output may hold a string of ``never_in_output``, a list the test may still add to.
+
+    ``catch_exceptions=False``: a traceback fails the test instead of hiding in
+    ``result.exception``.
+    """
+    from click.testing import CliRunner
+
+    from billingo_pipeline.cli import API_KEY_ENV, main
+
+    monkeypatch.setenv(WAREHOUSE_URL_ENV, warehouse_url)
+    monkeypatch.setenv(API_BASE_URL_ENV, api_base_url)
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        result = runner.invoke(main, list(args), input=input, catch_exceptions=False)
+        for secret in never_in_output:
+            assert secret not in result.output, f"key material in the output of {args}"
+        return result
+
+    return invoke
+
+
+def cli_error_line(result, *, exit_code: int | None = None) -> str:
+    """The one line a failing command prints on stderr, which starts ``error: ``; with
+    ``exit_code``, the status it must exit with too."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert exit_code is None or result.exit_code == exit_code, result.output
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def invoke_cli(warehouse_url: str, *args: str):
+    """`billingo-pipeline --warehouse-url URL ARGS...` in this process; a traceback fails the test."""
+    from click.testing import CliRunner
+
+    from billingo_pipeline.cli import main
+
+    return CliRunner().invoke(main, ["--warehouse-url", warehouse_url, *args], catch_exceptions=False)
+
+
+def sync_through_dagster(warehouse_url: str, simulator, slug: str, *, instance: dg.DagsterInstance | None = None,
+                         full: bool = False) -> None:
+    """One company synced by a Dagster run, as `billingo-pipeline sync` starts it
+    (``runner.run_company_syncs``), on ``instance`` or a throwaway one; a failed sync fails the test."""
+    from billingo_pipeline.resources import BillingoResource
+    from billingo_pipeline.runner import run_company_syncs
+
+    with contextlib.ExitStack() as stack:
+        if instance is None:
+            instance = stack.enter_context(dg.instance_for_test())
+        [result] = run_company_syncs(
+            [slug], warehouse_url=warehouse_url, instance=instance, trigger="test", full=full,
+            billingo=BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01),
+        )
+    assert result.success, result.error
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on at the moment."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def add_simulated_company(engine, simulator, slug: str, *, seed, documents: int, **register_options) -> str:

@@ -14,7 +14,6 @@ import email.policy
 import json
 import os
 import signal
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +42,7 @@ from billingo_pipeline.redaction import redact_secrets
 from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.warehouse.schema import companies, sync_log
 from billingo_pipeline.warehouse.sync_log import COMPLETED, FAILED, RUNNING
+from .conftest import free_port
 
 SMTP_USER, SMTP_PASSWORD = "alerts@billingo.test", "smtp-secret-pw-7f3a"
 WEBSERVER_URL = "http://dagster.internal:3000"
@@ -123,18 +123,12 @@ class MailSink:
         return [email.message_from_bytes(e.original_content, policy=email.policy.default) for e in self.envelopes]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def smtp_server():
     sink = MailSink()
     # AUTH without TLS is for this loopback test only; production uses STARTTLS (the default).
     controller = Controller(
-        sink, hostname="127.0.0.1", port=_free_port(), authenticator=sink.authenticate, auth_require_tls=False
+        sink, hostname="127.0.0.1", port=free_port(), authenticator=sink.authenticate, auth_require_tls=False
     )
     controller.start()
     yield sink, controller.port
@@ -405,7 +399,7 @@ def test_channels_are_off_unless_configured_and_half_configuration_is_reported()
 
 
 def test_send_alert_never_raises_and_reports_each_channel(webhook, caplog):
-    closed_port = _free_port()  # nothing listens there: connection refused at once
+    closed_port = free_port()  # nothing listens there: connection refused at once
     webhook.statuses = [503, 503]
     channels = AlertChannels(
         webhook=alerts.WebhookChannel(webhook.url),

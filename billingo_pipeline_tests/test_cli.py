@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 from cryptography.fernet import Fernet
 
-from billingo_pipeline.cli import main
 from billingo_pipeline.credentials import api_key_fingerprint
 from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
 from billingo_pipeline.settings import FERNET_KEY_ENV
 from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.warehouse.schema import companies, sync_log
+from .conftest import cli_error_line, in_process_cli, invoke_cli
 
 
 @pytest.fixture
-def cli(warehouse_url, simulator, fernet_key, tmp_path, monkeypatch):
-    monkeypatch.setenv("BILLINGO_WAREHOUSE_URL", warehouse_url)
-    monkeypatch.setenv("BILLINGO_API_BASE_URL", simulator.base_url)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-    (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    monkeypatch.delenv("BILLINGO_API_KEY", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args, input=None):
-        return runner.invoke(main, list(args), input=input, catch_exceptions=False)
-
-    return invoke
+def cli(warehouse_url, simulator, fernet_key, dagster_home, monkeypatch):
+    return in_process_cli(monkeypatch, warehouse_url, simulator.base_url)
 
 
 @pytest.fixture
@@ -41,14 +29,6 @@ def acme_key(simulator):
 def _company_rows(engine):
     with engine.connect() as conn:
         return conn.execute(sa.select(companies)).all()
-
-
-def _error_line(result) -> str:
-    """Failures print exactly one line on stderr."""
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def test_add_list_and_test_key_never_show_the_key(cli, engine, acme_key):
@@ -79,7 +59,7 @@ def test_add_partition_lands_in_the_dagster_instance(cli, acme_key):
 def test_invalid_key_is_one_line_and_stores_nothing(cli, engine, acme_key):
     result = cli("company", "add", "acme", "--name", "Acme", input="wrong-key\n")
     assert result.exit_code == 1
-    line = _error_line(result)
+    line = cli_error_line(result)
     assert "HTTP 401" in line and "'acme'" in line and "wrong-key" not in line
     assert _company_rows(engine) == []
 
@@ -87,14 +67,14 @@ def test_invalid_key_is_one_line_and_stores_nothing(cli, engine, acme_key):
 def test_missing_or_wrong_fernet_key(cli, engine, acme_key, monkeypatch):
     monkeypatch.delenv(FERNET_KEY_ENV)
     result = cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n")
-    assert result.exit_code == 1 and f"{FERNET_KEY_ENV} is not set" in _error_line(result)
+    assert result.exit_code == 1 and f"{FERNET_KEY_ENV} is not set" in cli_error_line(result)
     assert _company_rows(engine) == []
 
     monkeypatch.setenv(FERNET_KEY_ENV, Fernet.generate_key().decode())
     assert cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n").exit_code == 0
     monkeypatch.setenv(FERNET_KEY_ENV, Fernet.generate_key().decode())
     result = cli("company", "test-key", "acme")
-    assert result.exit_code == 1 and "cannot be decrypted" in _error_line(result)
+    assert result.exit_code == 1 and "cannot be decrypted" in cli_error_line(result)
 
 
 @pytest.mark.parametrize(
@@ -103,13 +83,13 @@ def test_missing_or_wrong_fernet_key(cli, engine, acme_key, monkeypatch):
 )
 def test_unknown_company_is_one_line(cli, args):
     result = cli(*args)
-    assert result.exit_code == 2 and "unknown company 'nope'" in _error_line(result)
+    assert result.exit_code == 2 and "unknown company 'nope'" in cli_error_line(result)
 
 
 def test_bad_slug_and_duplicate(cli, acme_key):
-    assert "invalid company slug" in _error_line(cli("company", "add", "Not OK", "--name", "x", input="k\n"))
+    assert "invalid company slug" in cli_error_line(cli("company", "add", "Not OK", "--name", "x", input="k\n"))
     assert cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n").exit_code == 0
-    assert "already exists" in _error_line(cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n"))
+    assert "already exists" in cli_error_line(cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n"))
 
 
 def test_key_is_cleaned_before_the_live_check_and_a_broken_one_never_echoed(cli, engine, acme_key, monkeypatch):
@@ -122,7 +102,7 @@ def test_key_is_cleaned_before_the_live_check_and_a_broken_one_never_echoed(cli,
 
     monkeypatch.setenv("BILLINGO_API_KEY", f"{acme_key}\nsecond line")
     refused = cli("company", "rotate-key", "acme")
-    assert refused.exit_code == 1 and "line break" in _error_line(refused)
+    assert refused.exit_code == 1 and "line break" in cli_error_line(refused)
     assert acme_key not in refused.output
     assert _company_rows(engine)[0].api_key_encrypted == row.api_key_encrypted
 
@@ -137,8 +117,8 @@ def test_key_is_cleaned_before_the_live_check_and_a_broken_one_never_echoed(cli,
     ],
 )
 def test_unparseable_warehouse_url_is_one_line_that_does_not_quote_it(url):
-    result = CliRunner().invoke(main, ["--warehouse-url", url, "company", "list"], catch_exceptions=False)
-    assert result.exit_code == 1 and "not a valid SQLAlchemy URL" in _error_line(result)
+    result = invoke_cli(url, "company", "list")
+    assert result.exit_code == 1 and "not a valid SQLAlchemy URL" in cli_error_line(result)
     assert "cr3t" not in result.output
 
 
@@ -146,7 +126,7 @@ def test_rotate_key_validates_first_and_keeps_the_old_key_on_failure(cli, engine
     cli("company", "add", "acme", "--name", "Acme", input=acme_key + "\n")
     [before] = _company_rows(engine)
     refused = cli("company", "rotate-key", "acme", input="bogus\n")
-    assert refused.exit_code == 1 and "HTTP 401" in _error_line(refused)
+    assert refused.exit_code == 1 and "HTTP 401" in cli_error_line(refused)
     assert _company_rows(engine)[0].api_key_encrypted == before.api_key_encrypted
 
     new_key = generate_api_key(102)
@@ -171,7 +151,7 @@ def test_sync_status_and_disable(cli, engine, acme_key):
 
     assert cli("company", "disable", "acme").exit_code == 0
     refused = cli("sync", "acme")
-    assert refused.exit_code == 2 and "BILLINGO_SYNC feature flag off" in _error_line(refused)  # nothing synced
+    assert refused.exit_code == 2 and "BILLINGO_SYNC feature flag off" in cli_error_line(refused)  # nothing synced
     assert "no companies" not in cli("company", "list").output
     nothing = cli("sync", "--all")
-    assert nothing.exit_code == 2 and "name one or more companies" in _error_line(nothing)
+    assert nothing.exit_code == 2 and "name one or more companies" in cli_error_line(nothing)

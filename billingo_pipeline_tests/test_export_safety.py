@@ -15,14 +15,11 @@ import datetime as dt
 import io
 from decimal import Decimal
 
-import dagster as dg
 import openpyxl
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
 from billingo_pipeline.admin import register_company
-from billingo_pipeline.cli import main
 from billingo_pipeline.cli.reporting import MAX_PAGE
 from billingo_pipeline.reporting.exports import (
     EXCEL_CELL_LIMIT,
@@ -35,10 +32,10 @@ from billingo_pipeline.reporting.exports import (
     write_csv,
     write_xlsx,
 )
-from billingo_pipeline.resources import BillingoResource
-from billingo_pipeline.runner import run_company_syncs
 from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.warehouse.engine import get_engine
+
+from .conftest import invoke_cli, sync_through_dagster
 
 SLUG = "hostile"
 HYPERLINK = '=HYPERLINK("http://evil","x")'
@@ -87,18 +84,8 @@ def hostile(warehouse_url, simulator, fernet_key):
         gross_total=NEGATIVE_GROSS, currency="HUF", conversion_rate=1, payment_status="outstanding",
         due_date=(dt.date.today() + dt.timedelta(days=10)).isoformat(),
     )
-    with dg.instance_for_test() as instance:
-        [result] = run_company_syncs(
-            [SLUG], warehouse_url=warehouse_url, instance=instance, trigger="test",
-            billingo=BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01),
-        )
-    assert result.success, result.error
+    sync_through_dagster(warehouse_url, simulator, SLUG)
     return warehouse_url
-
-
-def _cli(url: str, *args: str):
-    # catch_exceptions=False: a traceback fails the test instead of hiding in result.exception.
-    return CliRunner().invoke(main, ["--warehouse-url", url, *args], catch_exceptions=False)
 
 
 def _one_error_line(result) -> str:
@@ -130,7 +117,7 @@ EXPECTED_NAMES = sorted([*HOSTILE_NAMES.values(), "'" + HYPERLINK])
 
 def test_invoices_csv_is_neutralized_and_numbers_stay_numbers(hostile, tmp_path):
     path = tmp_path / "invoices.csv"
-    result = _cli(hostile, "invoices", "--company", SLUG, "--format", "csv", "--output", str(path))
+    result = invoke_cli(hostile, "invoices", "--company", SLUG, "--format", "csv", "--output", str(path))
     assert result.exit_code == 0, result.output
     assert result.stdout == f"wrote {len(HOSTILE_NAMES) + 1} rows to {path}\n"
 
@@ -151,14 +138,14 @@ def test_invoices_csv_is_neutralized_and_numbers_stay_numbers(hostile, tmp_path)
     assert pd.api.types.is_numeric_dtype(typed["document_id"])
 
     # The same text goes to stdout when there is no --output.
-    result = _cli(hostile, "invoices", "--company", SLUG, "--format", "csv")
+    result = invoke_cli(hostile, "invoices", "--company", SLUG, "--format", "csv")
     assert result.exit_code == 0, result.output
     assert sorted(pd.read_csv(io.StringIO(result.stdout), dtype=str)["partner_name"]) == EXPECTED_NAMES
 
 
 def test_invoices_xlsx_has_no_formula_and_opens_in_pandas(hostile, tmp_path):
     path = tmp_path / "invoices.xlsx"
-    result = _cli(hostile, "invoices", "--company", SLUG, "--format", "xlsx", "--output", str(path))
+    result = invoke_cli(hostile, "invoices", "--company", SLUG, "--format", "xlsx", "--output", str(path))
     assert result.exit_code == 0, result.output  # no IllegalCharacterError
 
     rows = _assert_no_formula(path)
@@ -182,7 +169,7 @@ def test_invoices_xlsx_has_no_formula_and_opens_in_pandas(hostile, tmp_path):
 def test_report_views_are_neutralized_too(hostile, tmp_path):
     csv_path, xlsx_path = tmp_path / "balances.csv", tmp_path / "balances.xlsx"
     for output_format, path in (("csv", csv_path), ("xlsx", xlsx_path)):
-        result = _cli(hostile, "report", "partner-balances", "--company", SLUG,
+        result = invoke_cli(hostile, "report", "partner-balances", "--company", SLUG,
                       "--format", output_format, "--output", str(path))
         assert result.exit_code == 0, result.output
     from_csv = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
@@ -198,7 +185,7 @@ def test_report_views_are_neutralized_too(hostile, tmp_path):
 
 
 def test_terminal_table_shows_no_control_characters(hostile):
-    result = _cli(hostile, "invoices", "--company", SLUG)
+    result = invoke_cli(hostile, "invoices", "--company", SLUG)
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout and "\r" not in result.stdout
     lines = result.stdout.splitlines()
@@ -212,15 +199,15 @@ def test_existing_output_is_refused_and_kept_unless_force(hostile, tmp_path):
         folder.mkdir()
         path = folder / f"export.{output_format}"
         path.write_bytes(b"precious, not an export\n")
-        line = _one_error_line(_cli(hostile, "invoices", "--company", SLUG, "--format", output_format,
+        line = _one_error_line(invoke_cli(hostile, "invoices", "--company", SLUG, "--format", output_format,
                                     "--output", str(path)))
         assert line == f"error: {path} already exists; nothing written (pass --force to replace it)"
         assert path.read_bytes() == b"precious, not an export\n"
-        line = _one_error_line(_cli(hostile, "report", "outstanding", "--company", SLUG, "--format", output_format,
+        line = _one_error_line(invoke_cli(hostile, "report", "outstanding", "--company", SLUG, "--format", output_format,
                                     "--output", str(path)))
         assert "already exists" in line and path.read_bytes() == b"precious, not an export\n"
 
-        result = _cli(hostile, "invoices", "--company", SLUG, "--format", output_format, "--output", str(path),
+        result = invoke_cli(hostile, "invoices", "--company", SLUG, "--format", output_format, "--output", str(path),
                       "--force")
         assert result.exit_code == 0, result.output
         assert result.stdout == f"wrote {len(HOSTILE_NAMES) + 1} rows to {path} (replaced the existing file)\n"
@@ -236,16 +223,16 @@ def test_output_symlink_directory_and_missing_folder(hostile, tmp_path):
     link = tmp_path / "link.csv"
     link.symlink_to(target)
     assert "already exists" in _one_error_line(
-        _cli(hostile, "invoices", "--company", SLUG, "--format", "csv", "--output", str(link)))
+        invoke_cli(hostile, "invoices", "--company", SLUG, "--format", "csv", "--output", str(link)))
     assert target.read_text() == "keep me\n"
 
-    assert _one_error_line(_cli(hostile, "invoices", "--company", SLUG, "--format", "csv", "--output",
+    assert _one_error_line(invoke_cli(hostile, "invoices", "--company", SLUG, "--format", "csv", "--output",
                                 str(tmp_path))) == f"error: --output {tmp_path} is a directory, not a file"
 
     missing = tmp_path / "no" / "such" / "folder.csv"
-    line = _one_error_line(_cli(hostile, "invoices", "--company", SLUG, "--format", "csv", "--output", str(missing)))
+    line = _one_error_line(invoke_cli(hostile, "invoices", "--company", SLUG, "--format", "csv", "--output", str(missing)))
     assert line == f"error: cannot write {missing}: No such file or directory"
-    line = _one_error_line(_cli(hostile, "invoices", "--company", SLUG, "--format", "csv", "--output", str(missing),
+    line = _one_error_line(invoke_cli(hostile, "invoices", "--company", SLUG, "--format", "csv", "--output", str(missing),
                                 "--force"))
     assert line == f"error: cannot write {missing}: No such file or directory"
     assert not (tmp_path / "no").exists()
@@ -266,13 +253,13 @@ ABSURD_NUMBERS = [
 def test_absurd_numbers_are_one_line_errors(hostile, tmp_path):
     out = tmp_path / "never.csv"
     for args, message in ABSURD_NUMBERS:
-        assert _one_error_line(_cli(hostile, "invoices", "--company", SLUG, *args)) == message
-        result = _cli(hostile, "invoices", "--company", SLUG, "--format", "csv", "--output", str(out), *args)
+        assert _one_error_line(invoke_cli(hostile, "invoices", "--company", SLUG, *args)) == message
+        result = invoke_cli(hostile, "invoices", "--company", SLUG, "--format", "csv", "--output", str(out), *args)
         assert _one_error_line(result) == message and not out.exists()
 
 
 def test_largest_page_is_an_empty_page_not_an_overflow(hostile):
-    result = _cli(hostile, "invoices", "--company", SLUG, "--page", str(MAX_PAGE), "--page-size", "10000")
+    result = invoke_cli(hostile, "invoices", "--company", SLUG, "--page", str(MAX_PAGE), "--page-size", "10000")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ["(no rows)", f"page {MAX_PAGE} of 1 ({len(HOSTILE_NAMES) + 1} invoices)"]
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 from cryptography.fernet import Fernet
 
-from billingo_pipeline.cli import main
 from billingo_pipeline.credentials import api_key_fingerprint, decrypt_api_key, load_fernet
 from billingo_pipeline.settings import FERNET_KEY_ENV
 from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.warehouse import companies as company_store
 from billingo_pipeline.warehouse.schema import companies
+from .conftest import cli_error_line, in_process_cli
 
 
 @pytest.fixture
@@ -27,20 +26,9 @@ def secrets() -> list[str]:
 
 @pytest.fixture
 def cli(warehouse_url, simulator, fernet_key, secrets, monkeypatch):
-    monkeypatch.setenv("BILLINGO_WAREHOUSE_URL", warehouse_url)
-    monkeypatch.setenv("BILLINGO_API_BASE_URL", simulator.base_url)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.delenv("BILLINGO_API_KEY", raising=False)
     secrets.append(fernet_key)
-    runner = CliRunner()
-
-    def invoke(*args, input=None):
-        result = runner.invoke(main, list(args), input=input, catch_exceptions=False)
-        for secret in secrets:
-            assert secret not in result.output, f"key material in the output of {args}"
-        return result
-
-    return invoke
+    return in_process_cli(monkeypatch, warehouse_url, simulator.base_url, never_in_output=secrets)
 
 
 @pytest.fixture
@@ -59,19 +47,12 @@ def _tokens(engine) -> dict[str, str | None]:
         return dict(conn.execute(sa.select(companies.c.slug, companies.c.api_key_encrypted)).all())
 
 
-def _error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 1 and len(lines) == 1, result.output
-    assert lines[0].startswith("error: ")
-    return lines[0]
-
-
 def test_the_same_api_key_for_a_second_company_is_refused_naming_the_first(cli, engine, organization_key):
     key = organization_key(1)
     assert cli("company", "add", "acme", "--name", "Acme", input=key + "\n").exit_code == 0
 
     refused = cli("company", "add", "globex", "--name", "Globex", input=f"  {key}\n")
-    line = _error_line(refused)
+    line = cli_error_line(refused, exit_code=1)
     assert "already the key of company 'acme'" in line and "rate limit" in line and "--allow-shared-key" in line
     assert set(_tokens(engine)) == {"acme"}
 
@@ -88,7 +69,7 @@ def test_rotate_key_to_another_companys_key_is_refused_but_its_own_key_again_is_
     cli("company", "add", "globex", "--name", "Globex", input=globex_key + "\n")
     before = _tokens(engine)
 
-    line = _error_line(cli("company", "rotate-key", "globex", input=acme_key + "\n"))
+    line = cli_error_line(cli("company", "rotate-key", "globex", input=acme_key + "\n"), exit_code=1)
     assert "already the key of company 'acme'" in line
     assert _tokens(engine) == before
 
@@ -116,11 +97,11 @@ def test_add_with_a_fernet_key_that_cannot_open_the_stored_keys_is_refused(cli, 
     secrets.append(other)
     monkeypatch.setenv(FERNET_KEY_ENV, other)
 
-    line = _error_line(cli("company", "add", "initech", "--name", "Initech", input=organization_key(3) + "\n"))
+    line = cli_error_line(cli("company", "add", "initech", "--name", "Initech", input=organization_key(3) + "\n"), exit_code=1)
     assert f"{FERNET_KEY_ENV} cannot decrypt the stored API keys of 2 of 2 other companies ('acme', 'globex')" in line
     assert _tokens(engine) == before
 
-    line = _error_line(cli("company", "rotate-key", "acme", input=organization_key(4) + "\n"))
+    line = cli_error_line(cli("company", "rotate-key", "acme", input=organization_key(4) + "\n"), exit_code=1)
     assert "1 of 1 other companies ('globex')" in line
     assert _tokens(engine) == before
 
@@ -186,7 +167,7 @@ def test_rotate_fernet_key_failing_half_way_changes_nothing(cli, engine, organiz
     secrets.append(new)
     monkeypatch.setenv(FERNET_KEY_ENV, f"{new},{fernet_key}")
 
-    line = _error_line(cli("rotate-fernet-key"))
+    line = cli_error_line(cli("rotate-fernet-key"), exit_code=1)
     assert line.startswith("error: nothing re-encrypted: ") and "company 'globex'" in line and "cannot be decrypted" in line
     assert _tokens(engine) == before
 
@@ -196,6 +177,6 @@ def test_rotate_fernet_key_without_a_usable_fernet_key_is_one_line(cli, engine, 
     cli("company", "add", "acme", "--name", "Acme", input=organization_key(1) + "\n")
     before = _tokens(engine)
     monkeypatch.setenv(FERNET_KEY_ENV, value)
-    line = _error_line(cli("rotate-fernet-key"))
+    line = cli_error_line(cli("rotate-fernet-key"), exit_code=1)
     assert FERNET_KEY_ENV in line and (value == "" or value not in line)
     assert _tokens(engine) == before

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -74,7 +73,7 @@ from billingo_pipeline.warehouse.engine import alembic_config, get_engine
 from billingo_pipeline.warehouse.schema import billingo_invoices, sync_log
 from billingo_pipeline.warehouse.sync_log import utcnow
 
-from .conftest import DIALECTS, PG_ADMIN_URL
+from .conftest import DIALECTS, sync_through_dagster, warehouse_of_its_own
 
 SLUG = "acme"
 ALFA = {
@@ -154,14 +153,6 @@ def _database_today(engine: sa.Engine) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
 
 
-def _sync(url: str, simulator: BillingoSimulator, instance: dg.DagsterInstance, *, full: bool = False) -> None:
-    [result] = run_company_syncs(
-        [SLUG], warehouse_url=url, instance=instance, trigger="test", full=full,
-        billingo=BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01),
-    )
-    assert result.success, result.error
-
-
 def _build_portfolio(url: str, instance: dg.DagsterInstance) -> Portfolio:
     engine = get_engine(url)
     today = _database_today(engine)
@@ -187,35 +178,25 @@ def _build_portfolio(url: str, instance: dg.DagsterInstance) -> Portfolio:
             invoice_date = (today + dt.timedelta(days=planned.invoice)).isoformat()
             simulator.corrupt_document(api_key, document["id"], "invoice_date", invoice_date)
             ids[planned.number] = document["id"]
-        _sync(url, simulator, instance)
+        sync_through_dagster(url, simulator, SLUG, instance=instance)
         cancellation = simulator.cancel_document(api_key, ids[CANCELLED_LATER])
         simulator.delete_document(api_key, ids[DELETED_LATER])
         # Only a full sweep sees that a document vanished from Billingo; an incremental sync would
         # leave A11 in the views.
-        _sync(url, simulator, instance, full=True)
+        sync_through_dagster(url, simulator, SLUG, instance=instance, full=True)
     return Portfolio(url, today, cancellation["invoice_number"], instance)
 
 
 @pytest.fixture(scope="module", params=DIALECTS)
 def portfolio(request, tmp_path_factory) -> Iterator[Portfolio]:
     """The synced portfolio, in a database of its own on each dialect."""
-    with pytest.MonkeyPatch.context() as monkeypatch, dg.instance_for_test() as instance:
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        dg.instance_for_test() as instance,
+        warehouse_of_its_own(request.param, tmp_path_factory, "reporting") as url,
+    ):
         monkeypatch.setenv(FERNET_KEY_ENV, generate_fernet_key())
-        if request.param == "sqlite":
-            yield _build_portfolio(f"sqlite:///{tmp_path_factory.mktemp('reporting') / 'warehouse.db'}", instance)
-            return
-        name = f"billingo_reporting_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        url = sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-        try:
-            yield _build_portfolio(url, instance)
-        finally:
-            get_engine(url).dispose()
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+        yield _build_portfolio(url, instance)
 
 
 def D(text: str) -> Decimal:  # noqa: N802 - reads like a literal
@@ -803,7 +784,7 @@ def test_aging_report_follows_every_sync(engine, warehouse_url, simulator, ferne
         instance.add_dynamic_partitions(COMPANY_PARTITIONS_NAME, [SLUG])
         before = dg.evaluate_automation_conditions(defs, instance)
         assert before.total_requested == 0
-        _sync(warehouse_url, simulator, instance)
+        sync_through_dagster(warehouse_url, simulator, SLUG, instance=instance)
         assert instance.get_materialized_partitions(billingo_aging_report.key) == {SLUG}
         after_full_run = dg.evaluate_automation_conditions(defs, instance, cursor=before.cursor)
         assert after_full_run.total_requested == 0

@@ -6,57 +6,51 @@ and the real CLI, with the files opened again by openpyxl and pandas.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from decimal import Decimal
 
-import dagster as dg
 import openpyxl
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 
 from billingo_pipeline.admin import register_company
-from billingo_pipeline.cli import main
+from billingo_pipeline.credentials import generate_fernet_key
 from billingo_pipeline.demo import _summary
 from billingo_pipeline.reporting import InvoiceFilter, query_invoices, write_csv, write_xlsx
 from billingo_pipeline.reporting.queries import is_paid, iter_invoice_chunks
-from billingo_pipeline.resources import BillingoResource
-from billingo_pipeline.runner import run_company_syncs
-from billingo_pipeline.simulator import generate_api_key
+from billingo_pipeline.settings import FERNET_KEY_ENV
+from billingo_pipeline.simulator import BillingoSimulator, generate_api_key
 from billingo_pipeline.warehouse.engine import get_engine
 from billingo_pipeline.warehouse.schema import billingo_invoices
+
+from .conftest import DIALECTS, invoke_cli, sync_through_dagster, warehouse_of_its_own
 
 SLUG = "many"
 DOCUMENTS = 240
 
 
-def _sync(url: str, simulator, *, full: bool = False) -> None:
-    with dg.instance_for_test() as instance:
-        [result] = run_company_syncs(
-            [SLUG], warehouse_url=url, instance=instance, trigger="test", full=full,
-            billingo=BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01),
-        )
-    assert result.success, result.error
-
-
-@pytest.fixture
-def many(warehouse_url, simulator, fernet_key):
-    """240 generated documents, two of the paid ones cancelled after the first sync."""
-    api_key = generate_api_key(SLUG)
-    simulator.add_organization(api_key, name="Many Kft.", seed=SLUG, document_count=DOCUMENTS)
-    register_company(get_engine(warehouse_url), SLUG, "Many Kft.", api_key, api_base_url=simulator.base_url)
-    _sync(warehouse_url, simulator)
-    paid = [d for d in simulator.documents(api_key)
-            if d["payment_status"] == "paid" and d["type"] == "invoice" and not d.get("cancelled")]
-    cancelled = [paid[0]["invoice_number"], paid[1]["invoice_number"]]
-    for document in paid[:2]:
-        simulator.cancel_document(api_key, document["id"])
-    _sync(warehouse_url, simulator, full=True)
-    return warehouse_url, cancelled
-
-
-def _cli(url: str, *args: str):
-    return CliRunner().invoke(main, ["--warehouse-url", url, *args], catch_exceptions=False)
+@pytest.fixture(scope="module", params=DIALECTS)
+def many(request, tmp_path_factory) -> Iterator[tuple[str, list[str]]]:
+    """240 generated documents, two of the paid ones cancelled after the first sync. Built once
+    per dialect (two Dagster syncs cost seconds), in a warehouse of its own: the tests only read it."""
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        BillingoSimulator() as simulator,
+        warehouse_of_its_own(request.param, tmp_path_factory, "exports") as warehouse_url,
+    ):
+        monkeypatch.setenv(FERNET_KEY_ENV, generate_fernet_key())
+        api_key = generate_api_key(SLUG)
+        simulator.add_organization(api_key, name="Many Kft.", seed=SLUG, document_count=DOCUMENTS)
+        register_company(get_engine(warehouse_url), SLUG, "Many Kft.", api_key, api_base_url=simulator.base_url)
+        sync_through_dagster(warehouse_url, simulator, SLUG)
+        paid = [d for d in simulator.documents(api_key)
+                if d["payment_status"] == "paid" and d["type"] == "invoice" and not d.get("cancelled")]
+        cancelled = [paid[0]["invoice_number"], paid[1]["invoice_number"]]
+        for document in paid[:2]:
+            simulator.cancel_document(api_key, document["id"])
+        sync_through_dagster(warehouse_url, simulator, SLUG, full=True)
+        yield warehouse_url, cancelled
 
 
 def _all_numbers(url: str, filters: InvoiceFilter | None = None) -> list[str]:
@@ -69,31 +63,31 @@ def test_file_exports_hold_every_invoice_unless_a_page_is_asked_for(many, tmp_pa
     total = len(numbers)
     assert total > 200  # more than two default pages of 100
 
-    result = _cli(url, "invoices", "--company", SLUG, "--format", "csv", "--output", str(tmp_path / "all.csv"))
+    result = invoke_cli(url, "invoices", "--company", SLUG, "--format", "csv", "--output", str(tmp_path / "all.csv"))
     assert result.exit_code == 0, result.output
     assert result.stdout == f"wrote {total} rows to {tmp_path / 'all.csv'}\n"
     assert list(pd.read_csv(tmp_path / "all.csv")["document_id"]) == numbers
 
-    result = _cli(url, "invoices", "--company", SLUG, "--format", "csv")
+    result = invoke_cli(url, "invoices", "--company", SLUG, "--format", "csv")
     assert list(pd.read_csv(io.StringIO(result.stdout))["document_id"]) == numbers
 
-    result = _cli(url, "invoices", "--company", SLUG, "--format", "xlsx", "--output", str(tmp_path / "all.xlsx"))
+    result = invoke_cli(url, "invoices", "--company", SLUG, "--format", "xlsx", "--output", str(tmp_path / "all.xlsx"))
     assert result.exit_code == 0, result.output
     assert list(pd.read_excel(tmp_path / "all.xlsx")["document_id"]) == numbers
 
     # An explicit page is that page only, in a file as on the terminal.
-    result = _cli(url, "invoices", "--company", SLUG, "--format", "csv", "--page-size", "50", "--page", "2")
+    result = invoke_cli(url, "invoices", "--company", SLUG, "--format", "csv", "--page-size", "50", "--page", "2")
     assert list(pd.read_csv(io.StringIO(result.stdout))["document_id"]) == numbers[50:100]
-    result = _cli(url, "invoices", "--company", SLUG, "--format", "xlsx", "--page", "3",
+    result = invoke_cli(url, "invoices", "--company", SLUG, "--format", "xlsx", "--page", "3",
                   "--output", str(tmp_path / "page.xlsx"))
     assert result.stdout == f"wrote {total - 200} rows to {tmp_path / 'page.xlsx'}\n"
 
     # The terminal stays paged and says where the rest is.
-    result = _cli(url, "invoices", "--company", SLUG)
+    result = invoke_cli(url, "invoices", "--company", SLUG)
     lines = result.stdout.splitlines()
     assert len(lines) == 2 + 100 + 1
     assert lines[-1] == f"page 1 of 3 (rows 1-100 of {total} invoices; --page 2 for more)"
-    result = _cli(url, "invoices", "--company", SLUG, "--page", "3")
+    result = invoke_cli(url, "invoices", "--company", SLUG, "--page", "3")
     assert result.stdout.splitlines()[-1] == f"page 3 of 3 (rows 201-{total} of {total} invoices)"
 
 
@@ -114,7 +108,7 @@ def test_excel_hu_csv_has_bom_semicolons_and_decimal_commas(many, tmp_path):
     url, _ = many
     frame = query_invoices(get_engine(url), SLUG, page_size=1000)
     path = tmp_path / "hu.csv"
-    result = _cli(url, "invoices", "--company", SLUG, "--format", "csv", "--csv-dialect", "excel-hu",
+    result = invoke_cli(url, "invoices", "--company", SLUG, "--format", "csv", "--csv-dialect", "excel-hu",
                   "--output", str(path))
     assert result.exit_code == 0, result.output
     data = path.read_bytes()
@@ -128,13 +122,13 @@ def test_excel_hu_csv_has_bom_semicolons_and_decimal_commas(many, tmp_path):
         frame["gross_total_huf"])
 
     default = tmp_path / "default.csv"
-    _cli(url, "invoices", "--company", SLUG, "--format", "csv", "--output", str(default))
+    invoke_cli(url, "invoices", "--company", SLUG, "--format", "csv", "--output", str(default))
     assert default.read_bytes().startswith(b"document_id,invoice_number,")
     assert list(pd.read_csv(default, dtype=str)["gross_total"]) == [str(v) for v in frame["gross_total"]]
 
-    result = _cli(url, "invoices", "--company", SLUG, "--csv-dialect", "excel-hu")
+    result = invoke_cli(url, "invoices", "--company", SLUG, "--csv-dialect", "excel-hu")
     assert (result.exit_code, result.stderr) == (1, "error: --csv-dialect excel-hu needs --format csv\n")
-    result = _cli(url, "invoices", "--company", SLUG, "--format", "csv", "--csv-dialect", "excel")
+    result = invoke_cli(url, "invoices", "--company", SLUG, "--format", "csv", "--csv-dialect", "excel")
     assert result.exit_code == 1 and result.stderr.startswith("error: unknown CSV dialect 'excel'")
 
 
@@ -151,7 +145,7 @@ def test_excel_hu_keeps_formula_neutralization(tmp_path):
 def test_xlsx_autofilter_frozen_header_and_full_precision(many, tmp_path):
     url, _ = many
     path = tmp_path / "all.xlsx"
-    _cli(url, "invoices", "--company", SLUG, "--format", "xlsx", "--output", str(path))
+    invoke_cli(url, "invoices", "--company", SLUG, "--format", "xlsx", "--output", str(path))
     frame = query_invoices(get_engine(url), SLUG, page_size=1000)
     sheet = openpyxl.load_workbook(path).active
     assert sheet.freeze_panes == "A2"
@@ -194,5 +188,5 @@ def test_one_definition_of_paid(many):
     assert set(cancelled) <= set(marked_paid)  # Billingo still says "paid" on the cancelled ones
     summary = _summary(engine).set_index("company")
     assert summary.loc[SLUG, "paid"] == counted == len(paid)
-    result = _cli(url, "invoices", "--company", SLUG, "--status", "paid")
+    result = invoke_cli(url, "invoices", "--company", SLUG, "--status", "paid")
     assert f"{len(paid)} invoices" in result.stdout.splitlines()[-1]

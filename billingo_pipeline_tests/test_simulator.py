@@ -549,18 +549,25 @@ def test_faults_can_be_configured_as_dicts():
 
 
 def test_rate_limit_answers_429_until_the_window_resets():
-    with BillingoSimulator(rate_limit_per_minute=3, rate_window_seconds=1.0, today=TODAY) as sim:
+    # The windows run on a clock moved by hand: the test neither waits for a reset nor depends on
+    # how fast the machine sends the requests inside one window.
+    elapsed = [0]
+    with BillingoSimulator(rate_limit_per_minute=3, today=TODAY, rate_clock=lambda: elapsed[0]) as sim:
         sim.add_organization(KEY, name="Acme Kft.", seed=1, document_count=3)
         sim.add_organization(OTHER_KEY, name="Globex Zrt.", seed=2, document_count=3)
+        sent_at = time.time()
         allowed = [conforms(get(sim, "/utils/time")) for _ in range(3)]
         assert [r.headers["X-RateLimit-Remaining"] for r in allowed] == ["2", "1", "0"]
         assert allowed[0].headers["X-RateLimit-Limit"] == "3"
-        assert int(allowed[0].headers["X-RateLimit-Reset"]) >= time.time()
+        assert int(allowed[0].headers["X-RateLimit-Reset"]) >= sent_at + 60  # a Unix time: the window's end
         refused = conforms(get(sim, "/documents"))
         assert refused.status_code == 429 and refused.json() == {"error": {"message": "Too many requests"}}
-        assert int(refused.headers["Retry-After"]) == 1
+        assert int(refused.headers["Retry-After"]) == 60
         assert get(sim, "/documents", OTHER_KEY).status_code == 200  # limits are per API key
-        time.sleep(1.05)
+        elapsed[0] = 59
+        still_refused = conforms(get(sim, "/documents"))
+        assert still_refused.status_code == 429 and int(still_refused.headers["Retry-After"]) == 1
+        elapsed[0] = 60
         recovered = conforms(get(sim, "/documents"))
         assert recovered.status_code == 200 and recovered.headers["X-RateLimit-Remaining"] == "2"
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ import requests
 import sqlalchemy as sa
 
 from billingo_pipeline.defs.billingo.checks import SYNC_CHECK_SPECS
+
+from .conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / ".artifacts" / "ui"
@@ -48,12 +49,6 @@ PAGE_TIMEOUT_MS = 20_000
 PAGE_ATTEMPTS = 2
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop_process_group(process: subprocess.Popen, grace_seconds: float = 5.0) -> None:
@@ -105,7 +100,7 @@ def demo_ui(tmp_path_factory):
     syncs = {slug: (run_id, status) for slug, run_id, status in rows}
     assert set(syncs) == set(DEMO_COMPANIES)
 
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = ARTIFACTS / "dagster-dev.log"
     with log_path.open("w") as log:

@@ -4,12 +4,13 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from billingo_pipeline.warehouse import companies as company_store
 from billingo_pipeline.warehouse import documents as store
-from billingo_pipeline.warehouse.engine import get_engine
+from billingo_pipeline.warehouse.engine import alembic_config, dispose_engines, get_engine, is_at_head, upgrade_to_head
 from billingo_pipeline.warehouse.schema import billingo_invoice_items, billingo_invoices, metadata, sync_log
 from billingo_pipeline.warehouse.sync_log import (
     COMPLETED,
@@ -31,6 +32,21 @@ def test_migrations_create_exactly_the_schema_module(engine):
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
     assert diff == []
     assert set(sa.inspect(engine).get_table_names()) >= {t.name for t in metadata.sorted_tables}
+
+
+def test_get_engine_migrates_a_warehouse_left_at_an_older_revision(engine, warehouse_url):
+    """It skips Alembic only for a database at the newest revision; one behind is upgraded."""
+    assert is_at_head(engine)
+    command.downgrade(alembic_config(engine), "0005")
+    try:
+        assert not is_at_head(engine)
+        assert "cursor" not in {c["name"] for c in sa.inspect(engine).get_columns("sync_log")}
+        dispose_engines()  # forget the engine made at head: the next get_engine looks again
+        reopened = get_engine(warehouse_url)
+        assert is_at_head(reopened)
+        assert "cursor" in {c["name"] for c in sa.inspect(reopened).get_columns("sync_log")}
+    finally:
+        upgrade_to_head(engine)  # a no-op when the test passed; the session's database stays usable
 
 
 @pytest.mark.parametrize("password", ["s3@x:cr3t", "s3@cr3t"])

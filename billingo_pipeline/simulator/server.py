@@ -241,7 +241,7 @@ class _Reply:
 
 @dataclass
 class _RateWindow:
-    started: float  # time.monotonic()
+    started: float  # the simulator's rate_clock()
     count: int = 0
 
 
@@ -268,6 +268,8 @@ class BillingoSimulator:
     ``today`` fixes the simulated date (the clock then runs from that date at the current time of
     day); leave it ``None`` for the real date. ``faults`` takes the keyword arguments of
     :meth:`inject_fault` as dicts, so that configurations can come from a CLI or a file.
+    ``rate_clock`` measures the rate-limit windows (seconds, monotonic): a test moves one by hand
+    to see a window reset without waiting for it.
     """
 
     def __init__(
@@ -278,11 +280,13 @@ class BillingoSimulator:
         *,
         faults: Iterable[Mapping[str, Any]] = (),
         verbose: bool = False,
+        rate_clock: Callable[[], float] = time.monotonic,
     ):
         if rate_limit_per_minute < 1 or rate_window_seconds <= 0:
             raise ValueError("rate_limit_per_minute must be >= 1 and rate_window_seconds > 0")
         self.rate_limit = rate_limit_per_minute
         self.rate_window_seconds = rate_window_seconds
+        self._rate_clock = rate_clock
         self.verbose = verbose
         self._clock_offset = datetime.timedelta(0)
         if today is not None:
@@ -799,7 +803,7 @@ class BillingoSimulator:
 
     def _count_request(self, bucket: str) -> tuple[dict[str, str], int | None]:
         """Fixed-window rate limit per API key: (headers, Retry-After seconds when exhausted)."""
-        now = time.monotonic()
+        now = self._rate_clock()
         window = self._windows.get(bucket)
         if window is None or now - window.started >= self.rate_window_seconds:
             window = self._windows[bucket] = _RateWindow(started=now)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from .collation import COLLATION_NAME, compare_hungarian
@@ -107,13 +110,29 @@ def upgrade_to_head(engine: Engine) -> None:
     command.upgrade(alembic_config(engine), "head")
 
 
+@functools.cache
+def _migration_heads() -> frozenset[str]:
+    """The newest revision(s) of the migrations shipped with this code (read once per process)."""
+    return frozenset(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
+
+
+def is_at_head(engine: Engine) -> bool:
+    """Whether the database records exactly the newest revision(s); an empty one records none."""
+    with engine.connect() as conn:
+        return frozenset(MigrationContext.configure(conn).get_current_heads()) == _migration_heads()
+
+
 def get_engine(url: str) -> Engine:
     """The process-wide engine for ``url``, migrated to the newest schema on first use."""
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
             engine = create_warehouse_engine(url)
-            upgrade_to_head(engine)
+            # At the newest revision there is nothing to do, and one query says so; a no-op
+            # ``alembic upgrade`` would load its environment and every script first (tens of
+            # milliseconds per database opened). Older, empty or unknown goes to Alembic.
+            if not is_at_head(engine):
+                upgrade_to_head(engine)
             _engines[url] = engine
         return engine
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from billingo_pipeline.settings import API_BASE_URL_ENV, FERNET_KEY_ENV, WAREHOUSE_URL_ENV
+from billingo_pipeline_tests.conftest import write_dagster_home
 
 CLI = [sys.executable, "-m", "billingo_pipeline.cli"]
 
@@ -18,8 +19,7 @@ CLI = [sys.executable, "-m", "billingo_pipeline.cli"]
 def cli_environment(warehouse_url: str, api_base_url: str, dagster_home: Path, **extra: str) -> dict[str, str]:
     """The environment of a CLI process: this test's warehouse, simulator, Fernet key and a
     persistent Dagster home (so a later sync can look the run up)."""
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    write_dagster_home(dagster_home)
     return {
         **os.environ,
         WAREHOUSE_URL_ENV: warehouse_url,

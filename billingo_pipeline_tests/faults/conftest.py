@@ -20,19 +20,17 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 
 from billingo_pipeline.admin import register_company
-from billingo_pipeline.cli import main
 from billingo_pipeline.resources import BillingoResource
 from billingo_pipeline.runner import run_company_syncs
-from billingo_pipeline.settings import API_BASE_URL_ENV, WAREHOUSE_URL_ENV
 from billingo_pipeline.simulator import BillingoSimulator, generate_api_key
 from billingo_pipeline.sync import CompanySyncError, sync_company
 from billingo_pipeline.warehouse.companies import CompanyError, get_company
 from billingo_pipeline.warehouse.engine import get_engine
 from billingo_pipeline.warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
 from billingo_pipeline.warehouse.sync_log import COMPLETED, SyncAlreadyRunningError
+from billingo_pipeline_tests.conftest import in_process_cli
 from billingo_pipeline_tests.pg_cluster import PostgresCluster
 
 SLUG = "acme"
@@ -183,19 +181,9 @@ def rig(request, warehouse_url, simulator, fernet_key) -> Iterator[FaultRig]:
 
 
 @pytest.fixture
-def cli(rig, tmp_path, monkeypatch):
+def cli(rig, dagster_home, monkeypatch):
     """The CLI in-process against the rig's warehouse and simulator, with a Dagster home of its own."""
-    monkeypatch.setenv(WAREHOUSE_URL_ENV, rig.warehouse_url)
-    monkeypatch.setenv(API_BASE_URL_ENV, rig.simulator.base_url)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-
-    def invoke(*args):
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-    return invoke
+    return in_process_cli(monkeypatch, rig.warehouse_url, rig.simulator.base_url)
 
 
 @pytest.fixture(scope="module")
