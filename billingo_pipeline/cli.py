@@ -22,6 +22,7 @@ from .credentials import CredentialError, generate_fernet_key
 from .health import health_command
 from .reporting.cli import invoices_command, report_command
 from .resources import BillingoResource
+from .terminal import SyncProgressDisplay, echo_table, is_terminal
 from .runner import SyncRunResult, dagster_instance, ensure_company_partitions, run_company_syncs
 from .warehouse import companies as company_store
 from .warehouse.companies import Company, CompanyError, UnknownCompanyError
@@ -367,15 +368,18 @@ def sync_command(ctx: Context, slugs: tuple[str, ...], sync_all: bool, full: boo
             err=True,
         )
     try:
-        results = run_company_syncs(
-            list(slugs),
-            warehouse_url=ctx.warehouse_url,
-            billingo=BillingoResource(base_url=ctx.api_base_url),
-            instance=dagster_instance(),
-            console_log_level="INFO" if verbose else "CRITICAL",
-            on_result=lambda result: click.echo(_sync_line(result, verbose)),
-            full=full,
-        )
+        with SyncProgressDisplay() as progress:
+            results = run_company_syncs(
+                list(slugs),
+                warehouse_url=ctx.warehouse_url,
+                billingo=BillingoResource(base_url=ctx.api_base_url),
+                instance=dagster_instance(),
+                console_log_level="INFO" if verbose else "CRITICAL",
+                on_result=lambda result: click.echo(_sync_line(result, verbose)),
+                # --verbose shows the run's log, progress lines included, on the console.
+                on_progress=None if verbose else progress.show,
+                full=full,
+            )
     except KeyboardInterrupt:  # between two runs, outside Dagster's own interrupt handling
         results = [SyncRunResult("", "", False, None, None, interrupted=True)]
     if any(r.interrupted for r in results):

@@ -1,0 +1,131 @@
+"""What the CLI draws in a terminal: tables that fit its width, health in colour, sync progress.
+
+Only when the stream is a terminal (rich's test: a tty, or ``TTY_COMPATIBLE=1`` / ``FORCE_COLOR``
+forcing one): scripts, pipes and files get the plain text the commands always printed, with the
+same content and no escape codes. The width is the terminal's (``COLUMNS`` first, then the
+terminal's size); no line of a table is longer, long cells are wrapped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+
+import click
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from .warehouse.sync_log import SyncProgress
+
+# The colour of each health word; a word without one is printed as it is.
+HEALTH_STYLES = {"GREEN": "bold green", "YELLOW": "bold yellow", "RED": "bold red"}
+DETAIL_STYLE = "dim"
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich console on the current stdout (or stderr), as wide as the terminal. Made per use:
+    click's test runner and a redirected process swap ``sys.stdout``."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=stream, width=shutil.get_terminal_size().columns, highlight=False, soft_wrap=False)
+
+
+def is_terminal(*, stderr: bool = False) -> bool:
+    return console(stderr=stderr).is_terminal
+
+
+def echo_table(
+    columns: Sequence[str],
+    rows: Sequence[Mapping[str, object]],
+    *,
+    plain: Callable[[], str],
+    numeric: Sequence[str] = (),
+    styles: Mapping[str, Callable[[str], str | None]] | None = None,
+    details: Sequence[Sequence[str]] | None = None,
+) -> None:
+    """``rows`` (cells by column name) as a table on stdout.
+
+    A terminal gets a rich table no wider than the terminal (``numeric`` columns right-aligned,
+    ``styles[column](text)`` the style of a cell, ``details[i]`` lines under row ``i``, in its
+    last column); anything else gets ``plain()``, the command's plain text of the same rows."""
+    out = console()
+    if not out.is_terminal:
+        click.echo(plain())
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False)
+    for name in columns:
+        table.add_column(name, justify="right" if name in numeric else "left", overflow="fold")
+    styles = styles or {}
+    for index, row in enumerate(rows):
+        cells = []
+        for name in columns:
+            text = _cell(row.get(name))
+            style = styles[name](text) if name in styles else None
+            cells.append(Text(text, style=style or ""))
+        table.add_row(*cells)
+        for detail in (details[index] if details else ()):
+            table.add_row(*([""] * (len(columns) - 1)), Text(detail.strip(), style=DETAIL_STYLE))
+    out.print(table)
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def health_style(word: str) -> str | None:
+    return HEALTH_STYLES.get(word)
+
+
+class SyncProgressDisplay:
+    """The CLI's view of running syncs, on stderr (stdout is one line per company, for scripts).
+
+    In a terminal: a bar per company (pages of pages, documents, retries); otherwise the run log's
+    progress lines as they are. ``show`` may be called from any thread (companies sync at once)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> SyncProgressDisplay:
+        err = console(stderr=True)
+        if err.is_terminal:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("pages · {task.fields[detail]}"),
+                console=err,
+                transient=False,
+                # stdout's result lines must stay on stdout: only when both are this terminal
+                # may the bar route them through itself to keep the screen tidy.
+                redirect_stdout=is_terminal(),
+                redirect_stderr=False,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def show(self, progress: SyncProgress) -> None:
+        with self._lock:
+            if self._progress is None:
+                click.echo(progress.line(), err=True)
+                return
+            detail = progress.text().split(" · ", 1)[1]
+            total = progress.pages_total if progress.pages_total and progress.pages_fetched <= progress.pages_total else None
+            if progress.finished:
+                total = progress.pages_fetched
+            task = self._tasks.get(progress.company)
+            if task is None:
+                task = self._tasks[progress.company] = self._progress.add_task(
+                    progress.company, total=total, detail=detail
+                )
+            self._progress.update(task, completed=progress.pages_fetched, total=total, detail=detail)
