@@ -41,7 +41,8 @@ from sqlalchemy.engine import Engine
 from .warehouse.companies import list_companies
 from .warehouse.engine import get_engine, url_without_password
 from .warehouse.schema import companies, sync_log
-from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, RUNNING, utcnow
+from .terminal import echo_table, health_style
+from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, RUNNING, SyncProgress, utcnow
 
 GREEN, YELLOW, RED = "GREEN", "YELLOW", "RED"
 HEALTH_LEVELS = {GREEN: 0, YELLOW: 1, RED: 2}
@@ -85,6 +86,7 @@ class CompanyHealth:
     last_sync_errors: str | None  # none | some | all (None: never finished a sync)
     last_sync_error_message: str | None
     running_since: dt.datetime | None
+    running_progress: SyncProgress | None = None
 
     @property
     def level(self) -> int:
@@ -158,10 +160,13 @@ def _facts_query(slugs: Sequence[str] | None) -> sa.Select:
         .group_by(sync_log.c.company_id)
         .subquery("last_success")
     )
+    # One RUNNING row a company at most (the database enforces it): its progress as it stands.
     running = (
-        sa.select(sync_log.c.company_id, sa.func.min(sync_log.c.started_at).label("started_at"))
+        sa.select(
+            sync_log.c.company_id, sync_log.c.started_at, sync_log.c.pages_fetched, sync_log.c.pages_total,
+            sync_log.c.documents_fetched, sync_log.c.documents_total,
+        )
         .where(sync_log.c.status == RUNNING, *of_companies)
-        .group_by(sync_log.c.company_id)
         .subquery("running")
     )
     query = (
@@ -178,6 +183,10 @@ def _facts_query(slugs: Sequence[str] | None) -> sa.Select:
             finished.c.error_message,
             last_success.c.finished_at.label("last_success_at"),
             running.c.started_at.label("running_since"),
+            running.c.pages_fetched.label("running_pages_fetched"),
+            running.c.pages_total.label("running_pages_total"),
+            running.c.documents_fetched.label("running_documents_fetched"),
+            running.c.documents_total.label("running_documents_total"),
         )
         .select_from(
             companies.outerjoin(finished, sa.and_(finished.c.company_id == companies.c.id, finished.c.recency == 1))
@@ -226,6 +235,11 @@ def company_health(engine: Engine, *, now: dt.datetime | None = None, slugs: Seq
                 last_sync_errors=errors,
                 last_sync_error_message=row.error_message,
                 running_since=row.running_since,
+                running_progress=None if row.running_since is None else SyncProgress(
+                    company=row.slug, pages_fetched=row.running_pages_fetched or 0,
+                    pages_total=row.running_pages_total, documents_fetched=row.running_documents_fetched or 0,
+                    documents_total=row.running_documents_total,
+                ),
             )
         )
     return result
@@ -357,6 +371,7 @@ sync_health_asset = dg.AssetSpec(
 
 
 def _health_frame(rows: Sequence[CompanyHealth]) -> pd.DataFrame:
+    running = any(h.running_progress for h in rows)
     return pd.DataFrame(
         [
             {
@@ -368,6 +383,8 @@ def _health_frame(rows: Sequence[CompanyHealth]) -> pd.DataFrame:
                 "age (h)": f"{h.last_success_age_hours:.1f}" if h.last_success_age_hours is not None else "-",
                 "failed/processed": f"{h.last_sync_failed_documents}/{h.last_sync_documents}" if h.last_sync_status else "-",
                 "reasons": "; ".join(h.reasons) or "-",
+                # How far a running sync is, as its sync-log row says (a column only while one runs).
+                **({"running now": h.running_progress.text() if h.running_progress else "-"} if running else {}),
             }
             for h in rows
         ]
@@ -401,7 +418,11 @@ def health_command(slugs: tuple[str, ...]) -> None:
     if not rows:
         click.echo("no company has Billingo sync enabled.")
         return
-    click.echo(_health_frame(rows).to_string(index=False))
+    frame = _health_frame(rows)
+    echo_table(
+        list(frame.columns), frame.to_dict("records"), plain=lambda: frame.to_string(index=False),
+        styles={"health": health_style},
+    )
     counts = {level: sum(1 for h in rows if h.health == level) for level in (GREEN, YELLOW, RED)}
     running = " (* = a sync is running now)" if any(h.running_since for h in rows) else ""
     click.echo(f"\n{len(rows)} companies: {counts[GREEN]} GREEN, {counts[YELLOW]} YELLOW, {counts[RED]} RED{running}")
