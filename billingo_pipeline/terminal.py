@@ -50,27 +50,58 @@ def echo_table(
 ) -> None:
     """``rows`` (cells by column name) as a table on stdout.
 
-    A terminal gets a rich table no wider than the terminal (``numeric`` columns right-aligned,
-    ``styles[column](text)`` the style of a cell, ``details[i]`` lines under row ``i``, in its
-    last column); anything else gets ``plain()``, the command's plain text of the same rows."""
+    A terminal gets rich tables no wider than the terminal: the columns side by side while they
+    fit at their widest cell (up to ``WRAP_WIDTH``: longer cells wrap), else in groups one under
+    the other, each group led by the first column so its rows can be told apart. ``numeric`` columns are right-aligned,
+    ``styles[column](text)`` is a cell's style, ``details[i]`` lines go under row ``i`` in the
+    last column. Anything else gets ``plain()``, the command's plain text of the same rows."""
     out = console()
     if not out.is_terminal:
         click.echo(plain())
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False)
-    for name in columns:
-        table.add_column(name, justify="right" if name in numeric else "left", overflow="fold")
-    styles = styles or {}
-    for index, row in enumerate(rows):
-        cells = []
-        for name in columns:
-            text = _cell(row.get(name))
-            style = styles[name](text) if name in styles else None
-            cells.append(Text(text, style=style or ""))
-        table.add_row(*cells)
-        for detail in (details[index] if details else ()):
-            table.add_row(*([""] * (len(columns) - 1)), Text(detail.strip(), style=DETAIL_STYLE))
-    out.print(table)
+    texts = [{name: _cell(row.get(name)) for name in columns} for row in rows]
+    groups = column_groups(columns, texts, out.width)
+    for number, group in enumerate(groups):
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for name in group:
+            table.add_column(name, justify="right" if name in numeric else "left", overflow="fold")
+        for index, cells in enumerate(texts):
+            table.add_row(*(Text(cells[name], style=(styles or {}).get(name, _no_style)(cells[name]) or "") for name in group))
+            if details and number == len(groups) - 1:
+                for detail in details[index]:
+                    table.add_row(*([""] * (len(group) - 1)), Text(detail.strip(), style=DETAIL_STYLE))
+        if number:
+            out.print()
+        out.print(table)
+
+
+# A cell longer than this wraps rather than push the columns after it into another group.
+WRAP_WIDTH = 30
+# What a rich table of ours adds to each column but the last: a space of padding either side and one between.
+COLUMN_GAP = 3
+
+
+def column_groups(columns: Sequence[str], rows: Sequence[Mapping[str, str]], width: int) -> list[list[str]]:
+    """The columns in groups that fit ``width`` side by side, each column as wide as its widest
+    cell or header, up to ``WRAP_WIDTH``; every group after the first starts with the first column
+    again. A column too wide on its own gets a group (with the first) and wraps to fit."""
+    def needed(name: str) -> int:
+        return min(max(len(name), *(len(row[name]) for row in rows), 1), WRAP_WIDTH) + COLUMN_GAP
+
+    first, *rest = columns
+    groups = [[first]]
+    used = needed(first)
+    for name in rest:
+        if used + needed(name) > width + COLUMN_GAP and len(groups[-1]) > 1:
+            groups.append([first])
+            used = needed(first)
+        groups[-1].append(name)
+        used += needed(name)
+    return groups
+
+
+def _no_style(_text: str) -> None:
+    return None
 
 
 def _cell(value: object) -> str:
