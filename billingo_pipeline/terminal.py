@@ -108,6 +108,13 @@ def _cell(value: object) -> str:
     return "" if value is None else str(value)
 
 
+def _is_tty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or already closed
+        return False
+
+
 def health_style(word: str) -> str | None:
     return HEALTH_STYLES.get(word)
 
@@ -133,9 +140,9 @@ class SyncProgressDisplay:
                 TextColumn("pages · {task.fields[detail]}"),
                 console=err,
                 transient=False,
-                # stdout's result lines must stay on stdout: only when both are this terminal
-                # may the bar route them through itself to keep the screen tidy.
-                redirect_stdout=is_terminal(),
+                # The result lines must stay on stdout: only when it is a terminal device too
+                # (the same screen) may the bar route them through itself, above the bars.
+                redirect_stdout=_is_tty(sys.stdout),
                 redirect_stderr=False,
             )
             self._progress.start()

@@ -4,6 +4,7 @@ lines on stderr (stdout stays one line per company)."""
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -117,10 +118,10 @@ def _wait_for_row_progress(engine, wanted: SyncProgress) -> bool:
     return False
 
 
-def test_the_cli_prints_plain_progress_lines_on_stderr_and_one_line_per_company_on_stdout(
-    engine, warehouse_url, simulator, fernet_key, tmp_path, monkeypatch
-):
-    # Billingo's largest page is 100 documents, as the CLI asks for: 250 documents are three pages.
+@pytest.fixture
+def cli_sync(engine, warehouse_url, simulator, fernet_key, tmp_path, monkeypatch):
+    """`billingo-pipeline sync acme-kft beta-bt` in process: three pages of 100 (the CLI asks for
+    Billingo's largest page) and one page; stdout must be exactly one COMPLETED line each."""
     add_simulated_company(engine, simulator, SLUG, seed="cli-progress", documents=250)
     add_simulated_company(engine, simulator, "beta-bt", seed="cli-progress-b", documents=5)
     monkeypatch.setenv("BILLINGO_WAREHOUSE_URL", warehouse_url)
@@ -128,12 +129,30 @@ def test_the_cli_prints_plain_progress_lines_on_stderr_and_one_line_per_company_
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
 
-    synced = CliRunner().invoke(main, ["sync", SLUG, "beta-bt"], catch_exceptions=False)
-    assert synced.exit_code == 0, synced.output
-    stdout = synced.stdout.splitlines()
-    assert sorted(line.split(":")[0] for line in stdout) == ["acme-kft", "beta-bt"]
-    assert all(": COMPLETED · " in line for line in stdout) and "page" not in synced.stdout
+    def sync():
+        synced = CliRunner().invoke(main, ["sync", SLUG, "beta-bt"], catch_exceptions=False)
+        assert synced.exit_code == 0, synced.output
+        stdout = synced.stdout.splitlines()
+        assert sorted(line.split(":")[0] for line in stdout) == ["acme-kft", "beta-bt"]
+        assert all(": COMPLETED · " in line for line in stdout) and "page" not in synced.stdout
+        return synced
+
+    return sync
+
+
+def test_the_cli_prints_plain_progress_lines_on_stderr_and_one_line_per_company_on_stdout(cli_sync):
+    synced = cli_sync()
     progress = [line for line in synced.stderr.splitlines() if ": page " in line]
     assert [line for line in progress if line.startswith(f"{SLUG}: ")][-1] == f"{SLUG}: page 3/3 · 250 of 250 documents"
     assert "beta-bt: page 1/1 · 5 of 5 documents" in progress
     assert "\x1b[" not in synced.stderr  # plain lines: not a terminal
+
+
+def test_the_cli_draws_progress_bars_on_stderr_in_a_terminal(cli_sync, monkeypatch):
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich's switch: stdout and stderr are terminals
+    monkeypatch.setenv("COLUMNS", "100")
+    synced = cli_sync()
+    assert "━" in synced.stderr and "\x1b[" in synced.stderr  # bars, drawn
+    assert f"{SLUG}: page" not in synced.stderr  # not the plain lines
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", synced.stderr)
+    assert "3/3 pages · 250 of 250 documents" in drawn and "1/1 pages · 5 of 5 documents" in drawn
