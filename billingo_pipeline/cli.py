@@ -383,7 +383,7 @@ def sync_command(ctx: Context, slugs: tuple[str, ...], sync_all: bool, full: boo
                 billingo=BillingoResource(base_url=ctx.api_base_url),
                 instance=dagster_instance(),
                 console_log_level="INFO" if verbose else "CRITICAL",
-                on_result=lambda result: click.echo(_sync_line(result, verbose)),
+                on_result=lambda result: progress.echo(_sync_line(result, verbose)),
                 # --verbose shows the run's log, progress lines included, on the console.
                 on_progress=None if verbose else progress.show,
                 full=full,

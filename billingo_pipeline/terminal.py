@@ -108,13 +108,6 @@ def _cell(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _is_tty(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # no isatty, or already closed
-        return False
-
-
 def health_style(word: str) -> str | None:
     return HEALTH_STYLES.get(word)
 
@@ -122,8 +115,9 @@ def health_style(word: str) -> str | None:
 class SyncProgressDisplay:
     """The CLI's view of running syncs, on stderr (stdout is one line per company, for scripts).
 
-    In a terminal: a bar per company (pages of pages, documents, retries); otherwise the run log's
-    progress lines as they are. ``show`` may be called from any thread (companies sync at once)."""
+    In a terminal: a bar per company (pages of pages, documents, retries) while it syncs;
+    otherwise the run log's progress lines as they are. ``show`` and ``echo`` may be called from
+    any thread (companies sync at once)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -139,10 +133,10 @@ class SyncProgressDisplay:
                 MofNCompleteColumn(),
                 TextColumn("pages · {task.fields[detail]}"),
                 console=err,
-                transient=False,
-                # The result lines must stay on stdout: only when it is a terminal device too
-                # (the same screen) may the bar route them through itself, above the bars.
-                redirect_stdout=_is_tty(sys.stdout),
+                # Erased when stopped: a result line (``echo``) is written between a stop and a
+                # start, so it lands above the bars whether or not stdout is this screen.
+                transient=True,
+                redirect_stdout=False,
                 redirect_stderr=False,
             )
             self._progress.start()
@@ -151,6 +145,16 @@ class SyncProgressDisplay:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+    def echo(self, line: str) -> None:
+        """A result line on stdout, above the bars when they are drawn."""
+        with self._lock:
+            if self._progress is None:
+                click.echo(line)
+                return
+            self._progress.stop()
+            click.echo(line)
+            self._progress.start()
 
     def show(self, progress: SyncProgress) -> None:
         with self._lock:
