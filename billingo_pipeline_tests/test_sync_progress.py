@@ -19,6 +19,7 @@ from billingo_pipeline.warehouse.companies import get_company
 from billingo_pipeline.warehouse.schema import sync_log
 from billingo_pipeline.warehouse.sync_log import COMPLETED, RUNNING, SyncProgress
 from billingo_pipeline_tests.conftest import add_simulated_company
+from billingo_pipeline_tests.faults.cli_subprocess import wait_until
 
 SLUG = "acme-kft"
 DOCUMENTS = 50
@@ -85,7 +86,7 @@ def test_status_and_health_show_how_far_a_running_sync_is(engine, warehouse_url,
         # Pages 1 and 2 are fetched (page 3 waits here); the beat after page 1 is written records
         # both (the fetch runs a page ahead) and the writer then waits for page 3.
         wanted = SyncProgress(SLUG, pages_fetched=2, pages_total=5, documents_fetched=20, documents_total=50)
-        assert _wait_for_row_progress(engine, wanted)
+        wait_until(lambda: _running_progress(engine) == wanted, timeout=REACH_PAUSE_SECONDS, what="pages 1-2 on the row")
 
         monkeypatch.setenv("BILLINGO_WAREHOUSE_URL", warehouse_url)
         status = CliRunner().invoke(main, ["status"], catch_exceptions=False)
@@ -106,16 +107,10 @@ def test_status_and_health_show_how_far_a_running_sync_is(engine, warehouse_url,
     assert finished.exit_code == 0 and "running now" not in finished.stdout
 
 
-def _wait_for_row_progress(engine, wanted: SyncProgress) -> bool:
-    """Whether the RUNNING row reaches ``wanted``'s counts (polled: the sync's threads write it)."""
-    gate = threading.Event()
-    for _ in range(REACH_PAUSE_SECONDS * 20):
-        with engine.connect() as conn:
-            row = conn.execute(sa.select(sync_log).where(sync_log.c.status == RUNNING)).one()._mapping
-        if SyncProgress.of_row({**row, "company": SLUG}) == wanted:
-            return True
-        gate.wait(0.05)
-    return False
+def _running_progress(engine) -> SyncProgress:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(sync_log).where(sync_log.c.status == RUNNING)).one()._mapping
+    return SyncProgress.of_row({**row, "company": SLUG})
 
 
 @pytest.fixture
