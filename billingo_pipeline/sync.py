@@ -145,12 +145,15 @@ class ProgressLog:
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter | None):
         self.log = logger or log
         self._last_line = float("-inf")
+        self._last_text: str | None = None
 
     def report(self, progress: SyncProgress, *, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_line < PROGRESS_EVERY_SECONDS:
             return
-        self._last_line = now
+        if force and progress.text() == self._last_text:
+            return  # the last page was the line just logged (a sync of one page)
+        self._last_line, self._last_text = now, progress.text()
         self.log.info(progress.line(), extra={PROGRESS_RECORD_ATTR: progress})
 
 
