@@ -35,10 +35,6 @@ def console(*, stderr: bool = False) -> Console:
     return Console(file=stream, width=shutil.get_terminal_size().columns, highlight=False, soft_wrap=False)
 
 
-def is_terminal(*, stderr: bool = False) -> bool:
-    return console(stderr=stderr).is_terminal
-
-
 def echo_table(
     columns: Sequence[str],
     rows: Sequence[Mapping[str, object]],
