@@ -38,10 +38,10 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from .terminal import echo_table, health_style
 from .warehouse.companies import list_companies
 from .warehouse.engine import get_engine, url_without_password
 from .warehouse.schema import companies, sync_log
-from .terminal import echo_table, health_style
 from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, RUNNING, SyncProgress, utcnow
 
 GREEN, YELLOW, RED = "GREEN", "YELLOW", "RED"
