@@ -33,6 +33,9 @@ setup(
         "psycopg[binary]>=3.1",
         "cryptography>=42",
         "click>=8.1",
+        # The CLI's tables fit the terminal's width, health is in colour and a long sync has a
+        # progress bar; plain text when not a terminal. Dagster depends on it already.
+        "rich>=13.7",
         # The CLI reads the .env `make demo` writes with the parser Dagster uses for the same file
         # (quoting, comments, `export`), so the two never read one file differently.
         "python-dotenv>=1.0",

@@ -547,6 +547,9 @@ class SweepResult:
     paging_inconsistent: bool = False
     final_pass_ids: frozenset[int] | None = None
     notes: list[str] = field(default_factory=list)
+    # The newest page's envelope as reported (None: not reported), for progress while paging.
+    reported_last_page: int | None = None
+    reported_total: int | None = None
 
 
 def sweep_documents(
@@ -579,6 +582,7 @@ def sweep_documents(
             if page.total is not None:
                 totals.add(page.total)
                 result.last_reported_total = page.total
+            result.reported_last_page, result.reported_total = page.last_page, page.total
             for document in page.documents:
                 document_id = document.get("id") if isinstance(document, dict) else None
                 if isinstance(document_id, int) and not isinstance(document_id, bool):

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from .warehouse.schema import companies, sync_log
-from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, RUNNING, utcnow
+from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, RUNNING, SyncProgress, utcnow
 
 GREEN, YELLOW, RED = "GREEN", "YELLOW", "RED"
 HEALTH_LEVELS = {GREEN: 0, YELLOW: 1, RED: 2}
@@ -75,6 +75,7 @@ class CompanyHealth:
     last_sync_errors: str | None  # none | some | all (None: never finished a sync)
     last_sync_error_message: str | None
     running_since: dt.datetime | None
+    running_progress: SyncProgress | None = None
 
     @property
     def level(self) -> int:
@@ -148,10 +149,13 @@ def _facts_query(slugs: Sequence[str] | None) -> sa.Select:
         .group_by(sync_log.c.company_id)
         .subquery("last_success")
     )
+    # One RUNNING row a company at most (the database enforces it): its progress as it stands.
     running = (
-        sa.select(sync_log.c.company_id, sa.func.min(sync_log.c.started_at).label("started_at"))
+        sa.select(
+            sync_log.c.company_id, sync_log.c.started_at, sync_log.c.pages_fetched, sync_log.c.pages_total,
+            sync_log.c.documents_fetched, sync_log.c.documents_total,
+        )
         .where(sync_log.c.status == RUNNING, *of_companies)
-        .group_by(sync_log.c.company_id)
         .subquery("running")
     )
     query = (
@@ -168,6 +172,10 @@ def _facts_query(slugs: Sequence[str] | None) -> sa.Select:
             finished.c.error_message,
             last_success.c.finished_at.label("last_success_at"),
             running.c.started_at.label("running_since"),
+            running.c.pages_fetched.label("running_pages_fetched"),
+            running.c.pages_total.label("running_pages_total"),
+            running.c.documents_fetched.label("running_documents_fetched"),
+            running.c.documents_total.label("running_documents_total"),
         )
         .select_from(
             companies.outerjoin(finished, sa.and_(finished.c.company_id == companies.c.id, finished.c.recency == 1))
@@ -216,6 +224,11 @@ def company_health(engine: Engine, *, now: dt.datetime | None = None, slugs: Seq
                 last_sync_errors=errors,
                 last_sync_error_message=row.error_message,
                 running_since=row.running_since,
+                running_progress=None if row.running_since is None else SyncProgress(
+                    company=row.slug, pages_fetched=row.running_pages_fetched or 0,
+                    pages_total=row.running_pages_total, documents_fetched=row.running_documents_fetched or 0,
+                    documents_total=row.running_documents_total,
+                ),
             )
         )
     return result

@@ -13,6 +13,7 @@ synced right after their sync run (one report run per sync run).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +28,13 @@ from .defs.billingo.jobs import billingo_sync_job
 from .defs.reporting.assets import reporting_assets
 from .partitions import COMPANY_PARTITIONS_NAME, SyncChunk, ensure_company_partitions, plan_sync_chunks
 from .resources import BillingoResource, FernetKeyResource, WarehouseResource
+from .sync import PROGRESS_RECORD_ATTR
 from .warehouse.companies import syncable_company_slugs
 from .warehouse.engine import get_engine, warehouse_error_summary
-from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, sync_rows
+from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, SyncProgress, sync_rows
+
+# The run logger that hands each progress line's SyncProgress to ``run_company_syncs``' caller.
+PROGRESS_LOGGER = "sync_progress"
 
 
 def dagster_instance() -> dg.DagsterInstance:
@@ -39,11 +44,41 @@ def dagster_instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
 
 
-def sync_job(resources: Mapping[str, Any]) -> dg.JobDefinition:
-    """``billingo_sync_job`` bound to these resources, as the schedule's runs execute it."""
-    return dg.Definitions(assets=billingo_assets, jobs=[billingo_sync_job], resources=resources).resolve_job_def(
-        billingo_sync_job.name
+class _ProgressHandler(logging.Handler):
+    def __init__(self, on_progress: Callable[[SyncProgress], None]):
+        super().__init__(logging.INFO)
+        self.on_progress = on_progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        progress = getattr(record, PROGRESS_RECORD_ATTR, None)
+        if isinstance(progress, SyncProgress):
+            self.on_progress(progress)
+
+
+def progress_logger(on_progress: Callable[[SyncProgress], None]) -> dg.LoggerDefinition:
+    """A run logger passing the sync's progress lines (their ``SyncProgress``) to ``on_progress``.
+    Dagster hands a run's loggers every record of ``context.log`` with its ``extra``; the steps
+    of an in-process run call it in this process, from the threads that sync."""
+
+    def build(_init_context) -> logging.Logger:
+        logger = logging.Logger(PROGRESS_LOGGER, level=logging.INFO)
+        logger.addHandler(_ProgressHandler(on_progress))
+        return logger
+
+    return dg.LoggerDefinition(build, description="progress of each company's sync, to the CLI")
+
+
+def sync_job(
+    resources: Mapping[str, Any], *, on_progress: Callable[[SyncProgress], None] | None = None
+) -> dg.JobDefinition:
+    """``billingo_sync_job`` bound to these resources, as the schedule's runs execute it; with
+    ``on_progress``, also the ``PROGRESS_LOGGER`` a run enables in its run config."""
+    loggers = (
+        {"console": dg.colored_console_logger, PROGRESS_LOGGER: progress_logger(on_progress)} if on_progress else None
     )
+    return dg.Definitions(
+        assets=billingo_assets, jobs=[billingo_sync_job], resources=resources, loggers=loggers
+    ).resolve_job_def(billingo_sync_job.name)
 
 
 def execute_sync_range(
@@ -146,6 +181,7 @@ def run_company_syncs(
     trigger: str = "cli",
     console_log_level: str = "WARNING",
     on_result: Callable[[SyncRunResult], None] | None = None,
+    on_progress: Callable[[SyncProgress], None] | None = None,
     full: bool = False,
     companies_per_run: int = COMPANIES_PER_RUN,
 ) -> list[SyncRunResult]:
@@ -153,7 +189,8 @@ def run_company_syncs(
     ``companies_per_run``, concurrent inside); one ``SyncRunResult`` per company, in the order
     their runs end (partition order). A failing company does not stop the others; an interrupted
     run stops the loop (``SyncRunResult.interrupted``; companies of later runs get no result).
-    ``on_result`` sees each result as its run ends."""
+    ``on_result`` sees each result as its run ends; ``on_progress`` each progress line of the
+    run's log (``sync.ProgressLog``), from the thread syncing that company."""
     ensure_company_partitions(instance, slugs)
     warehouse = WarehouseResource(url=warehouse_url)
     # The Fernet key is read from the environment when a key is decrypted, as everywhere in the CLI.
@@ -166,10 +203,13 @@ def run_company_syncs(
     chunks = plan_sync_chunks(instance.get_dynamic_partitions(COMPANY_PARTITIONS_NAME), wanted, companies_per_run, outside=outside)
     # The event log keeps everything; the terminal only needs warnings and errors.
     run_config = dg.RunConfig(loggers={"console": {"config": {"log_level": console_log_level}}})
-    job = sync_job(resources)
+    sync_run_config = (
+        dg.RunConfig(loggers={**run_config.loggers, PROGRESS_LOGGER: {}}) if on_progress else run_config
+    )
+    job = sync_job(resources, on_progress=on_progress)
     results: list[SyncRunResult] = []
     for chunk in chunks:
-        run = execute_sync_range(job, chunk, instance=instance, trigger=trigger, full=full, run_config=run_config)
+        run = execute_sync_range(job, chunk, instance=instance, trigger=trigger, full=full, run_config=sync_run_config)
         chunk_results = company_results(engine, run, chunk.companies)
         results.extend(chunk_results)
         for company_result in chunk_results:

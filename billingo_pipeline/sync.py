@@ -49,6 +49,7 @@ from .warehouse.sync_log import (
     INCREMENTAL,
     SyncCounts,
     SyncLockLostError,
+    SyncProgress,
     fail_sync,
     finish_sync,
     heartbeat,
@@ -69,6 +70,9 @@ MAX_DOCUMENT_ID = 2**63 - 1
 PREFETCH_PAGES = 1
 # How often a running sync's row gets its progress between pages (status and health show it).
 PROGRESS_EVERY_SECONDS = 1.0
+# The attribute of a progress line's log record that holds its SyncProgress: whoever handles the
+# run's log records (the CLI's progress display) reads the numbers, not the text.
+PROGRESS_RECORD_ATTR = "billingo_sync_progress"
 # How long a sync that stops early waits for the page already handed to its writer.
 PAGE_WRITE_DRAIN_SECONDS = 10
 
@@ -131,6 +135,26 @@ class SyncHeartbeat:
                 if not self._warned:
                     self._warned = True
                     self.log.warning(f"sync-log heartbeat not written: {warehouse_error_summary(exc)}")
+
+
+class ProgressLog:
+    """Per-page progress lines in the run's log (``acme-kft: page 37/150 · 3,700 of 15,000
+    documents · 2 retries``): at most one every ``PROGRESS_EVERY_SECONDS`` per company, and always
+    the last page, so a long sync is never silent and a fast one costs the event log few lines."""
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter | None):
+        self.log = logger or log
+        self._last_line = float("-inf")
+        self._last_text: str | None = None
+
+    def report(self, progress: SyncProgress, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_line < PROGRESS_EVERY_SECONDS:
+            return
+        if force and progress.text() == self._last_text:
+            return  # the last page was the line just logged (a sync of one page)
+        self._last_line, self._last_text = now, progress.text()
+        self.log.info(progress.line(), extra={PROGRESS_RECORD_ATTR: progress})
 
 
 @dataclass(frozen=True)
@@ -278,9 +302,11 @@ def sync_endpoint(
     sync_id: int,
     plan: SyncPlan,
     keepalive: SyncHeartbeat | None = None,
+    logger: logging.Logger | logging.LoggerAdapter | None = None,
 ) -> tuple[FetchOutcome, NormalizeOutcome]:
     """One pass over ``endpoint``: fetch (a page ahead), prepare and write page by page (the
-    write a page behind), and after a complete full sweep mark what Billingo no longer returns."""
+    write a page behind), and after a complete full sweep mark what Billingo no longer returns.
+    Each written page is progress: on the sync-log row (``keepalive``) and in ``logger``."""
     started = time.monotonic()
     sweep = SweepResult()
     filters = {}
@@ -295,13 +321,22 @@ def sync_endpoint(
     # prepares page N+1 (hashing, normalizing) and the writer thread writes page N. Both other
     # threads spend most of their time outside the GIL (in the socket, in the database).
     writing: Future | None = None
+    progress_log = ProgressLog(logger)
+
+    def progress(finished: bool = False) -> SyncProgress:
+        # The fetch runs a page ahead: the pages and totals are what has been fetched so far.
+        return SyncProgress(
+            company=company.slug, pages_fetched=client.stats.pages_fetched, pages_total=sweep.reported_last_page,
+            documents_fetched=fetched, documents_total=sweep.reported_total, retries=client.stats.retries,
+            finished=finished,
+        )
 
     def written(pending: Future) -> None:
         total.add(pending.result())
+        now = progress()
         if keepalive is not None:
-            keepalive.beat(
-                api_calls=client.stats.api_calls, pages_fetched=client.stats.pages_fetched, documents_fetched=fetched
-            )
+            keepalive.beat(api_calls=client.stats.api_calls, **now.columns())
+        progress_log.report(now)
 
     try:
         for batch in prefetched(pages):
@@ -322,6 +357,7 @@ def sync_endpoint(
             writing = in_background(f"sync-writer-{sync_id}", endpoint.write_page, engine, context, prepared)
         if writing is not None:
             written(writing)
+        progress_log.report(progress(finished=True), force=True)
     except BaseException:
         if writing is not None and not writing.done():
             # The page in the writer was fetched before whatever stopped the sync, and is kept
@@ -357,6 +393,8 @@ def sync_endpoint(
         documents_fetched=fetch.documents_fetched,
         fetch_complete=fetch.complete,
         errors=fetch_errors,
+        pages_total=sweep.reported_last_page,
+        documents_total=sweep.reported_total,
     )
     counts = SyncCounts(
         processed=fetched,
@@ -458,7 +496,7 @@ def sync_company(
                         engine, sync_id, mode=plan.mode, modified_since=plan.modified_since, cursor=billingo_now,
                         normalization_revision=NORMALIZATION_REVISION,
                     )
-                    fetch, normalized = sync_endpoint(engine, company, client, DOCUMENTS, sync_id, plan, beat)
+                    fetch, normalized = sync_endpoint(engine, company, client, DOCUMENTS, sync_id, plan, beat, logger)
             status = finish_sync(engine, sync_id, normalized.counts, normalized.errors)
     except SyncLockLostError as exc:
         # The row is someone else's now: leave it as they wrote it.

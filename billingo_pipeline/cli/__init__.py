@@ -27,7 +27,16 @@ from ..warehouse.companies import Company, CompanyError, UnknownCompanyError
 from ..warehouse.engine import get_engine, parse_warehouse_url, url_without_password
 from .health import health_command
 from .reporting import invoices_command, report_command
-from ..warehouse.sync_log import COMPLETED, PARTIAL, UnlockRefusedError, release_running_sync, sync_rows
+from ..terminal import SyncProgressDisplay, echo_table
+from ..warehouse.sync_log import (
+    COMPLETED,
+    PARTIAL,
+    RUNNING,
+    SyncProgress,
+    UnlockRefusedError,
+    release_running_sync,
+    sync_rows,
+)
 
 API_KEY_ENV = "BILLINGO_API_KEY"
 READER_PASSWORD_ENV = "BILLINGO_READER_PASSWORD"
@@ -204,7 +213,7 @@ def company_list(ctx: Context) -> None:
     if not rows:
         click.echo("no companies yet: add one with `billingo-pipeline company add SLUG --name NAME`.")
         return
-    click.echo(pd.DataFrame(rows).to_string(index=False))
+    echo_table(list(rows[0]), rows, plain=lambda: pd.DataFrame(rows).to_string(index=False))
 
 
 @company.command("update")
@@ -368,15 +377,18 @@ def sync_command(ctx: Context, slugs: tuple[str, ...], sync_all: bool, full: boo
             err=True,
         )
     try:
-        results = run_company_syncs(
-            list(slugs),
-            warehouse_url=ctx.warehouse_url,
-            billingo=BillingoResource(base_url=ctx.api_base_url),
-            instance=dagster_instance(),
-            console_log_level="INFO" if verbose else "CRITICAL",
-            on_result=lambda result: click.echo(_sync_line(result, verbose)),
-            full=full,
-        )
+        with SyncProgressDisplay() as progress:
+            results = run_company_syncs(
+                list(slugs),
+                warehouse_url=ctx.warehouse_url,
+                billingo=BillingoResource(base_url=ctx.api_base_url),
+                instance=dagster_instance(),
+                console_log_level="INFO" if verbose else "CRITICAL",
+                on_result=lambda result: progress.echo(_sync_line(result, verbose)),
+                # --verbose shows the run's log, progress lines included, on the console.
+                on_progress=None if verbose else progress.show,
+                full=full,
+            )
     except KeyboardInterrupt:  # between two runs, outside Dagster's own interrupt handling
         results = [SyncRunResult("", "", False, None, None, interrupted=True)]
     if any(r.interrupted for r in results):
@@ -425,7 +437,11 @@ def status_command(ctx: Context, slug: str | None, limit: int) -> None:
     if not rows:
         click.echo("no syncs recorded yet.")
         return
-    click.echo(format_sync_rows(rows, document_errors=STATUS_DOCUMENT_ERRORS))
+    cells = _sync_row_cells(rows)
+    echo_table(
+        list(cells[0]), cells, plain=lambda: format_sync_rows(rows, document_errors=STATUS_DOCUMENT_ERRORS),
+        numeric=SYNC_ROW_NUMBERS, details=[_detail_lines(row, STATUS_DOCUMENT_ERRORS) for row in rows],
+    )
 
 
 # A PARTIAL sync lists this many of its failed documents under its line; the rest are counted.
@@ -433,7 +449,10 @@ STATUS_DOCUMENT_ERRORS = 5
 STATUS_ERROR_LENGTH = 120
 
 
-def _document_error_lines(row: dict, shown: int) -> list[str]:
+def _detail_lines(row: dict, shown: int) -> list[str]:
+    """What `status` prints under a row: how far a RUNNING sync is; a PARTIAL one's failed documents."""
+    if row["status"] == RUNNING:
+        return [f"    {SyncProgress.of_row(row).text()}"]
     errors = row.get("errors") or []
     if row["status"] != PARTIAL or not errors:
         return []
@@ -450,35 +469,40 @@ def _document_error_lines(row: dict, shown: int) -> list[str]:
     return lines
 
 
+# The columns of a sync-log table that hold numbers (right-aligned).
+SYNC_ROW_NUMBERS = ("seconds", "processed", "created", "updated", "skipped", "failed", "fetched", "api calls")
+
+
+def _sync_row_cells(rows: list[dict]) -> list[dict]:
+    return [
+        {
+            "company": r["company"],
+            "status": r["status"],
+            "started (UTC)": r["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            "seconds": f"{r['duration_seconds']:.1f}" if r["duration_seconds"] is not None else "-",
+            "processed": r["invoices_processed"],
+            "created": r["invoices_created"],
+            "updated": r["invoices_updated"],
+            "skipped": r["invoices_skipped"],
+            "failed": r["invoices_failed"],
+            "fetched": r["documents_fetched"],
+            "api calls": r["api_calls"],
+            "error": (r["error_message"] or "")[:60],
+        }
+        for r in rows
+    ]
+
+
 def format_sync_rows(rows: list[dict], *, document_errors: int = 0) -> str:
-    """The rows as a table; with ``document_errors``, a PARTIAL row is followed by up to that
-    many of its failed documents."""
-    frame = pd.DataFrame(
-        [
-            {
-                "company": r["company"],
-                "status": r["status"],
-                "started (UTC)": r["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
-                "seconds": f"{r['duration_seconds']:.1f}" if r["duration_seconds"] is not None else "-",
-                "processed": r["invoices_processed"],
-                "created": r["invoices_created"],
-                "updated": r["invoices_updated"],
-                "skipped": r["invoices_skipped"],
-                "failed": r["invoices_failed"],
-                "fetched": r["documents_fetched"],
-                "api calls": r["api_calls"],
-                "error": (r["error_message"] or "")[:60],
-            }
-            for r in rows
-        ]
-    )
-    table = frame.to_string(index=False).split("\n")
+    """The rows as a table; with ``document_errors``, a RUNNING row is followed by how far it is
+    and a PARTIAL row by up to that many of its failed documents."""
+    table = pd.DataFrame(_sync_row_cells(rows)).to_string(index=False).split("\n")
     if not document_errors:
         return "\n".join(table)
     # to_string never wraps, so line 1 + i is row i.
     lines = [table[0]]
     for row, line in zip(rows, table[1:]):
-        lines += [line, *_document_error_lines(row, document_errors)]
+        lines += [line, *_detail_lines(row, document_errors)]
     return "\n".join(lines)
 
 

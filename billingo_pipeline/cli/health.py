@@ -10,11 +10,13 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ..health import GREEN, RED, YELLOW, CompanyHealth, company_health
+from ..terminal import echo_table, health_style
 from ..warehouse.companies import list_companies
 from ..warehouse.engine import get_engine, url_without_password
 
 
 def _health_frame(rows: Sequence[CompanyHealth]) -> pd.DataFrame:
+    running = any(h.running_progress for h in rows)
     return pd.DataFrame(
         [
             {
@@ -26,6 +28,8 @@ def _health_frame(rows: Sequence[CompanyHealth]) -> pd.DataFrame:
                 "age (h)": f"{h.last_success_age_hours:.1f}" if h.last_success_age_hours is not None else "-",
                 "failed/processed": f"{h.last_sync_failed_documents}/{h.last_sync_documents}" if h.last_sync_status else "-",
                 "reasons": "; ".join(h.reasons) or "-",
+                # How far a running sync is, as its sync-log row says (a column only while one runs).
+                **({"running now": h.running_progress.text() if h.running_progress else "-"} if running else {}),
             }
             for h in rows
         ]
@@ -59,7 +63,11 @@ def health_command(slugs: tuple[str, ...]) -> None:
     if not rows:
         click.echo("no company has Billingo sync enabled.")
         return
-    click.echo(_health_frame(rows).to_string(index=False))
+    frame = _health_frame(rows)
+    echo_table(
+        list(frame.columns), frame.to_dict("records"), plain=lambda: frame.to_string(index=False),
+        styles={"health": health_style},
+    )
     counts = {level: sum(1 for h in rows if h.health == level) for level in (GREEN, YELLOW, RED)}
     running = " (* = a sync is running now)" if any(h.running_since for h in rows) else ""
     click.echo(f"\n{len(rows)} companies: {counts[GREEN]} GREEN, {counts[YELLOW]} YELLOW, {counts[RED]} RED{running}")

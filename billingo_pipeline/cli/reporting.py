@@ -5,7 +5,8 @@ warehouse engine from its context object (``click.get_current_context().obj.engi
 reports a warehouse that cannot be opened). This module does not import the package's
 ``__init__``, which imports it. Every error is one line on stderr starting ``error: `` and exit code 1, like the
 rest of the CLI: that includes an out-of-range ``--page``/``--page-size`` and an ``--output`` file
-that already exists (replaced only with ``--force``, and then atomically).
+that already exists (replaced only with ``--force``, and then atomically). An unknown ``--columns``
+name is a usage error (exit 2) that lists the valid names.
 
 ``invoices`` pages only what a person reads: the terminal table shows one page and says how to
 get the next, while a CSV (to a file or stdout) or a workbook holds every matching invoice unless
@@ -20,7 +21,7 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -28,9 +29,12 @@ import click
 import pandas as pd
 from click.core import ParameterSource
 
-from ..reporting.exports import CSV_DIALECTS, EXPORT_FORMATS, format_table, write_csv, write_xlsx
+from ..terminal import echo_table
+from ..reporting.exports import CSV_DIALECTS, EXPORT_FORMATS, format_table, table_cells, write_csv, write_xlsx
 from ..reporting.queries import (
+    INVOICE_COLUMNS,
     MAX_PAGE_SIZE,
+    REPORT_VIEWS,
     SORT_KEYS,
     InvoiceFilter,
     ReportError,
@@ -62,6 +66,31 @@ REPORT_NAMES = {
 def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
+
+
+# A report is read for one company (--company): in the terminal its company columns say nothing.
+# Files keep them: they leave the terminal and get combined with other companies' files.
+COMPANY_COLUMNS = ("company_id", "company_slug")
+
+
+def _chosen_columns(text: str | None, available: Sequence[str], what: str) -> list[str] | None:
+    """The --columns names, in their order (None: not given); an unknown name is a usage error
+    (exit 2) listing the valid ones, before the warehouse is read."""
+    if text is None:
+        return None
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in available]
+    if unknown or not names:
+        problem = f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}" if unknown else "no column named"
+        click.echo(f"error: --columns: {problem} for {what}; valid columns: {', '.join(available)}", err=True)
+        sys.exit(2)
+    return names
+
+
+def _shown_columns(frame_columns: Sequence[str], chosen: list[str] | None, to_terminal: bool) -> list[str]:
+    if chosen is not None:
+        return chosen
+    return [name for name in frame_columns if not (to_terminal and name in COMPANY_COLUMNS)]
 
 
 class _BoundedInt(click.ParamType):
@@ -159,24 +188,50 @@ def _write_file(output: Path, write: Callable[[IO[bytes]], int], force: bool) ->
     return rows, existed
 
 
+def _only(frames: Frames, columns: list[str]) -> Frames:
+    if isinstance(frames, pd.DataFrame):
+        return frames[columns]
+    return (frame[columns] for frame in frames)
+
+
 def _emit(
     frames: Frames, output_format: str, output: Path | None, sheet_name: str, force: bool,
-    csv_dialect: str = "default",
+    csv_dialect: str = "default", columns: list[str] | None = None,
 ) -> None:
-    """Write the frame (or the chunks of one result) as asked; a file gets a confirmation line,
-    stdout gets only the data. An export that fails leaves no new or truncated file."""
+    """Write the frame (or the chunks of one result) as asked, with ``columns`` only when given;
+    a file gets a confirmation line, stdout gets only the data. An export that fails leaves no new
+    or truncated file."""
+    if columns is not None:
+        frames = _only(frames, columns)
     if output is None:
         if output_format == "csv":
             write_csv(frames, sys.stdout, dialect=csv_dialect)
         else:
             frame = frames if isinstance(frames, pd.DataFrame) else pd.concat(list(frames))
-            click.echo(format_table(frame))
+            _echo_frame(frame)
         return
     try:
         rows, replaced = _write_file(output, _writer(frames, output_format, sheet_name, csv_dialect), force)
     except OSError as exc:
         _fail(f"cannot write {output}: {exc.strerror or exc}")
     click.echo(f"wrote {rows} rows to {output}" + (" (replaced the existing file)" if replaced else ""))
+
+
+def _echo_frame(frame: pd.DataFrame) -> None:
+    """The terminal table: as wide as the terminal in one, the plain table otherwise."""
+    if frame.empty:
+        click.echo(format_table(frame))
+        return
+    names, rows, numeric = table_cells(frame)
+    echo_table(names, rows, plain=lambda: format_table(frame), numeric=numeric)
+
+
+def _columns_option(available: Sequence[str]):
+    return click.option(
+        "--columns", "columns_text", default=None, metavar="NAME,...",
+        help="Only these columns, in this order (comma-separated). "
+             + (f"One of: {', '.join(available)}." if available else "The report's own column names."),
+    )
 
 
 _format_option = click.option(
@@ -218,6 +273,7 @@ _csv_dialect_option = click.option(
                    "the export holds that page only (without it, every matching invoice).")
 @click.option("--page", default=1, show_default=True, type=_BoundedInt(1, MAX_PAGE, "page"),
               help=f"Page number, 1 to {MAX_PAGE}; given with CSV or xlsx, the export holds that page only.")
+@_columns_option(INVOICE_COLUMNS)
 @_format_option
 @_output_option
 @_force_option
@@ -241,12 +297,14 @@ def invoices_command(
     output: Path | None,
     force: bool,
     csv_dialect: str,
+    columns_text: str | None,
 ) -> None:
     """List one company's invoices with filters, sorting and paging; as a table, CSV or Excel.
 
     The table shows one page; CSV and xlsx hold every matching invoice unless --page or
     --page-size is given.
     """
+    chosen = _chosen_columns(columns_text, INVOICE_COLUMNS, "invoices")
     _check_output(output_format, output, force, csv_dialect)
     ctx = click.get_current_context()
     paged = output_format == "table" or any(
@@ -275,7 +333,10 @@ def invoices_command(
             frames = itertools.chain([next(chunks)], chunks)
     except ReportError as exc:
         _fail(str(exc))
-    _emit(frames, output_format, output, sheet_name=f"{company} invoices", force=force, csv_dialect=csv_dialect)
+    _emit(
+        frames, output_format, output, sheet_name=f"{company} invoices", force=force, csv_dialect=csv_dialect,
+        columns=chosen,
+    )
     if output_format == "table" and output is None:
         click.echo(_page_line(frames.attrs, len(frames)))
 
@@ -293,24 +354,34 @@ def _page_line(attrs: dict, rows: int) -> str:
 @click.command("report")
 @click.argument("name", metavar="REPORT")
 @click.option("--company", required=True, help="Company slug.")
+@_columns_option(())
 @_format_option
 @_output_option
 @_force_option
 @_csv_dialect_option
 def report_command(
-    name: str, company: str, output_format: str, output: Path | None, force: bool, csv_dialect: str
+    name: str, company: str, output_format: str, output: Path | None, force: bool, csv_dialect: str,
+    columns_text: str | None,
 ) -> None:
     """Show a reporting view for one company.
 
     REPORT is one of: receivables, outstanding, aging-by-company, aging-by-partner, cash-flow,
     partner-balances, payment-behaviour, sync-history (or a full view name, report_...).
+    The terminal table leaves out the company columns (the report is one company's);
+    files keep them.
     """
     view_name = REPORT_NAMES.get(name, name)
     if view_name not in REPORT_NAMES.values():
         _fail(f"unknown report {name!r}: expected one of {', '.join(REPORT_NAMES)}")
+    available = [column.name for column in REPORT_VIEWS[view_name].table.columns]
+    chosen = _chosen_columns(columns_text, available, f"report {name}")
     _check_output(output_format, output, force, csv_dialect)
     try:
         frame = read_view(click.get_current_context().obj.engine, view_name, company)
     except ReportError as exc:
         _fail(str(exc))
-    _emit(frame, output_format, output, sheet_name=name, force=force, csv_dialect=csv_dialect)
+    to_terminal = output_format == "table" and output is None
+    _emit(
+        frame, output_format, output, sheet_name=name, force=force, csv_dialect=csv_dialect,
+        columns=_shown_columns(list(frame.columns), chosen, to_terminal),
+    )

@@ -52,6 +52,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "clean_text",
     "format_table",
+    "table_cells",
     "neutralize_formula",
     "safe_frame",
     "sheet_title",
@@ -141,23 +142,32 @@ def _is_numeric(column: pd.Series) -> bool:
     return len(values) > 0 and all(isinstance(v, Decimal) for v in values)
 
 
+def table_cells(frame: pd.DataFrame) -> tuple[list[str], list[dict[str, str]], list[str]]:
+    """What a terminal table shows of ``frame``: its column names, each row's cells as text (empty
+    nulls, cleaned of control characters) and the columns of numbers (right-aligned)."""
+    columns = [_cell_text(name) for name in frame.columns]
+    texts = [[_cell_text(value) for value in frame.iloc[:, index]] for index in range(len(columns))]
+    rows = [{name: texts[index][row] for index, name in enumerate(columns)} for row in range(len(frame))]
+    numeric = [name for index, name in enumerate(columns) if _is_numeric(frame.iloc[:, index])]
+    return columns, rows, numeric
+
+
 def format_table(frame: pd.DataFrame) -> str:
     """A plain-text table for the terminal: one header line, right-aligned numbers, empty nulls."""
     if frame.empty:
         return "(no rows)"
-    texts = {name: [_cell_text(value) for value in frame[name]] for name in frame.columns}
-    numeric = {name: _is_numeric(frame[name]) for name in frame.columns}
-    widths = {name: max(len(_cell_text(name)), *(len(t) for t in texts[name])) for name in frame.columns}
+    columns, rows, numeric = table_cells(frame)
+    widths = {name: max(len(name), *(len(row[name]) for row in rows)) for name in columns}
 
     def line(cells: dict[str, str]) -> str:
         return "  ".join(
-            cells[name].rjust(widths[name]) if numeric[name] else cells[name].ljust(widths[name])
-            for name in frame.columns
+            cells[name].rjust(widths[name]) if name in numeric else cells[name].ljust(widths[name])
+            for name in columns
         ).rstrip()
 
-    lines = [line({name: _cell_text(name) for name in frame.columns})]
-    lines.append("  ".join("-" * widths[name] for name in frame.columns))
-    lines.extend(line({name: texts[name][i] for name in frame.columns}) for i in range(len(frame)))
+    lines = [line({name: name for name in columns})]
+    lines.append("  ".join("-" * widths[name] for name in columns))
+    lines.extend(line(row) for row in rows)
     return "\n".join(lines)
 
 

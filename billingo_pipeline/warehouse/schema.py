@@ -141,6 +141,9 @@ sync_log = sa.Table(
     sa.Column("api_calls", sa.Integer, nullable=False, server_default="0"),
     sa.Column("pages_fetched", sa.Integer, nullable=False, server_default="0"),
     sa.Column("documents_fetched", sa.Integer, nullable=False, server_default="0"),
+    # What Billingo's newest page reported (last_page, total): how far a RUNNING sync is.
+    sa.Column("pages_total", sa.Integer, nullable=True, comment="Billingo's last_page, as reported"),
+    sa.Column("documents_total", sa.Integer, nullable=True, comment="Billingo's total, as reported"),
     # False when paging could not prove it saw every document; vanished-marking is then skipped.
     sa.Column("fetch_complete", sa.Boolean, nullable=True),
     sa.Column("errors", JsonDocument, nullable=False, comment="[{document_id, message}]"),

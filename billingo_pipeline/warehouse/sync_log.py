@@ -107,6 +107,52 @@ def utcnow() -> dt.datetime:
 
 
 @dataclass(frozen=True)
+class SyncProgress:
+    """How far one company's sync is: what the run log, the CLI's progress and a RUNNING row say.
+
+    ``pages_total`` and ``documents_total`` are what Billingo's newest page reported (``last_page``,
+    ``total``), None when it did not say; ``pages_fetched`` counts every pass of a sweep."""
+
+    company: str
+    pages_fetched: int
+    pages_total: int | None
+    documents_fetched: int
+    documents_total: int | None
+    retries: int = 0
+    finished: bool = False  # the last page of the sync has been written
+
+    @classmethod
+    def of_row(cls, row: Mapping) -> SyncProgress:
+        """The progress a sync-log row records (``sync_rows``' dicts, with ``company``)."""
+        return cls(
+            company=row["company"], pages_fetched=row["pages_fetched"] or 0, pages_total=row.get("pages_total"),
+            documents_fetched=row["documents_fetched"] or 0, documents_total=row.get("documents_total"),
+        )
+
+    def columns(self) -> dict[str, int | None]:
+        """The sync-log columns that hold it (``heartbeat(**progress.columns())``)."""
+        return {
+            "pages_fetched": self.pages_fetched, "pages_total": self.pages_total,
+            "documents_fetched": self.documents_fetched, "documents_total": self.documents_total,
+        }
+
+    def text(self) -> str:
+        """``page 37/150 · 3,700 of 15,000 documents · 2 retries``: a total only while it is known
+        and not passed (a second pass of a sweep, documents created during the sync)."""
+        known_pages = self.pages_total is not None and self.pages_fetched <= self.pages_total
+        pages = f"page {self.pages_fetched:,}" + (f"/{self.pages_total:,}" if known_pages else "")
+        known_documents = self.documents_total is not None and self.documents_fetched <= self.documents_total
+        documents = f"{self.documents_fetched:,}" + (f" of {self.documents_total:,}" if known_documents else "") + " documents"
+        parts = [pages, documents]
+        if self.retries:
+            parts.append(f"{self.retries} {'retry' if self.retries == 1 else 'retries'}")
+        return " · ".join(parts)
+
+    def line(self) -> str:
+        return f"{self.company}: {self.text()}"
+
+
+@dataclass(frozen=True)
 class SyncCounts:
     processed: int = 0
     created: int = 0
@@ -202,8 +248,8 @@ def start_sync(
         raise _already_running(holder, utcnow()) from None
 
 
-def heartbeat(engine: Engine, sync_id: int, **progress: int) -> None:
-    """Refresh the row's heartbeat (and any progress counters given, e.g. ``documents_fetched``).
+def heartbeat(engine: Engine, sync_id: int, **progress: int | None) -> None:
+    """Refresh the row's heartbeat (and any progress columns given, ``SyncProgress.columns()``).
 
     Raises ``SyncLockLostError`` when the row is no longer RUNNING: someone took it over or
     released it, and this sync must stop writing.
@@ -310,6 +356,8 @@ def record_fetch(
     documents_fetched: int,
     fetch_complete: bool,
     errors: Sequence[dict] = (),
+    pages_total: int | None = None,
+    documents_total: int | None = None,
 ) -> None:
     with engine.begin() as conn:
         conn.execute(
@@ -319,6 +367,8 @@ def record_fetch(
                 api_calls=api_calls,
                 pages_fetched=pages_fetched,
                 documents_fetched=documents_fetched,
+                pages_total=pages_total,
+                documents_total=documents_total,
                 fetch_complete=fetch_complete,
                 errors=[{**e, "stage": FETCH_STAGE} for e in errors][:MAX_STORED_ERRORS],
             )

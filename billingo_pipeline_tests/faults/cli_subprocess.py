@@ -4,6 +4,7 @@ a database that goes away under it."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -45,3 +46,12 @@ def wait_until(condition: Callable[[], bool], *, timeout: float = 60, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+PROGRESS_LINE = re.compile(r"^[a-z0-9-]+: page [0-9,]+(/[0-9,]+)? · ")
+
+
+def without_progress(stderr: str) -> str:
+    """``stderr`` of a CLI sync without its progress lines (``acme: page 2/3 · ...``), which
+    every sync prints there when stderr is not a terminal."""
+    return "".join(line for line in stderr.splitlines(keepends=True) if not PROGRESS_LINE.match(line))
