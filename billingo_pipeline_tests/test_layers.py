@@ -36,6 +36,7 @@ LAYERS = {
     "billingo_pipeline.definitions": 2,
     "billingo_pipeline.runner": 3,
     "billingo_pipeline.cli": 4,
+    "billingo_pipeline.terminal": 4,  # rich tables, colours and progress bars of the CLI
     "billingo_pipeline.demo": 4,
 }
 LAYER_NAMES = {0: "warehouse/simulator", 1: "plain code", 2: "Dagster", 3: "runner", 4: "CLI"}
