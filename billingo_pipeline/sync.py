@@ -323,10 +323,13 @@ def sync_endpoint(
     writing: Future | None = None
     progress_log = ProgressLog(logger)
 
+    handed_on = 0  # pages (batches of a page's size) handed to prepare, counted with `fetched`
+
     def progress(finished: bool = False) -> SyncProgress:
-        # The fetch runs a page ahead: the pages and totals are what has been fetched so far.
+        # The fetch runs up to two pages ahead of the writes: pages and documents are both counted
+        # as handed on, so a line never says "page 3/3" beside the documents of page 2.
         return SyncProgress(
-            company=company.slug, pages_fetched=client.stats.pages_fetched, pages_total=sweep.reported_last_page,
+            company=company.slug, pages_fetched=handed_on, pages_total=sweep.reported_last_page,
             documents_fetched=fetched, documents_total=sweep.reported_total, retries=client.stats.retries,
             finished=finished,
         )
@@ -350,6 +353,7 @@ def sync_endpoint(
                 usable.append((item_id, item))
                 seen_ids.add(item_id)
             fetched += len(usable)
+            handed_on += 1
             context = PageContext(company.id, sync_id, utcnow())
             prepared = endpoint.prepare_page(engine, context, usable)
             if writing is not None:

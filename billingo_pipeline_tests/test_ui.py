@@ -12,6 +12,7 @@ artifacts. Every process started here is killed with its process group, even on 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -21,8 +22,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from urllib.parse import quote
 import sqlalchemy as sa
 
+from billingo_pipeline import demo
+from billingo_pipeline.billingo_client import MAX_PER_PAGE
 from billingo_pipeline.defs.billingo.checks import SYNC_CHECK_SPECS
 
 from .conftest import free_port
@@ -43,7 +47,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 LOCATION = "billingo_pipeline.definitions"
-DEMO_COMPANIES = ("acme-kft", "duna-trade", "balaton-bistro")
+DEMO_COMPANIES = tuple(company.slug for company in demo.DEMO_COMPANIES)
+# (company, pages, documents) of each demo company's first sync: its last progress line.
+DEMO_PROGRESS = [(c.slug, math.ceil(c.documents / MAX_PER_PAGE), c.documents) for c in demo.DEMO_COMPANIES]
 SERVER_START_TIMEOUT_SECONDS = 60
 PAGE_TIMEOUT_MS = 20_000
 PAGE_ATTEMPTS = 2
@@ -209,6 +215,11 @@ def partial_sync_run(page, base_url, syncs):
     # The demo's companies sync in one range run of the sync job, as the schedule's do.
     text = visit(page, f"{base_url}/runs/{run_id}", [run_id[:8], "billingo_sync_job", "billingo_sync", "RUN_SUCCESS"], "04-run.png")
     assert "Success" in text and "balaton-bistro" in text
+    # Each company's per-page progress is in the run's log (the last page's line always), found
+    # with the log's own filter.
+    lines = [f"{slug}: page {pages}/{pages} · {count} of {count} documents" for slug, pages, count in DEMO_PROGRESS]
+    text = visit(page, f"{base_url}/runs/{run_id}?logs={quote(': page')}", lines, "04b-run-progress.png")
+    assert all(line in text for line in lines)
 
 
 def _visible_image(page, alt: str, screenshot: str) -> None:
