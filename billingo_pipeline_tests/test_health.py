@@ -165,6 +165,14 @@ def test_health_report_metadata_for_the_ui(engine):
     metadata = health_report_metadata(rows, sync_metrics(engine))
     assert (metadata["green"].value, metadata["yellow"].value, metadata["red"].value) == (2, 2, 6)
     assert metadata["health_level/stale"].value == 2 and metadata["health_level/aging"].value == 1
+    # The newest finished sync's duration, per company; none for a company that never finished one.
+    for h in rows:
+        key = f"sync_duration_seconds/{h.company_slug}"
+        if h.last_sync_finished_at is None:
+            assert key not in metadata
+        else:
+            assert metadata[key].value == round((h.last_sync_finished_at - h.last_sync_started_at).total_seconds(), 3)
+    assert sum(key.startswith("sync_duration_seconds/") for key in metadata) >= 5
     table = metadata["health"].value
     assert "| stale | RED | yes | COMPLETED |" in table and STALE_RED in table
     assert "COMPLETED (running now)" in table

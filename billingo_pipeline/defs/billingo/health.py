@@ -83,8 +83,13 @@ def health_report_metadata(rows: Sequence[CompanyHealth], fleet: SyncMetrics) ->
         **metrics_metadata(fleet),
     }
     if len(rows) <= MAX_PER_COMPANY_METADATA:
+        # One plottable series per company: a partitioned asset's plot over time mixes every
+        # company, this unpartitioned report's keeps each apart.
         for h in rows:
             metadata[f"health_level/{h.company_slug}"] = dg.MetadataValue.int(h.level)
+            if h.last_sync_started_at is not None and h.last_sync_finished_at is not None:
+                seconds = (h.last_sync_finished_at - h.last_sync_started_at).total_seconds()
+                metadata[f"sync_duration_seconds/{h.company_slug}"] = dg.MetadataValue.float(round(seconds, 3))
     return metadata
 
 
