@@ -135,6 +135,13 @@ def simulator():
     sim.stop()
 
 
+def pytest_collection_modifyitems(items):
+    """The slow tests (processes of their own, tens of seconds each) first: pytest-xdist hands
+    tests out in this order, so the long ones start at once and the many short ones fill the
+    workers around them, instead of one long test finishing alone at the end of the run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """In CI a skipped PostgreSQL test is a failed one: skipping would hide what CI is for."""
