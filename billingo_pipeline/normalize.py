@@ -614,3 +614,37 @@ def _descend(value: object, path: tuple[str, ...], prefix: str) -> object:
             raise DocumentError(f"{walked}: expected an object, got {_json_type(value)}")
         value = value.get(path[depth])
     return value
+
+
+# -- payment histories (GET /documents/{id}/payments) ---------------------------------------------
+
+PAYMENT_FIELDS = ("date", "price", "payment_method", "voucher_number", "conversion_rate")
+
+
+def normalize_payment_history(history: object, limits: Mapping[str, ColumnLimit] | None = None) -> list[dict[str, object]]:
+    """A document's payment history (a JSON array of ``PaymentHistory``) as payment rows, in
+    Billingo's order: ``payment_date``, ``price`` (exact, in the document's currency),
+    ``payment_method``, ``voucher_number``, ``conversion_rate``. Raises ``DocumentError`` naming
+    the payment and field that cannot be stored, so one bad history fails its document alone."""
+    if not isinstance(history, list):
+        raise DocumentError(f"payments: expected an array, got {_json_type(history)}")
+    rows: list[dict[str, object]] = []
+    for position, entry in enumerate(history, start=1):
+        prefix = f"payments[{position}]"
+        if not isinstance(entry, Mapping):
+            raise DocumentError(f"{prefix}: expected an object, got {_json_type(entry)}")
+        row = {
+            "payment_date": _date(entry.get("date"), f"{prefix}.date"),
+            "price": to_decimal(entry.get("price"), f"{prefix}.price"),
+            "payment_method": _text(entry.get("payment_method"), f"{prefix}.payment_method"),
+            "voucher_number": _text(entry.get("voucher_number"), f"{prefix}.voucher_number"),
+            "conversion_rate": to_decimal(entry.get("conversion_rate"), f"{prefix}.conversion_rate"),
+        }
+        for column in ("payment_date", "price", "payment_method"):
+            if row[column] is None:
+                raise DocumentError(f"{prefix}.{column}: missing (the spec requires it)")
+        for column, value in row.items():
+            if limits and column in limits and value is not None:
+                limits[column].check(value, f"{prefix}.{column}")
+        rows.append(row)
+    return rows
