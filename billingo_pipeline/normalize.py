@@ -618,7 +618,12 @@ def _descend(value: object, path: tuple[str, ...], prefix: str) -> object:
 
 # -- payment histories (GET /documents/{id}/payments) ---------------------------------------------
 
-PAYMENT_FIELDS = ("date", "price", "payment_method", "voucher_number", "conversion_rate")
+# Payment row column -> PaymentHistory field.
+_PAYMENT_COLUMNS = {
+    "payment_date": "date", "price": "price", "payment_method": "payment_method",
+    "voucher_number": "voucher_number", "conversion_rate": "conversion_rate",
+}
+_REQUIRED_PAYMENT_FIELDS = ("date", "price", "payment_method")
 
 
 def normalize_payment_history(history: object, limits: Mapping[str, ColumnLimit] | None = None) -> list[dict[str, object]]:
@@ -640,11 +645,10 @@ def normalize_payment_history(history: object, limits: Mapping[str, ColumnLimit]
             "voucher_number": _text(entry.get("voucher_number"), f"{prefix}.voucher_number"),
             "conversion_rate": to_decimal(entry.get("conversion_rate"), f"{prefix}.conversion_rate"),
         }
-        for column in ("payment_date", "price", "payment_method"):
-            if row[column] is None:
-                raise DocumentError(f"{prefix}.{column}: missing (the spec requires it)")
-        for column, value in row.items():
-            if limits and column in limits and value is not None:
-                limits[column].check(value, f"{prefix}.{column}")
+        for column, source in _PAYMENT_COLUMNS.items():
+            if row[column] is None and source in _REQUIRED_PAYMENT_FIELDS:
+                raise DocumentError(f"{prefix}.{source}: missing (the spec requires it)")
+            if limits and column in limits and row[column] is not None:
+                limits[column].check(row[column], f"{prefix}.{source}")
         rows.append(row)
     return rows
