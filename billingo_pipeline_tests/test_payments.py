@@ -12,8 +12,6 @@ import sqlalchemy as sa
 
 from billingo_pipeline.normalize import DocumentError, normalize_payment_history
 from billingo_pipeline.reporting.queries import open_on, partner_days_to_pay, read_view
-from billingo_pipeline.resources import BillingoResource
-from billingo_pipeline.runner import run_company_syncs
 from billingo_pipeline.settings import PAYMENT_HISTORIES_PER_SYNC_ENV
 from billingo_pipeline.simulator.ledger import payment_entry
 from billingo_pipeline.warehouse import payments as payment_store
@@ -26,7 +24,7 @@ from billingo_pipeline.warehouse.schema import (
 )
 from billingo_pipeline.warehouse.sync_log import COMPLETED, FULL, INCREMENTAL, utcnow
 
-from .conftest import add_simulated_company
+from .conftest import add_simulated_company, sync_companies
 
 # The generated history is stamped up to a minute before "now": a clock moved past the incremental
 # overlap (10 minutes) keeps it out of an incremental sync, whose counts are then exact.
@@ -35,14 +33,7 @@ PAYMENT_PATH_SUFFIX = "/payments"
 
 
 def _sync(instance, warehouse_url, simulator, *slugs, full=False):
-    results = run_company_syncs(
-        list(slugs),
-        warehouse_url=warehouse_url,
-        billingo=BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01, page_size=50),
-        instance=instance,
-        trigger="test",
-        full=full,
-    )
+    results = sync_companies(instance, warehouse_url, simulator, *slugs, full=full)
     assert all(r.success for r in results), [r.error for r in results]
     return results
 
