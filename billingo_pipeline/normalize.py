@@ -630,7 +630,12 @@ def normalize_payment_history(history: object, limits: Mapping[str, ColumnLimit]
     """A document's payment history (a JSON array of ``PaymentHistory``) as payment rows, in
     Billingo's order: ``payment_date``, ``price`` (exact, in the document's currency),
     ``payment_method``, ``voucher_number``, ``conversion_rate``. Raises ``DocumentError`` naming
-    the payment and field that cannot be stored, so one bad history fails its document alone."""
+    the payment and field that cannot be stored, so one bad history fails its document alone.
+
+    An object keyed ``"1"``, ``"2"``, ... is the same array as PHP's ``json_encode`` writes one whose
+    keys have gaps (after ``array_filter``): its values in the order of their keys."""
+    if isinstance(history, Mapping) and history and all(isinstance(k, str) and k.isdigit() for k in history):
+        history = [history[key] for key in sorted(history, key=int)]
     if not isinstance(history, list):
         raise DocumentError(f"payments: expected an array, got {_json_type(history)}")
     rows: list[dict[str, object]] = []

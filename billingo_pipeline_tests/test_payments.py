@@ -175,6 +175,22 @@ def test_the_cap_defers_the_rest_and_the_next_syncs_fetch_them_first(engine, war
     assert _last_log(engine).payment_history_calls == 0
 
 
+def test_a_history_as_a_php_object_and_a_server_error_are_taken_in_stride(engine, warehouse_url, simulator, instance, fernet_key):
+    api_key = add_simulated_company(engine, simulator, "acme", seed=7, documents=120)
+    simulator.shift_clock(HISTORY_AGE)
+    partial = sorted(d["id"] for d in simulator.documents(api_key) if d["payment_status"] == "partially_paid")
+    # The first history request answers 500 once (retried), the next one comes as an object.
+    simulator.inject_fault("server_error", path_prefix=f"/v3/documents/{partial[0]}/payments")
+    simulator.inject_fault("data_not_list", path_prefix=f"/v3/documents/{partial[1]}/payments")
+    _sync(instance, warehouse_url, simulator, "acme")
+    log = _last_log(engine)
+    assert (log.status, log.payment_histories_fetched, log.payment_histories_deferred) == (COMPLETED, len(partial), 0)
+    assert log.payment_history_calls == len(partial) + 1  # the retry counts
+    stored = _stored_payments(engine, get_company(engine, "acme").id)
+    for document_id in partial[:2]:
+        assert stored[document_id] == _as_rows(simulator.payments(api_key, document_id))
+
+
 def test_a_gone_document_is_not_a_failure_and_clears_its_mark(engine, warehouse_url, simulator, instance, fernet_key):
     add_simulated_company(engine, simulator, "acme", seed=9, documents=10)
     simulator.shift_clock(HISTORY_AGE)
@@ -308,12 +324,15 @@ def test_a_payment_history_is_normalized_exactly_or_refused_by_field():
     assert rows[0]["price"] == Decimal("0.1") and rows[1]["conversion_rate"] == Decimal("395.12")
     assert rows[1]["payment_date"] == dt.date(2026, 11, 3)
     with pytest.raises(DocumentError, match=r"payments\[2\]\.price"):
-        normalize_payment_history([rows and {"date": "2026-11-02", "price": 1, "payment_method": "cash"},
+        normalize_payment_history([{"date": "2026-11-02", "price": 1, "payment_method": "cash"},
                                    {"date": "2026-11-02", "price": "12,5", "payment_method": "cash"}])
     with pytest.raises(DocumentError, match=r"payments\[1\]\.date: missing"):
         normalize_payment_history([{"price": 1, "payment_method": "cash"}])
+    # PHP's object form of an array with gaps in its keys is read as the array, in key order.
+    assert normalize_payment_history({"10": {"date": "2026-11-04", "price": 2, "payment_method": "cash"},
+                                      "2": {"date": "2026-11-03", "price": 1, "payment_method": "cash"}})[0]["price"] == 1
     with pytest.raises(DocumentError, match="expected an array"):
-        normalize_payment_history({"1": {}})
+        normalize_payment_history({"data": []})
 
 
 def test_status_change_and_due_rules():
