@@ -151,28 +151,33 @@ def test_a_recorded_payment_is_caught_by_the_next_sync_with_its_status_history(e
 
 
 def test_the_cap_defers_the_rest_and_the_next_syncs_fetch_them_first(engine, warehouse_url, simulator, instance, fernet_key, monkeypatch):
-    monkeypatch.setenv(PAYMENT_HISTORIES_PER_SYNC_ENV, "2")
+    monkeypatch.setenv(PAYMENT_HISTORIES_PER_SYNC_ENV, "1")
     api_key = add_simulated_company(engine, simulator, "acme", seed=7, documents=120)
     simulator.shift_clock(HISTORY_AGE)
     partial = sorted(d["id"] for d in simulator.documents(api_key) if d["payment_status"] == "partially_paid")
+    assert len(partial) == 3
     company = get_company(engine, "acme")
 
-    remaining = len(partial)
-    for _ in range(len(partial)):  # bounded: each sync fetches at least one
-        # The syncs after the first are incremental and see no change at all: the due marks carry the work.
+    def sync_and_fetched() -> tuple[sa.Row, set[int]]:
         _sync(instance, warehouse_url, simulator, "acme")
-        log = _last_log(engine)
-        now_fetched = min(2, remaining)
-        remaining -= now_fetched
-        assert (log.payment_history_calls, log.payment_histories_fetched, log.payment_histories_deferred) == (now_fetched, now_fetched, remaining)
-        assert len(_stored_payments(engine, company.id)) == len(partial) - remaining
-        if remaining == 0:
-            break
-    assert sorted(_stored_payments(engine, company.id)) == partial
-    assert _last_log(engine).mode == INCREMENTAL
+        return _last_log(engine), set(_stored_payments(engine, company.id))
+
+    log, fetched = sync_and_fetched()
+    assert (log.payment_history_calls, log.payment_histories_fetched, log.payment_histories_deferred) == (1, 1, 2)
+    # A payment recorded now makes another history due, after the two deferred ones.
+    late = next(d for d in simulator.documents(api_key) if d["payment_status"] == "outstanding" and d["type"] == "invoice" and not d["cancelled"])
+    simulator.record_payment(api_key, late["id"], price=Decimal(str(late["gross_total"])) / 2)
+    order = []
+    for deferred_after in (2, 1, 0):  # the deferred two first, although these syncs see no change of them
+        log, now_fetched = sync_and_fetched()
+        assert (log.mode, log.payment_history_calls, log.payment_histories_deferred) == (INCREMENTAL, 1, deferred_after)
+        order.extend(now_fetched - fetched)
+        fetched = now_fetched
+    assert set(order[:2]) <= set(partial) and order[2] == late["id"]
+    assert fetched == {*partial, late["id"]}
     # Once caught up, a sync spends nothing on payments.
-    _sync(instance, warehouse_url, simulator, "acme")
-    assert _last_log(engine).payment_history_calls == 0
+    log, _ = sync_and_fetched()
+    assert (log.payment_history_calls, log.payment_histories_deferred) == (0, 0)
 
 
 def test_a_history_as_a_php_object_and_a_server_error_are_taken_in_stride(engine, warehouse_url, simulator, instance, fernet_key):
