@@ -236,7 +236,8 @@ def _child_main(function: str) -> None:
 SYNC_LOG_FIGURES = ("status", "duration_seconds", "api_calls", "pages_fetched", "documents_fetched",
                     "invoices_created", "invoices_updated", "invoices_skipped", "invoices_failed", "items_written")
 # Columns of later schemas (migration 0006: full | incremental); reported when the schema has them.
-SYNC_LOG_OPTIONAL = ("mode",)
+# (migration 0011: payment histories, fetched after the sweep and counted apart from its api_calls).
+SYNC_LOG_OPTIONAL = ("mode", "payment_history_calls", "payment_histories_fetched", "payment_histories_deferred")
 
 
 def sync_once(warehouse_url: str, base_url: str, slug: str) -> dict[str, Any]:

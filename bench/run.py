@@ -108,6 +108,13 @@ def nightly_report(args, nightlies) -> Report:
         report.add(f"{dialect}: unchanged, sync time", seconds(unchanged["wall"]),
                    f"<= {nightly.UNCHANGED_MAX_SECONDS:.0f} s", unchanged["wall"] <= nightly.UNCHANGED_MAX_SECONDS)
         report.add(f"{dialect}: after {night['paid']} payments, API calls", str(after["api_calls"]))
+        if "payment_history_calls" in after:
+            # One per paid invoice, plus what an earlier sync deferred over the cap (shown beside it).
+            report.add(f"{dialect}: unchanged, payment-history calls (deferred left)",
+                       f"{unchanged['payment_history_calls']} ({unchanged['payment_histories_deferred']})")
+            report.add(f"{dialect}: after {night['paid']} payments, payment-history calls (deferred left)",
+                       f"{after['payment_history_calls']} ({after['payment_histories_deferred']})",
+                       f">= {night['paid']}", after["payment_history_calls"] >= night["paid"])
         report.add(f"{dialect}: after {night['paid']} payments, sync time", seconds(after["wall"]))
         report.add(f"{dialect}: after {night['paid']} payments, invoices updated", str(after["invoices_updated"]),
                    f"= {night['paid']}", after["invoices_updated"] == night["paid"])

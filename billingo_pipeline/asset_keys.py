@@ -6,4 +6,5 @@ import dagster as dg
 RAW = dg.AssetKey("billingo_documents_raw")
 INVOICES = dg.AssetKey("billingo_invoices")
 ITEMS = dg.AssetKey("billingo_invoice_items")
+PAYMENTS = dg.AssetKey("billingo_document_payments")
 SYNC_HEALTH = dg.AssetKey("billingo_sync_health")

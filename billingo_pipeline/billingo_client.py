@@ -188,6 +188,12 @@ class BillingoClient:
     def get_document(self, document_id: int) -> dict[str, Any]:
         return self._get_json(f"/documents/{int(document_id)}")
 
+    def get_document_payments(self, document_id: int) -> list[Any] | dict[str, Any]:
+        """``GET /documents/{id}/payments``: the document's payment history, a plain JSON array, or
+        the object PHP makes of an array with gaps in its keys (``normalize_payment_history`` reads
+        both); retried and rate-limited like every request, a 404 raises with ``status`` 404."""
+        return self._get_json(f"/documents/{int(document_id)}/payments", expected=(list, dict))
+
     def get_document_page(self, page: int, *, path: str = "/documents", **filters: Any) -> DocumentPage:
         """One page of a Billingo list endpoint (``/documents`` unless ``path`` says another: they
         share Laravel's paging envelope)."""
@@ -232,7 +238,7 @@ class BillingoClient:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _get_json(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def _get_json(self, path: str, params: Mapping[str, Any] | None = None, *, expected: type | tuple[type, ...] = dict) -> Any:
         url = self.base_url + path
         last_problem = ""
         for attempt in range(self.max_retries + 1):
@@ -252,7 +258,7 @@ class BillingoClient:
                         last_problem = f"invalid JSON body on GET {path}"
                     else:
                         self._respect_rate_limit(response)
-                        if isinstance(body, dict):
+                        if isinstance(body, expected):
                             return body
                         last_problem = f"unexpected JSON {type(body).__name__} on GET {path}"
                 elif response.status_code in RETRYABLE_STATUSES:

@@ -14,6 +14,7 @@ import datetime as dt
 import os
 import shutil
 import sys
+from decimal import Decimal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from .settings import API_BASE_URL_ENV, DOTENV_FILE, FERNET_KEY_ENV, WAREHOUSE_U
 from .simulator import BillingoSimulator, generate_api_key
 from .warehouse import companies as company_store
 from .warehouse.engine import get_engine
-from .warehouse.schema import billingo_invoice_items, billingo_invoices, companies
+from .warehouse.schema import billingo_document_payments, billingo_invoice_items, billingo_invoices, companies
 from .warehouse.sync_log import sync_rows
 
 DEMO_DIR = Path(os.environ.get("BILLINGO_DEMO_DIR", ".demo")).resolve()
@@ -154,8 +155,11 @@ def serve_simulator(port: int) -> None:
 def _summary(engine: sa.Engine) -> pd.DataFrame:
     """Documents per company. "open" are the open receivables of the reporting views: drafts,
     proformas, cancellations and documents with payment status ``none`` are not owed money.
-    "paid" is ``is_paid``, as in ``invoices --status paid``: a cancelled invoice is not paid."""
-    inv, items = billingo_invoices, billingo_invoice_items
+    "paid" is ``is_paid``, as in ``invoices --status paid``: a cancelled invoice is not paid.
+    "part-paid" are the open ones Billingo says are partially paid, "payments" the rows of their
+    fetched payment histories, and "open HUF" what the open receivables still owe, net of the
+    recorded part payments (``report_receivables.open_huf_minor``), exactly."""
+    inv, items, payments = billingo_invoices, billingo_invoice_items, billingo_document_payments
     receivables = REPORT_VIEWS["report_receivables"].table.c
 
     def documents_where(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
@@ -182,14 +186,35 @@ def _summary(engine: sa.Engine) -> pd.DataFrame:
                 .group_by(companies.c.slug)
             ).all()
         )
-        open_counts = dict(
+        open_figures = {
+            row.company_slug: row
+            for row in conn.execute(
+                sa.select(
+                    receivables.company_slug,
+                    sa.func.count(sa.case((receivables.is_open, 1))).label("open"),
+                    sa.func.count(sa.case((sa.and_(receivables.is_open, receivables.is_partially_paid), 1))).label("part_paid"),
+                    sa.func.sum(receivables.open_huf_minor).label("open_huf_minor"),
+                ).group_by(receivables.company_slug)
+            )
+        }
+        payment_counts = dict(
             conn.execute(
-                sa.select(receivables.company_slug, sa.func.count(sa.case((receivables.is_open, 1))))
-                .group_by(receivables.company_slug)
+                sa.select(companies.c.slug, sa.func.count(payments.c.id))
+                .select_from(companies.outerjoin(payments, payments.c.company_id == companies.c.id))
+                .group_by(companies.c.slug)
             ).all()
         )
+    slugs = list(frame["company"])
+
+    def figure(slug: str, name: str):
+        row = open_figures.get(slug)
+        return 0 if row is None or getattr(row, name) is None else getattr(row, name)
+
     frame.insert(2, "line items", frame["company"].map(item_counts))
-    frame.insert(4, "open", [open_counts.get(slug, 0) for slug in frame["company"]])
+    frame.insert(4, "open", [figure(slug, "open") for slug in slugs])
+    frame.insert(5, "part-paid", [figure(slug, "part_paid") for slug in slugs])
+    frame["payments"] = [payment_counts.get(slug, 0) for slug in slugs]
+    frame["open HUF"] = [(Decimal(int(figure(slug, "open_huf_minor"))) / 100).quantize(Decimal("0.01")) for slug in slugs]
     return frame
 
 

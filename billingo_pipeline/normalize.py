@@ -614,3 +614,46 @@ def _descend(value: object, path: tuple[str, ...], prefix: str) -> object:
             raise DocumentError(f"{walked}: expected an object, got {_json_type(value)}")
         value = value.get(path[depth])
     return value
+
+
+# -- payment histories (GET /documents/{id}/payments) ---------------------------------------------
+
+# Payment row column -> PaymentHistory field.
+_PAYMENT_COLUMNS = {
+    "payment_date": "date", "price": "price", "payment_method": "payment_method",
+    "voucher_number": "voucher_number", "conversion_rate": "conversion_rate",
+}
+_REQUIRED_PAYMENT_FIELDS = ("date", "price", "payment_method")
+
+
+def normalize_payment_history(history: object, limits: Mapping[str, ColumnLimit] | None = None) -> list[dict[str, object]]:
+    """A document's payment history (a JSON array of ``PaymentHistory``) as payment rows, in
+    Billingo's order: ``payment_date``, ``price`` (exact, in the document's currency),
+    ``payment_method``, ``voucher_number``, ``conversion_rate``. Raises ``DocumentError`` naming
+    the payment and field that cannot be stored, so one bad history fails its document alone.
+
+    An object keyed ``"1"``, ``"2"``, ... is the same array as PHP's ``json_encode`` writes one whose
+    keys have gaps (after ``array_filter``): its values in the order of their keys."""
+    if isinstance(history, Mapping) and history and all(isinstance(k, str) and k.isdigit() for k in history):
+        history = [history[key] for key in sorted(history, key=int)]
+    if not isinstance(history, list):
+        raise DocumentError(f"payments: expected an array, got {_json_type(history)}")
+    rows: list[dict[str, object]] = []
+    for position, entry in enumerate(history, start=1):
+        prefix = f"payments[{position}]"
+        if not isinstance(entry, Mapping):
+            raise DocumentError(f"{prefix}: expected an object, got {_json_type(entry)}")
+        row = {
+            "payment_date": _date(entry.get("date"), f"{prefix}.date"),
+            "price": to_decimal(entry.get("price"), f"{prefix}.price"),
+            "payment_method": _text(entry.get("payment_method"), f"{prefix}.payment_method"),
+            "voucher_number": _text(entry.get("voucher_number"), f"{prefix}.voucher_number"),
+            "conversion_rate": to_decimal(entry.get("conversion_rate"), f"{prefix}.conversion_rate"),
+        }
+        for column, source in _PAYMENT_COLUMNS.items():
+            if row[column] is None and source in _REQUIRED_PAYMENT_FIELDS:
+                raise DocumentError(f"{prefix}.{source}: missing (the spec requires it)")
+            if limits and column in limits and row[column] is not None:
+                limits[column].check(row[column], f"{prefix}.{source}")
+        rows.append(row)
+    return rows

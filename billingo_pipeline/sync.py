@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
@@ -40,9 +40,11 @@ from .billingo_client import BillingoApiError, BillingoClient, SweepResult, swee
 from .credentials import CredentialError
 from .endpoints import ListEndpoint, PageContext, PageOutcome
 from .endpoints.documents import DOCUMENTS, NORMALIZATION_REVISION, renormalize_stored_documents
+from .endpoints.payments import PaymentHistoryOutcome, sync_payment_histories
 from .iterables import chunked
 from .warehouse.companies import Company, CompanyError
 from .warehouse.engine import warehouse_error_summary
+from .warehouse.payments import record_payment_histories
 from .warehouse.refusals import write_isolating_refusals  # noqa: F401 - part of this module's API
 from .warehouse.sync_log import (
     FULL,
@@ -443,6 +445,7 @@ class CompanySyncResult:
     status: str
     fetch: FetchOutcome | None
     normalize: NormalizeOutcome | None
+    payments: PaymentHistoryOutcome | None = None
 
 
 def _billingo_time(client: BillingoClient, logger) -> dt.datetime | None:
@@ -487,7 +490,7 @@ def sync_company(
         with SyncHeartbeat(engine, sync_id, settings.sync_heartbeat_seconds(), logger) as beat:
             if open_client is None:
                 renormalized = renormalize_stored_documents(engine, company.id)
-                fetch = None
+                fetch = payments = None
                 normalized = NormalizeOutcome(
                     renormalized.counts, renormalized.restored, renormalized.duration_seconds, renormalized.errors
                 )
@@ -501,6 +504,7 @@ def sync_company(
                         normalization_revision=NORMALIZATION_REVISION,
                     )
                     fetch, normalized = sync_endpoint(engine, company, client, DOCUMENTS, sync_id, plan, beat, logger)
+                    payments, normalized = _payment_histories(engine, company, client, sync_id, beat, normalized)
             status = finish_sync(engine, sync_id, normalized.counts, normalized.errors)
     except SyncLockLostError as exc:
         # The row is someone else's now: leave it as they wrote it.
@@ -521,4 +525,19 @@ def sync_company(
         if not isinstance(exc, Exception):
             raise  # an interruption goes on stopping the process
         raise CompanySyncError(message) from None
-    return CompanySyncResult(company.slug, sync_id, status, fetch, normalized)
+    return CompanySyncResult(company.slug, sync_id, status, fetch, normalized, payments)
+
+
+def _payment_histories(
+    engine: Engine, company: Company, client: BillingoClient, sync_id: int, beat: SyncHeartbeat, normalized: NormalizeOutcome,
+) -> tuple[PaymentHistoryOutcome, NormalizeOutcome]:
+    """After the sweep: the payment histories that are due, within the per-sync cap; a history
+    that could not be fetched or stored is one failed document of the sync (it stays due)."""
+    payments = sync_payment_histories(
+        engine, company.id, client, sync_id, cap=settings.payment_histories_per_sync(), progress=beat.beat,
+    )
+    record_payment_histories(engine, sync_id, payments.api_calls, payments.fetched, payments.deferred)
+    if payments.errors:
+        counts = replace(normalized.counts, failed=normalized.counts.failed + len(payments.errors))
+        normalized = replace(normalized, counts=counts, errors=[*normalized.errors, *payments.errors])
+    return payments, normalized

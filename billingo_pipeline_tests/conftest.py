@@ -220,6 +220,19 @@ def invoke_cli(warehouse_url: str, *args: str):
     return CliRunner().invoke(main, ["--warehouse-url", warehouse_url, *args], catch_exceptions=False)
 
 
+def sync_companies(instance: dg.DagsterInstance, warehouse_url: str, simulator, *slugs: str, full: bool = False,
+                   page_size: int = 50) -> list:
+    """The companies synced as `billingo-pipeline sync` does (``runner.run_company_syncs``), with
+    small pages (several per company); their ``SyncRunResult``s, failed ones included."""
+    from billingo_pipeline.resources import BillingoResource
+    from billingo_pipeline.runner import run_company_syncs
+
+    return run_company_syncs(
+        list(slugs), warehouse_url=warehouse_url, instance=instance, trigger="test", full=full,
+        billingo=BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01, page_size=page_size),
+    )
+
+
 def sync_through_dagster(warehouse_url: str, simulator, slug: str, *, instance: dg.DagsterInstance | None = None,
                          full: bool = False) -> None:
     """One company synced by a Dagster run, as `billingo-pipeline sync` starts it

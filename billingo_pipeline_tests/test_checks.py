@@ -21,6 +21,7 @@ from billingo_pipeline.defs.billingo.checks import (
     INVOICES_PER_CALL,
     ITEMS_ADD_UP,
     PARTNER_NAME,
+    PAYMENTS_ADD_UP,
     UNIQUE_IDS,
     WARN,
     CHECKS,
@@ -43,7 +44,7 @@ from billingo_pipeline.warehouse.sync_log import PARTIAL, record_check_results, 
 from .conftest import add_simulated_company as _add
 from .conftest import materialize_company as _materialize
 
-ALL_CHECKS = {ITEMS_ADD_UP, UNIQUE_IDS, PARTNER_NAME, ERROR_RATE, INVOICES_PER_CALL, FRESHNESS}
+ALL_CHECKS = {ITEMS_ADD_UP, UNIQUE_IDS, PARTNER_NAME, ERROR_RATE, INVOICES_PER_CALL, FRESHNESS, PAYMENTS_ADD_UP}
 
 
 def _report(instance, resources, cursor=None):
@@ -112,7 +113,8 @@ def test_crafted_bad_data_fails_the_data_checks_in_dagster_and_in_sync_log(engin
     result = _materialize(instance, warehouse_url, simulator, "acme", selection=["billingo_invoices", "billingo_invoice_items"])
     assert result.success  # checks report, they do not block
     evaluations = _evaluations(result)
-    assert set(evaluations) == ALL_CHECKS - {INVOICES_PER_CALL}  # the raw asset was not selected
+    # Neither the raw documents nor the payments were selected.
+    assert set(evaluations) == ALL_CHECKS - {INVOICES_PER_CALL, PAYMENTS_ADD_UP}
     for name, figure in ((ITEMS_ADD_UP, "mismatching_invoices"), (UNIQUE_IDS, "duplicates"), (PARTNER_NAME, "documents_without_partner_name")):
         evaluation = evaluations[name]
         assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR, name
@@ -344,3 +346,51 @@ def test_migration_0008_carries_the_stored_outcomes_of_the_renamed_checks(engine
         assert _stored(engine, "run-before-the-rename") == old_entries
     finally:
         upgrade_to_head(engine)
+
+
+def test_payment_histories_must_add_up_to_the_payment_status(engine, warehouse_url, simulator, instance, fernet_key):
+    from billingo_pipeline.defs.billingo.checks import check_payments_add_up
+    from billingo_pipeline.warehouse import payments as payment_store
+    from billingo_pipeline.warehouse.schema import billingo_document_payments as payments
+
+    api_key = _add(engine, simulator, "acme", seed=7, documents=120)
+    result = _materialize(instance, warehouse_url, simulator, "acme")
+    assert _evaluations(result)[PAYMENTS_ADD_UP].passed
+    company_id = company_store.get_company(engine, "acme").id
+    documents = simulator.documents(api_key)
+    partial = next(d for d in documents if d["payment_status"] == "partially_paid")
+    with engine.connect() as conn:
+        # A paid HUF invoice without cash rounding: its allowance is half a forint.
+        paid_id = conn.execute(
+            sa.select(billingo_invoices.c.document_id).where(
+                billingo_invoices.c.company_id == company_id, billingo_invoices.c.payment_status == "paid",
+                billingo_invoices.c.currency == "HUF", sa.not_(billingo_invoices.c.cancelled),
+                sa.func.coalesce(billingo_invoices.c.rounding, "none") == "none",
+            ).limit(1)
+        ).scalar_one()
+    paid = next(d for d in documents if d["id"] == paid_id)
+    with engine.connect() as conn:
+        before = check_payments_add_up(conn, company_id)
+    assert before.passed and before.figures["histories_checked"] >= 1
+
+    def store(document_id, prices):
+        rows = [{"payment_date": dt.date(2026, 11, 2), "price": Decimal(p), "payment_method": "cash", "voucher_number": None,
+                 "conversion_rate": None} for p in prices]
+        with engine.begin() as conn:
+            payment_store.replace_payments(conn, company_id, None, document_id, rows, utcnow())
+
+    gross_paid = Decimal(str(paid["gross_total"]))
+    with engine.begin() as conn:
+        # A paid document's fetched history: within half a forint of its gross passes, a forint off fails.
+        conn.execute(sa.insert(payment_store.state).values(company_id=company_id, document_id=paid["id"], fetched_at=utcnow()))
+    store(paid["id"], [str(gross_paid - Decimal("0.4"))])
+    with engine.connect() as conn:
+        assert check_payments_add_up(conn, company_id).passed
+    store(paid["id"], [str(gross_paid - 1)])
+    store(partial["id"], [str(Decimal(str(partial["gross_total"])))])  # "partially" paid in full
+    with engine.connect() as conn:
+        outcome = check_payments_add_up(conn, company_id)
+    assert not outcome.passed and outcome.severity == ERROR
+    assert outcome.figures["mismatching_histories"] == 2 and outcome.figures["histories_checked"] == before.figures["histories_checked"] + 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(payments).where(payments.c.document_id == paid["id"])).scalar_one() == 1

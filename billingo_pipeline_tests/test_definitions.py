@@ -35,7 +35,10 @@ def test_dagster_definitions_validate_command(tmp_path):
     assert "Validation successful" in completed.stdout + completed.stderr
 
 
-ASSETS = {"billingo_documents_raw", "billingo_invoices", "billingo_invoice_items", "billingo_aging_report", "billingo_sync_health"}
+ASSETS = {
+    "billingo_documents_raw", "billingo_invoices", "billingo_invoice_items", "billingo_document_payments",
+    "billingo_aging_report", "billingo_sync_health",
+}
 CHECKS = {
     "billingo_invoice_items:items_add_up_to_totals",
     "billingo_invoices:unique_ids_and_invoice_numbers",
@@ -43,6 +46,7 @@ CHECKS = {
     "billingo_invoices:error_rate_under_target",
     "billingo_documents_raw:invoices_per_api_call_sufficient",
     "billingo_invoices:last_successful_sync_fresh",
+    "billingo_document_payments:payment_history_adds_up",
 }
 JOBS = {"billingo_sync_job"}
 SCHEDULES = {"billingo_daily_sync"}

@@ -1,5 +1,6 @@
 """`make demo`'s main job, run as the README runs it, in a throwaway demo folder."""
 
+import datetime as dt
 import subprocess
 import sys
 from decimal import Decimal
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from billingo_pipeline.warehouse import companies as company_store
-from billingo_pipeline.warehouse.schema import billingo_invoices
+from billingo_pipeline.warehouse.schema import billingo_document_payments, billingo_invoices
 from billingo_pipeline.warehouse.sync_log import utcnow
 
 pytestmark = pytest.mark.slow  # runs the demo, a process of its own
@@ -97,6 +98,11 @@ def test_summary_counts_only_open_receivables_as_open(engine):
             document(6, "proforma", "outstanding"),
             document(7, "invoice", "paid"),
         ])
+        # The advance's recorded part payment: 400 of its 1000 is paid, 600 still open.
+        conn.execute(billingo_document_payments.insert(), [{
+            "company_id": company.id, "document_id": 2, "position": 1, "payment_date": dt.date(2026, 11, 2),
+            "price": Decimal("400"), "payment_method": "cash", "fetched_at": now,
+        }])
     [row] = _summary(engine).to_dict("records")
-    assert row == {"company": "acme", "invoices": 7, "line items": 0, "paid": 1, "open": 2, "cancelled": 1,
-                   "non-HUF": 0}
+    assert row == {"company": "acme", "invoices": 7, "line items": 0, "paid": 1, "open": 2, "part-paid": 1, "cancelled": 1,
+                   "non-HUF": 0, "payments": 1, "open HUF": Decimal("1600.00")}

@@ -17,7 +17,9 @@ from billingo_pipeline.warehouse.schema import billingo_invoice_items, billingo_
 from .conftest import add_simulated_company as _add
 from .conftest import materialize_company
 
-RAW, INVOICES, ITEMS = (dg.AssetKey(k) for k in ("billingo_documents_raw", "billingo_invoices", "billingo_invoice_items"))
+RAW, INVOICES, ITEMS, PAYMENTS = (
+    dg.AssetKey(k) for k in ("billingo_documents_raw", "billingo_invoices", "billingo_invoice_items", "billingo_document_payments")
+)
 
 
 def _materialize(instance, warehouse_url, simulator, slug, *, selection=None):
@@ -41,7 +43,8 @@ def test_selecting_the_raw_documents_alone_records_the_invoices_and_items_it_wro
     items = _count(engine, billingo_invoice_items)
     assert _count(engine, billingo_invoices) == 25 and items > 25
     materialized = _materialized(result)
-    assert set(materialized) == {(RAW, "acme"), (INVOICES, "acme"), (ITEMS, "acme")}
+    # The payment histories are fetched by the same sync, after its sweep.
+    assert set(materialized) == {(RAW, "acme"), (INVOICES, "acme"), (ITEMS, "acme"), (PAYMENTS, "acme")}
     assert materialized[(RAW, "acme")]["documents_fetched"] == 25
     assert (materialized[(INVOICES, "acme")]["processed"], materialized[(INVOICES, "acme")]["created"]) == (25, 25)
     assert materialized[(ITEMS, "acme")]["items_written"] == items

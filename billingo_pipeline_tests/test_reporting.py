@@ -10,7 +10,7 @@ Portfolio (T = as-of date; amounts in the invoice's currency)
   Alfa Kft. (HU, HUF)                               Beta GmbH (AT, EUR unless noted)
   A01 invoice     100000 due T+5   outstanding      B01 123.45 x 395.12  due T-65 expired
   A02 invoice     250000 due T-10  expired          B02 1000.05 x 400.5  due T+30 outstanding
-  A03 invoice      80000 due T-45  partially paid   B03 500.00 x 401     due T-35 paid T-40
+  A03 invoice      80000 due T-45  partly paid 30k  B03 500.00 x 401     due T-35 paid T-40
   A04 invoice     120000 due T-95  expired          B04 200.10 x 399.99  due T-50 paid T-20
   A05 invoice      50000 due T-25  paid T-30        B05 75.50 x 402.25   due T-31 expired
   A06 invoice      70000 due T-20  paid T-10        B06 15000 HUF        due T-1  expired
@@ -68,6 +68,7 @@ from billingo_pipeline.resources import BillingoResource, FernetKeyResource, War
 from billingo_pipeline.runner import run_company_syncs
 from billingo_pipeline.settings import FERNET_KEY_ENV
 from billingo_pipeline.simulator import BillingoSimulator, generate_api_key
+from billingo_pipeline.simulator.ledger import payment_entry
 from billingo_pipeline.warehouse import companies as company_store
 from billingo_pipeline.warehouse.engine import alembic_config, get_engine
 from billingo_pipeline.warehouse.schema import billingo_invoices, sync_log
@@ -128,6 +129,7 @@ PORTFOLIO = (
     Planned("BETA-2026-007", BETA, 10, due=-10, invoice=-14, status="paid", paid=-9, currency="EUR", rate=400),
 )
 CANCELLED_LATER = "ALFA-2026-007"
+PART_PAID = "ALFA-2026-003"  # 30,000 of 80,000 recorded as paid: 50,000 is open
 DELETED_LATER = "ALFA-2026-011"
 
 
@@ -178,6 +180,11 @@ def _build_portfolio(url: str, instance: dg.DagsterInstance) -> Portfolio:
             invoice_date = (today + dt.timedelta(days=planned.invoice)).isoformat()
             simulator.corrupt_document(api_key, document["id"], "invoice_date", invoice_date)
             ids[planned.number] = document["id"]
+        # A03's recorded part payments: 30,000 of its 80,000, the last one on its paid date.
+        simulator.set_payments(api_key, ids[PART_PAID], [
+            payment_entry(today + dt.timedelta(days=-30), 20000, "wire_transfer", voucher_number="B-1"),
+            payment_entry(today + dt.timedelta(days=-20), 10000, "wire_transfer", voucher_number="B-2"),
+        ])
         sync_through_dagster(url, simulator, SLUG, instance=instance)
         cancellation = simulator.cancel_document(api_key, ids[CANCELLED_LATER])
         simulator.delete_document(api_key, ids[DELETED_LATER])
@@ -226,7 +233,7 @@ def test_outstanding_invoices(portfolio):
     assert _records(frame, columns, "invoice_number") == {
         "ALFA-2026-001": (D("100000.00"), D("100000.00"), 0, "current", False, False),
         "ALFA-2026-002": (D("250000.00"), D("250000.00"), 10, "1-30", True, False),
-        "ALFA-2026-003": (D("80000.00"), D("80000.00"), 45, "31-60", True, True),
+        "ALFA-2026-003": (D("50000.00"), D("50000.00"), 45, "31-60", True, True),
         "ALFA-2026-004": (D("120000.00"), D("120000.00"), 95, "90+", True, False),
         "ALFA-2026-008": (D("-20000.00"), D("-20000.00"), 0, "current", False, False),
         "ALFA-2026-010": (D("40000.00"), D("40000.00"), 0, "current", False, False),
@@ -249,9 +256,10 @@ _AGING_COLUMNS = [
     "current_huf", "days_1_30_huf", "days_31_60_huf", "days_61_90_huf", "days_over_90_huf",
     "overdue_huf", "total_huf",
 ]
-HUF_AGING = (7, 4, 1, D("80000.00"),
-             D("120000.00"), D("265000.00"), D("80000.00"), D("0.00"), D("120000.00"), D("465000.00"), D("585000.00"),
-             D("120000.00"), D("265000.00"), D("80000.00"), D("0.00"), D("120000.00"), D("465000.00"), D("585000.00"))
+# A03 counts what is left of it (50,000 of 80,000), in the 31-60 bucket and as partially paid.
+HUF_AGING = (7, 4, 1, D("50000.00"),
+             D("120000.00"), D("265000.00"), D("50000.00"), D("0.00"), D("120000.00"), D("435000.00"), D("555000.00"),
+             D("120000.00"), D("265000.00"), D("50000.00"), D("0.00"), D("120000.00"), D("435000.00"), D("555000.00"))
 EUR_AGING = (3, 2, 0, D("0.00"),
              D("1000.05"), D("0.00"), D("75.50"), D("123.45"), D("0.00"), D("198.95"), D("1199.00"),
              D("400520.03"), D("0.00"), D("30369.88"), D("48777.56"), D("0.00"), D("79147.44"), D("479667.47"))
@@ -267,11 +275,11 @@ def test_aging_by_company(portfolio):
 def test_aging_by_partner(portfolio):
     frame = aging_by_partner(portfolio.engine, SLUG)
     frame["key"] = list(zip(frame["partner_name"], frame["currency"]))
-    alfa_huf = (6, 3, 1, D("80000.00"),
-                D("120000.00"), D("250000.00"), D("80000.00"), D("0.00"), D("120000.00"), D("450000.00"),
-                D("570000.00"),
-                D("120000.00"), D("250000.00"), D("80000.00"), D("0.00"), D("120000.00"), D("450000.00"),
-                D("570000.00"))
+    alfa_huf = (6, 3, 1, D("50000.00"),
+                D("120000.00"), D("250000.00"), D("50000.00"), D("0.00"), D("120000.00"), D("420000.00"),
+                D("540000.00"),
+                D("120000.00"), D("250000.00"), D("50000.00"), D("0.00"), D("120000.00"), D("420000.00"),
+                D("540000.00"))
     beta_huf = (1, 1, 0, D("0.00"),
                 D("0.00"), D("15000.00"), D("0.00"), D("0.00"), D("0.00"), D("15000.00"), D("15000.00"),
                 D("0.00"), D("15000.00"), D("0.00"), D("0.00"), D("0.00"), D("15000.00"), D("15000.00"))
@@ -292,7 +300,7 @@ def test_cash_flow_forecast(portfolio):
     expected |= {("HUF", n): (0, D("0.00"), D("0.00")) for n in range(13)}
     expected[("EUR", 0)] = (2, D("198.95"), D("79147.44"))  # already overdue
     expected[("EUR", 5)] = (1, D("1000.05"), D("400520.03"))  # due T+30: days 28-34
-    expected[("HUF", 0)] = (4, D("465000.00"), D("465000.00"))
+    expected[("HUF", 0)] = (4, D("435000.00"), D("435000.00"))
     expected[("HUF", 1)] = (2, D("140000.00"), D("140000.00"))  # due T and T+5
     expected[("HUF", 2)] = (1, D("-20000.00"), D("-20000.00"))  # the credit note, due T+12
     frame["key"] = list(zip(frame["currency"], frame["week_number"]))
@@ -308,7 +316,7 @@ def test_cash_flow_by_week_adds_currencies_in_huf_exactly(portfolio):
     assert list(frame["week_number"]) == list(range(13))
     weeks = _records(frame, ["invoice_count", "expected_huf"], "week_number")
     expected = {n: (0, D("0.00")) for n in range(13)}
-    expected[0] = (6, D("544147.44"))  # 465,000.00 HUF + 79,147.44 from EUR: the aging's overdue total
+    expected[0] = (6, D("514147.44"))  # 435,000.00 HUF + 79,147.44 from EUR: the aging's overdue total
     expected[1] = (2, D("140000.00"))
     expected[2] = (1, D("-20000.00"))
     expected[5] = (1, D("400520.03"))
@@ -338,8 +346,8 @@ def test_partner_balances(portfolio):
         # A01-A06, A08, A10, A12: the cancelled, the proforma and the deleted one do not count.
         ("Alfa Kft.", "HUF"): (
             9, 6, 3,
-            D("700000.00"), D("120000.00"), D("570000.00"), D("450000.00"),
-            D("700000.00"), D("120000.00"), D("570000.00"), D("450000.00"),
+            D("700000.00"), D("150000.00"), D("540000.00"), D("420000.00"),
+            D("700000.00"), D("150000.00"), D("540000.00"), D("420000.00"),
             day(-95), day(-1), day(-10),
         ),
         ("Beta GmbH", "EUR"): (
@@ -668,7 +676,7 @@ def test_cli_report_command(portfolio, tmp_path):
     assert result.exit_code == 0, result.output
     # The terminal table has no company columns (the report is one company's): the currency comes first.
     huf_line = next(line for line in result.stdout.splitlines() if line.startswith("HUF "))
-    assert "585000.00" in huf_line and "465000.00" in huf_line
+    assert "555000.00" in huf_line and "435000.00" in huf_line
 
     result = _cli(portfolio.url, report_command, "report_partner_balances", "--company", SLUG, "--format", "csv")
     assert result.exit_code == 0, result.output
@@ -712,16 +720,16 @@ def test_aging_asset_metadata(portfolio):
     assert result.success
     [materialization] = result.asset_materializations_for_node(billingo_aging_report.op.name)
     metadata = {key: value.value for key, value in materialization.metadata.items()}
-    assert metadata["total_outstanding_huf"] == 1064667.47  # 585000.00 + 479667.47
-    assert metadata["overdue_huf"] == 544147.44  # 465000.00 + 79147.44
+    assert metadata["total_outstanding_huf"] == 1034667.47  # 555000.00 + 479667.47
+    assert metadata["overdue_huf"] == 514147.44  # 435000.00 + 79147.44
     assert (metadata["open_invoices"], metadata["overdue_invoices"]) == (10, 6)
     assert metadata["as_of_date"] == portfolio.today.isoformat()
     aging = [record.data for record in metadata["aging"].records]
     assert aging == [
         _aging_row("EUR", 3, "1,000.05", "0.00", "75.50", "123.45", "0.00", "1,199.00", "479,667.47"),
-        _aging_row("HUF", 7, "120,000.00", "265,000.00", "80,000.00", "0.00", "120,000.00", "585,000.00", "585,000.00"),
-        _aging_row("all, in HUF", 10, "520,520.03", "265,000.00", "110,369.88", "48,777.56", "120,000.00",
-                   "1,064,667.47", "1,064,667.47"),
+        _aging_row("HUF", 7, "120,000.00", "265,000.00", "50,000.00", "0.00", "120,000.00", "555,000.00", "555,000.00"),
+        _aging_row("all, in HUF", 10, "520,520.03", "265,000.00", "80,369.88", "48,777.56", "120,000.00",
+                   "1,034,667.47", "1,034,667.47"),
     ]
     assert metadata["partially_paid"].startswith("1 partially paid invoice(s)")
     # The UI shows a markdown value in place only below 1,000 characters: the charts stay under it.
@@ -729,9 +737,9 @@ def test_aging_asset_metadata(portfolio):
         chart = metadata[name]
         assert chart.startswith("![") and "](data:image/svg+xml,<svg" in chart and chart.endswith("</svg>)"), name
         assert len(chart) < INLINE_MARKDOWN_LIMIT, name
-    # 544,147.44 overdue (the aging's overdue total), then weeks 1, 2 and 5 of test_cash_flow_forecast.
+    # 514,147.44 overdue (the aging's overdue total), then weeks 1, 2 and 5 of test_cash_flow_forecast.
     forecast = [record.data for record in metadata["cash_flow_forecast"].records]
-    assert len(forecast) == 13 and forecast[0] == {"due": "overdue", "open invoices": 6, "expected (HUF)": "544,147.44"}
+    assert len(forecast) == 13 and forecast[0] == {"due": "overdue", "open invoices": 6, "expected (HUF)": "514,147.44"}
     assert forecast[1] == {
         "due": f"{portfolio.day(0)} – {portfolio.day(6)}", "open invoices": 2, "expected (HUF)": "140,000.00",
     }

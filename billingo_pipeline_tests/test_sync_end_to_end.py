@@ -16,27 +16,19 @@ from billingo_pipeline.admin import register_company
 from billingo_pipeline.defs.billingo.assets import billingo_assets
 from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
 from billingo_pipeline.resources import BillingoResource, FernetKeyResource, WarehouseResource
-from billingo_pipeline.runner import run_company_syncs
 from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
 from billingo_pipeline.warehouse.sync_log import COMPLETED, FAILED, FULL, INCREMENTAL, PARTIAL
 
 from .conftest import add_simulated_company as _add
+from .conftest import sync_companies
 
 # The generated history is stamped up to a minute before "now": a clock moved past the incremental
 # overlap (10 minutes) keeps it out of an incremental sync, whose counts are then exact.
 HISTORY_AGE = dt.timedelta(minutes=12)
 
 
-def _sync(instance, warehouse_url, simulator, *slugs, full=False):
-    return run_company_syncs(
-        list(slugs),
-        warehouse_url=warehouse_url,
-        billingo=BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01, page_size=50),
-        instance=instance,
-        trigger="test",
-        full=full,
-    )
+_sync = sync_companies
 
 
 def _log_rows(engine):

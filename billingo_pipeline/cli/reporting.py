@@ -59,6 +59,7 @@ REPORT_NAMES = {
     "cash-flow": "report_cash_flow_forecast",
     "partner-balances": "report_partner_balances",
     "payment-behaviour": "report_partner_payment_behaviour",
+    "days-to-pay": "report_partner_days_to_pay",
     "sync-history": "report_sync_history",
 }
 

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from ..iterables import chunked
 from ..normalize import DocumentError, normalize_document
 from ..warehouse import documents as store
+from ..warehouse import payments as payment_store
 from ..warehouse.refusals import write_isolating_refusals
 from ..warehouse.schema import WAREHOUSE_ROW_LIMITS
 from ..warehouse.sync_log import SyncCounts, utcnow
@@ -65,6 +66,10 @@ class PreparedDocumentPage:
     restoring: set[int]  # marked deleted in source before, returned again
     first_seen: set[int]  # no raw row stored yet
     errors: list[dict]  # documents whose normalization failed (their raw payload is still written)
+    # Written with their invoice: its status-history row when the tracked state changed, and
+    # whether its payment history is now due.
+    status_rows: dict[int, dict] = field(default_factory=dict)
+    payments_due: set[int] = field(default_factory=set)
 
 
 def prepare_document_page(engine: Engine, page: PageContext, documents: Sequence[tuple[int, dict]]) -> PreparedDocumentPage:
@@ -96,6 +101,18 @@ def prepare_document_page(engine: Engine, page: PageContext, documents: Sequence
                 # it counts as unchanged (and restored), never as updated.
                 kind = "unchanged"
             prepared.kinds[document_id] = kind
+            before = (
+                payment_store.TrackedState(state.payment_status, state.paid_date, bool(state.cancelled))
+                if state is not None and state.source_hash is not None else None
+            )
+            after = payment_store.tracked_state(document.invoice)
+            if payment_store.status_change(before, after):
+                prepared.status_rows[document_id] = {
+                    "document_id": document_id, **after._asdict(),
+                    "previous_payment_status": before.payment_status if before is not None else None,
+                }
+            if payment_store.payments_due(before, after):
+                prepared.payments_due.add(document_id)
             if state is not None and state.deleted_in_source_at is not None:
                 prepared.restoring.add(document_id)
         prepared.to_write.append(document)
@@ -119,6 +136,16 @@ def write_document_page(engine: Engine, page: PageContext, prepared: PreparedDoc
         store.write_invoices_with_items(
             conn, page.company_id, [d.invoice for d in with_invoice], [i for d in with_invoice for i in d.items], page.now,
             new=all(prepared.kinds[d.document_id] == "created" for d in with_invoice),
+        )
+        # The status history and the payments-due marks in the invoices' own transaction: no
+        # reader sees an invoice's new status without the history row that records the change.
+        payment_store.insert_status_history(
+            conn, page.company_id, page.sync_id,
+            [prepared.status_rows[d.document_id] for d in with_invoice if d.document_id in prepared.status_rows], page.now,
+        )
+        payment_store.mark_payments_due(
+            conn, page.company_id, page.sync_id,
+            [d.document_id for d in with_invoice if d.document_id in prepared.payments_due], page.now,
         )
 
     if prepared.unchanged:

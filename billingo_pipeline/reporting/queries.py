@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import sqlalchemy as sa
@@ -22,7 +23,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeDecorator
 
 from ..warehouse.collation import COLLATION_NAME
-from ..warehouse.schema import ExactDecimal, UtcDateTime, billingo_invoices, companies
+from ..iterables import chunked
+from ..warehouse.schema import (
+    ExactDecimal,
+    UtcDateTime,
+    billingo_document_payments,
+    billingo_invoice_status_history,
+    billingo_invoices,
+    companies,
+)
 
 __all__ = [
     "AGING_BUCKETS",
@@ -37,11 +46,13 @@ __all__ = [
     "aging_by_partner",
     "cash_flow_by_week",
     "cash_flow_forecast",
+    "open_on",
     "outstanding_invoices",
     "iter_invoice_chunks",
     "is_paid",
     "parse_date",
     "partner_balances",
+    "partner_days_to_pay",
     "partner_payment_behaviour",
     "query_invoices",
     "read_view",
@@ -430,7 +441,9 @@ REPORT_VIEWS: dict[str, ReportView] = {
             f"{_COMPANY} document_id:int invoice_number:text document_type:text {_PARTNER} invoice_date:date"
             " due_date:date paid_date:date payment_status:text is_open:bool is_partially_paid:bool currency:text"
             " conversion_rate:rate gross_amount:money gross_amount_huf:money gross_minor:int gross_huf_minor:int"
-            " as_of_date:date days_overdue:int aging_bucket:text",
+            " as_of_date:date days_overdue:int aging_bucket:text recorded_paid_amount:money paid_amount:money"
+            " paid_amount_huf:money open_amount:money open_amount_huf:money recorded_paid_minor:int paid_minor:int"
+            " paid_huf_minor:int open_minor:int open_huf_minor:int",
             ("company_slug", "invoice_date", "document_id"),
         ),
         _view(
@@ -438,7 +451,7 @@ REPORT_VIEWS: dict[str, ReportView] = {
             f"{_COMPANY} document_id:int invoice_number:text document_type:text {_PARTNER} invoice_date:date"
             " due_date:date payment_status:text is_partially_paid:bool currency:text conversion_rate:rate"
             " open_amount:money open_amount_huf:money as_of_date:date days_overdue:int is_overdue:bool"
-            " aging_bucket:text",
+            " aging_bucket:text gross_amount:money gross_amount_huf:money recorded_paid_amount:money",
             ("company_slug", "due_date", "document_id"),
         ),
         _view(
@@ -470,6 +483,13 @@ REPORT_VIEWS: dict[str, ReportView] = {
             f"{_COMPANY} {_PARTNER} as_of_date:date paid_invoice_count:int paid_on_time_count:int"
             " paid_late_count:int average_days_late:average max_days_late:int average_days_to_pay:average"
             " open_invoice_count:int overdue_invoice_count:int max_days_overdue:int overdue_huf:money",
+            ("company_slug", "partner_name", "partner_id"),
+        ),
+        _view(
+            "report_partner_days_to_pay",
+            f"{_COMPANY} {_PARTNER} paid_invoice_count:int average_days_to_pay:average min_days_to_pay:int"
+            " max_days_to_pay:int average_days_late:average first_paid_observed_at:timestamp"
+            " last_paid_observed_at:timestamp",
             ("company_slug", "partner_name", "partner_id"),
         ),
         _view(
@@ -574,3 +594,94 @@ def partner_payment_behaviour(engine: Engine, company_slug: str) -> pd.DataFrame
 
 def sync_history(engine: Engine, company_slug: str) -> pd.DataFrame:
     return read_view(engine, "report_sync_history", company_slug)
+
+
+def partner_days_to_pay(engine: Engine, company_slug: str) -> pd.DataFrame:
+    return read_view(engine, "report_partner_days_to_pay", company_slug)
+
+
+OPEN_STATUSES = ("outstanding", "expired", "partially_paid")
+RECEIVABLE_TYPES = ("invoice", "advance", "modification")
+OPEN_ON_COLUMNS = (
+    "document_id", "invoice_number", "document_type", "partner_id", "partner_name", "invoice_date", "due_date",
+    "payment_status", "paid_date", "observed_at", "currency", "gross_amount", "paid_by_date", "open_amount",
+    "days_overdue",
+)
+BUDAPEST = ZoneInfo("Europe/Budapest")
+
+
+def open_on(engine: Engine, company_slug: str, on: dt.date) -> pd.DataFrame:
+    """The receivables that were open at the end of ``on`` (Budapest), from the status history.
+
+    An invoice's state on that day is its newest status-history row observed by the end of it; an
+    invoice first observed later is judged by its first row. It was open when that state is
+    outstanding, expired or partially paid, or paid with a paid date after ``on`` (paid later), it
+    was issued by then (``invoice_date``), is a receivable (invoice, advance, modification), was not
+    cancelled in that state and not deleted in Billingo by then. ``open_amount`` is the gross less
+    the recorded payments dated on or before ``on``; ``payment_status``, ``paid_date`` and
+    ``observed_at`` are the state's. Sorted by due date, then document id.
+    """
+    payments, history = billingo_document_payments, billingo_invoice_status_history
+    end_of_day = dt.datetime.combine(on + dt.timedelta(days=1), dt.time(), BUDAPEST).astimezone(dt.timezone.utc)
+    i = billingo_invoices
+    with engine.connect() as conn:
+        company_id = _company_id(conn, company_slug)
+        known_by_then = (
+            sa.select(history.c.document_id, sa.func.max(history.c.id).label("history_id"))
+            .where(history.c.company_id == company_id, history.c.observed_at < end_of_day)
+            .group_by(history.c.document_id)
+        )
+        first_known = (
+            sa.select(history.c.document_id, sa.func.min(history.c.id).label("history_id"))
+            .where(history.c.company_id == company_id)
+            .group_by(history.c.document_id)
+        )
+        by_then, first = known_by_then.subquery(), first_known.subquery()
+        state_id = sa.func.coalesce(by_then.c.history_id, first.c.history_id)
+        rows = conn.execute(
+            sa.select(
+                i.c.document_id, i.c.invoice_number, i.c.document_type, i.c.partner_id, i.c.partner_name,
+                i.c.invoice_date, i.c.due_date, history.c.payment_status, history.c.paid_date, history.c.observed_at,
+                history.c.cancelled, i.c.currency, i.c.gross_total,
+            )
+            .select_from(
+                i.join(first, first.c.document_id == i.c.document_id)
+                .outerjoin(by_then, by_then.c.document_id == i.c.document_id)
+                .join(history, history.c.id == state_id)
+            )
+            .where(
+                i.c.company_id == company_id,
+                i.c.document_type.in_(RECEIVABLE_TYPES),
+                i.c.invoice_date <= on,
+                sa.or_(i.c.deleted_in_source_at.is_(None), i.c.deleted_in_source_at >= end_of_day),
+            )
+        ).all()
+        candidates = [
+            r for r in rows
+            if not r.cancelled and (
+                r.payment_status in OPEN_STATUSES
+                or (r.payment_status == "paid" and (r.paid_date is None or r.paid_date > on))
+            )
+        ]
+        paid_by_date: dict[int, Decimal] = {}
+        for document_ids in chunked([r.document_id for r in candidates], 1000):
+            for document_id, price in conn.execute(
+                sa.select(payments.c.document_id, payments.c.price).where(
+                    payments.c.company_id == company_id, payments.c.document_id.in_(document_ids), payments.c.payment_date <= on,
+                )
+            ):
+                paid_by_date[document_id] = paid_by_date.get(document_id, Decimal(0)) + price
+    records = []
+    for r in sorted(candidates, key=lambda r: (r.due_date is None, r.due_date or on, r.document_id)):
+        gross = r.gross_total.quantize(CENT, ROUND_HALF_UP) if r.gross_total is not None else None
+        paid = paid_by_date.get(r.document_id, Decimal(0)).quantize(CENT, ROUND_HALF_UP)
+        records.append({
+            "document_id": r.document_id, "invoice_number": r.invoice_number, "document_type": r.document_type,
+            "partner_id": r.partner_id, "partner_name": r.partner_name, "invoice_date": r.invoice_date,
+            "due_date": r.due_date, "payment_status": r.payment_status, "paid_date": r.paid_date,
+            "observed_at": r.observed_at, "currency": r.currency, "gross_amount": gross, "paid_by_date": paid,
+            "open_amount": None if gross is None else gross - paid,
+            "days_overdue": max((on - r.due_date).days, 0) if r.due_date is not None else None,
+        })
+    return _frame(records, OPEN_ON_COLUMNS, integer_columns=("document_id", "partner_id", "days_overdue"), boolean_columns=())
+

@@ -183,6 +183,10 @@ def _states_query(company_id: int) -> sa.Select:
             raw.c.missing_since,
             invoices.c.source_hash,
             invoices.c.deleted_in_source_at,
+            # What the status history compares a new observation with.
+            invoices.c.payment_status,
+            invoices.c.paid_date,
+            invoices.c.cancelled,
         )
         .select_from(joined)
         .where(raw.c.company_id == company_id)

@@ -159,6 +159,10 @@ sync_log = sa.Table(
     sa.Column("modified_since", UtcDateTime(), nullable=True, comment="last_modified_date asked for (incremental)"),
     sa.Column("cursor", UtcDateTime(), nullable=True, comment="Billingo's clock at the start of the sync"),
     sa.Column("normalization_revision", sa.Integer, nullable=True),
+    # Payment histories (GET /documents/{id}/payments) fetched after the sweep, within a per-sync cap.
+    sa.Column("payment_history_calls", sa.Integer, nullable=False, server_default="0", comment="GET /documents/{id}/payments requests, retries included"),
+    sa.Column("payment_histories_fetched", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("payment_histories_deferred", sa.Integer, nullable=False, server_default="0", comment="still due after this sync (over the cap): fetched first next time"),
     sa.UniqueConstraint("company_id", "run_id"),
     sa.Index(None, "company_id", "started_at"),
     # One sync per company at a time, whatever the run layout (single partitions, ranges, the CLI):
@@ -270,6 +274,56 @@ billingo_invoice_items = sa.Table(
         ["billingo_invoices.company_id", "billingo_invoices.document_id"],
         ondelete="CASCADE",
     ),
+)
+
+billingo_document_payments = sa.Table(
+    "billingo_document_payments",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
+    sa.Column("document_id", sa.BigInteger, nullable=False, comment="Billingo document id"),
+    sa.Column("position", sa.Integer, nullable=False, comment="1-based order in Billingo's payment history"),
+    sa.Column("payment_date", sa.Date, nullable=False),
+    sa.Column("price", Money(), nullable=False, comment="in the document's currency"),
+    sa.Column("payment_method", sa.String(64), nullable=False),
+    sa.Column("voucher_number", sa.String(128), nullable=True),
+    sa.Column("conversion_rate", ExactDecimal(20, 8), nullable=True),
+    _now_column("fetched_at"),
+    sa.Column("sync_id", sa.Integer, sa.ForeignKey("sync_log.id"), nullable=True, comment="the sync that fetched it"),
+    sa.UniqueConstraint("company_id", "document_id", "position"),
+)
+
+# One row per document whose payment history is due or has been fetched: the "due" mark survives
+# a sync that hits its cap (or fails), so the next one fetches it first even if it sees no change.
+billingo_payment_history_state = sa.Table(
+    "billingo_payment_history_state",
+    metadata,
+    sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), primary_key=True),
+    sa.Column("document_id", sa.BigInteger, primary_key=True),
+    sa.Column("due_since", UtcDateTime(), nullable=True, comment="set when a sync saw a reason to fetch; cleared by the fetch"),
+    sa.Column("due_sync_id", sa.Integer, sa.ForeignKey("sync_log.id"), nullable=True),
+    sa.Column("fetched_at", UtcDateTime(), nullable=True, comment="when the stored payments were fetched"),
+    sa.Column("fetched_sync_id", sa.Integer, sa.ForeignKey("sync_log.id"), nullable=True),
+    sa.Column("not_found", sa.Boolean, nullable=False, server_default=sa.false(), comment="Billingo answered 404 (document gone)"),
+    sa.Index(None, "company_id", "due_since"),
+)
+
+# Append-only: one row per observed change of an invoice's payment status, paid date or cancelled
+# flag (the first observation included). An invoice's state on a date is its newest row observed
+# before it; "became paid" is its first row with status paid.
+billingo_invoice_status_history = sa.Table(
+    "billingo_invoice_status_history",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
+    sa.Column("document_id", sa.BigInteger, nullable=False),
+    sa.Column("observed_at", UtcDateTime(), nullable=False, comment="when the sync wrote it"),
+    sa.Column("sync_id", sa.Integer, sa.ForeignKey("sync_log.id"), nullable=True, comment="NULL: taken over from the invoices when the table was created"),
+    sa.Column("payment_status", sa.String(32), nullable=True),
+    sa.Column("paid_date", sa.Date, nullable=True, comment="only for paid / partially_paid, as on the invoice"),
+    sa.Column("cancelled", sa.Boolean, nullable=False),
+    sa.Column("previous_payment_status", sa.String(32), nullable=True),
+    sa.Index("ix_billingo_invoice_status_history_document", "company_id", "document_id", "observed_at"),
 )
 
 

@@ -1,4 +1,5 @@
-"""Billingo assets, one partition per company: raw documents -> invoices -> invoice items.
+"""Billingo assets, one partition per company: raw documents -> invoices -> invoice items, and
+the invoices' payment histories.
 
 The three assets are one multi-asset because one company's sync is one unit: its sync-log row
 goes RUNNING -> COMPLETED/PARTIAL/FAILED inside one step, and invoices are written together
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
-from ...asset_keys import INVOICES, ITEMS, RAW
+from ...asset_keys import INVOICES, ITEMS, PAYMENTS, RAW
 from ...concurrency import run_concurrently
 from ...partitions import company_partitions
 from ...rate_limit import SyncStopRequested
@@ -71,6 +72,7 @@ SYNC_TABLES = {
     RAW: schema.billingo_documents_raw,
     INVOICES: schema.billingo_invoices,
     ITEMS: schema.billingo_invoice_items,
+    PAYMENTS: schema.billingo_document_payments,
 }
 # What a company's sync may end with that is its own failure, not the step's.
 COMPANY_FAILURES = (CompanyError, CompanySyncError, SyncAlreadyRunningError)
@@ -177,6 +179,21 @@ def _materializations(
         partition=result.company,
         metadata={**common, "items_written": dg.MetadataValue.int(counts.items_written), **row_count(ITEMS)},
     )
+    if result.payments is not None:
+        payments = result.payments
+        yield dg.AssetMaterialization(
+            asset_key=PAYMENTS,
+            partition=result.company,
+            metadata={
+                **common,
+                "payment_histories_fetched": dg.MetadataValue.int(payments.fetched),
+                "payments_written": dg.MetadataValue.int(payments.payments_written),
+                "payment_history_calls": dg.MetadataValue.int(payments.api_calls),
+                "payment_histories_deferred": dg.MetadataValue.int(payments.deferred),
+                "documents_not_found": dg.MetadataValue.int(payments.not_found),
+                **row_count(PAYMENTS),
+            },
+        )
 
 
 @dg.multi_asset(
@@ -208,6 +225,19 @@ def _materializations(
             description="Invoice line items: product, quantity, unit price, VAT, net/VAT/gross.",
             metadata=table_definition_metadata(SYNC_TABLES[ITEMS]),
         ),
+        dg.AssetSpec(
+            PAYMENTS,
+            deps=[INVOICES],
+            group_name=GROUP,
+            kinds={"python", "sql"},
+            skippable=True,
+            description=(
+                "Payment histories (GET /documents/{id}/payments: date, price, method, voucher, rate) of the "
+                "documents that are partially paid or whose payment status or paid date changed, fetched by "
+                "the sync within its per-sync cap; the rest wait for the next sync."
+            ),
+            metadata=table_definition_metadata(SYNC_TABLES[PAYMENTS]),
+        ),
     ],
     partitions_def=company_partitions,
     can_subset=True,
@@ -220,7 +250,8 @@ def billingo_sync(
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckResult]:
     engine = warehouse.get_engine()
     selected = set(context.selected_asset_keys)
-    fetch = RAW in selected
+    # The payments are fetched by the sync after its sweep: selecting them fetches like the raw documents.
+    fetch = bool({RAW, PAYMENTS} & selected)
     run_id = context.run.run_id
     trigger = sync_trigger(context.run.tags)
     full = full_sweep_requested(context.run.tags)

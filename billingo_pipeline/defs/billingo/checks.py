@@ -34,10 +34,17 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ...asset_keys import INVOICES, ITEMS, RAW
+from ...asset_keys import INVOICES, ITEMS, PAYMENTS, RAW
 from ...billingo_client import MAX_PER_PAGE
 from ...health import RED_AFTER_HOURS, YELLOW_AFTER_HOURS, CompanyHealth, company_health
-from ...warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
+from ...warehouse.schema import (
+    billingo_document_payments,
+    billingo_documents_raw,
+    billingo_invoice_items,
+    billingo_invoices,
+    billingo_payment_history_state,
+    sync_log,
+)
 from ...warehouse.sync_log import record_check_results, utcnow
 
 WARN, ERROR = "WARN", "ERROR"
@@ -51,6 +58,7 @@ PARTNER_NAME = "partner_name_present"
 ERROR_RATE = "error_rate_under_target"
 INVOICES_PER_CALL = "invoices_per_api_call_sufficient"
 FRESHNESS = "last_successful_sync_fresh"
+PAYMENTS_ADD_UP = "payment_history_adds_up"
 
 MAX_ERROR_RATE = 0.01  # the target: under 1% of a sync's documents unusable
 MIN_INVOICES_PER_CALL = 50  # under this many documents per call, paging is wasting calls
@@ -109,6 +117,13 @@ CHECKS: dict[str, CheckDefinition] = {
             f"At least {MIN_INVOICES_PER_CALL} documents per Billingo API call, unless the sync made no more "
             f"calls than its document count needs (ceil(documents / {MAX_PER_PAGE})): a small company cannot do better.",
             "invoices_per_api_call", "min",
+        ),
+        CheckDefinition(
+            PAYMENTS_ADD_UP, PAYMENTS, ERROR,
+            "Every fetched payment history adds up to what Billingo says was paid: a paid invoice's payments "
+            "sum to its gross_total (within the rounding allowance of items_add_up_to_totals), a partially "
+            "paid one's to more than 0 and less than its gross_total.",
+            "mismatching_histories", "sum",
         ),
         CheckDefinition(
             FRESHNESS, INVOICES, ERROR,
@@ -236,6 +251,48 @@ def check_items_add_up(conn: Connection, company_id: int) -> CompanyCheck:
     return _outcome(
         ITEMS_ADD_UP, not mismatches, description,
         invoices_checked=checked, mismatching_invoices=len(mismatches), examples=mismatches[:MAX_EXAMPLES],
+    )
+
+
+def check_payments_add_up(conn: Connection, company_id: int) -> CompanyCheck:
+    # Only histories fetched since their document last changed say anything: one still due may
+    # be older than the invoice's status. Summed exactly in Python (SQLite stores decimal text).
+    i, p, s = billingo_invoices, billingo_document_payments, billingo_payment_history_state
+    judged = conn.execute(
+        sa.select(i.c.document_id, i.c.invoice_number, i.c.payment_status, i.c.gross_total, i.c.currency, i.c.rounding)
+        .select_from(i.join(s, sa.and_(s.c.company_id == i.c.company_id, s.c.document_id == i.c.document_id)))
+        .where(
+            i.c.company_id == company_id,
+            s.c.fetched_at.is_not(None), s.c.due_since.is_(None), sa.not_(s.c.not_found),
+            i.c.payment_status.in_(("paid", "partially_paid")), i.c.gross_total.is_not(None),
+            sa.not_(i.c.cancelled), i.c.deleted_in_source_at.is_(None),
+        )
+        .order_by(i.c.document_id)
+    ).all()
+    sums: dict[int, Decimal] = defaultdict(Decimal)
+    for document_id, price in conn.execute(
+        sa.select(p.c.document_id, p.c.price).where(p.c.company_id == company_id, p.c.document_id.in_([r.document_id for r in judged]))
+    ):
+        sums[document_id] += price
+    mismatches = []
+    for row in judged:
+        paid = sums.get(row.document_id, Decimal(0))
+        if row.payment_status == "paid":
+            adds_up = abs(row.gross_total - paid) <= allowed_difference(row.currency, row.rounding)
+        else:
+            adds_up = 0 < paid < row.gross_total
+        if not adds_up:
+            mismatches.append(
+                f"{row.invoice_number or row.document_id}: {row.payment_status}, payments {paid.normalize():f} of gross "
+                f"{row.gross_total.normalize():f} {row.currency or ''}".rstrip()
+            )
+    description = (
+        f"{len(mismatches)} of {len(judged)} payment histories do not add up to the invoice's payment status"
+        if mismatches else f"all {len(judged)} fetched payment histories add up"
+    )
+    return _outcome(
+        PAYMENTS_ADD_UP, not mismatches, description,
+        histories_checked=len(judged), mismatching_histories=len(mismatches), examples=mismatches[:MAX_EXAMPLES],
     )
 
 
@@ -372,7 +429,10 @@ def store_freshness(
 
 
 SYNC_ROW_CHECKS = {ERROR_RATE: check_error_rate, INVOICES_PER_CALL: check_invoices_per_api_call}
-DATA_CHECKS = {ITEMS_ADD_UP: check_items_add_up, UNIQUE_IDS: check_unique_ids, PARTNER_NAME: check_partner_names}
+DATA_CHECKS = {
+    ITEMS_ADD_UP: check_items_add_up, UNIQUE_IDS: check_unique_ids, PARTNER_NAME: check_partner_names,
+    PAYMENTS_ADD_UP: check_payments_add_up,
+}
 
 
 def evaluate_company_checks(engine: Engine, company_id: int, sync_id: int, names: AbstractSet[str]) -> dict[str, CompanyCheck]:

@@ -177,8 +177,8 @@ def aging_metadata(slug: str, aging: pd.DataFrame, weeks: pd.DataFrame) -> dict[
         "aging_chart": dg.MetadataValue.md(aging_chart(aging, slug)),
         **(
             {"partially_paid": dg.MetadataValue.text(
-                f"{partially_paid} partially paid invoice(s) count with their whole gross: Billingo does not "
-                "report how much of them was paid."
+                f"{partially_paid} partially paid invoice(s) count with what is left of them: the gross less "
+                "their recorded payments (the whole gross while a payment history is still to be fetched)."
             )}
             if partially_paid else {}
         ),
