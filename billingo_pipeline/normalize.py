@@ -59,6 +59,10 @@ __all__ = [
     "change_hash",
     "content_hash",
     "normalize_document",
+    "EntityFields",
+    "entity_field",
+    "mapped_entity_fields",
+    "normalize_entity",
     "parse_vat_percent",
     "to_decimal",
 ]
@@ -614,3 +618,66 @@ def _descend(value: object, path: tuple[str, ...], prefix: str) -> object:
             raise DocumentError(f"{walked}: expected an object, got {_json_type(value)}")
         value = value.get(path[depth])
     return value
+
+
+# --- the other list endpoints: one row per entity (partner, spending, block, bank account) -----------
+
+#: The converters an entity field mapping names by kind (``entity_field``).
+CONVERTERS: Mapping[str, Callable[[object, str], object]] = MappingProxyType({
+    "text": _text,
+    "integer": _integer,
+    "flag": _flag,
+    "date": _date,
+    "decimal": to_decimal,  # exact: through str to Decimal
+    "emails": _emails,  # an array of strings -> comma-separated
+})
+
+
+def entity_field(column: str, source: str, kind: str) -> FieldMapping:
+    """One column of an entity row: ``source`` is a dotted path in the payload, ``kind`` a key of
+    ``CONVERTERS``."""
+    return _map(column, source, CONVERTERS[kind])
+
+
+class EntityFields:
+    """An endpoint's declarative mapping (column <- source path), compiled once against what the
+    normalized table's columns can hold, and the spec fields it keeps only in the raw payload."""
+
+    def __init__(
+        self, fields: tuple[FieldMapping, ...], raw_only: Mapping[str, str], limits: Mapping[str, ColumnLimit] | None,
+        *, entity: str,
+    ):
+        self.fields = fields
+        self.raw_only: Mapping[str, str] = MappingProxyType(dict(raw_only))
+        self.entity = entity
+        self._steps = _compile(fields, limits)
+
+    @property
+    def mapped(self) -> Mapping[str, tuple[str, ...]]:
+        return mapped_entity_fields(self.fields)
+
+
+def mapped_entity_fields(fields: tuple[FieldMapping, ...]) -> Mapping[str, tuple[str, ...]]:
+    """Source path -> the column(s) it fills, ``id`` included."""
+    mapped: dict[str, tuple[str, ...]] = {"id": ("id",)}
+    for mapping in fields:
+        path = ".".join(mapping.source)
+        mapped[path] = (*mapped.get(path, ()), mapping.column)
+    return MappingProxyType(mapped)
+
+
+def normalize_entity(payload: Mapping[str, Any], fields: EntityFields) -> dict[str, object]:
+    """The normalized row of one entity (its Billingo id under no column: the caller keys it);
+    raises ``DocumentError`` naming the field, with the id."""
+    if not _is_object(payload):
+        raise DocumentError(f"{fields.entity}: expected an object, got {_json_type(payload)}")
+    entity_id = payload.get("id")
+    if isinstance(entity_id, bool) or not isinstance(entity_id, int) or entity_id <= 0:
+        problem = "missing" if entity_id is None else f"{_show(entity_id)} is not a positive integer"
+        raise DocumentError(f"id: {problem}")
+    row: dict[str, object] = {}
+    try:
+        _fill(row, payload, fields._steps, prefix="", document=payload)
+    except DocumentError as error:
+        raise DocumentError(error.message, entity_id) from None
+    return row
