@@ -31,7 +31,7 @@ from .simulator import BillingoSimulator, generate_api_key
 from .warehouse import companies as company_store
 from .warehouse.engine import get_engine
 from .warehouse.schema import billingo_invoice_items, billingo_invoices, companies
-from .warehouse.sync_log import sync_rows
+from .warehouse.sync_log import error_subject, sync_rows
 
 DEMO_DIR = Path(os.environ.get("BILLINGO_DEMO_DIR", ".demo")).resolve()
 LOCAL_DAGSTER_CONFIG = Path(__file__).resolve().parents[1] / "dagster.yaml"
@@ -234,7 +234,7 @@ def main() -> int:
     print(format_sync_rows(this_run))
     for row in this_run:
         for error in row["errors"][:5]:
-            print(f"  {row['company']}: document {error['document_id']}: {error['message']}")
+            print(f"  {row['company']}: {error_subject(error)}: {error['message']}")
     print("\nSync modes:")
     for row in this_run:
         print(f"  {row['company']}: {_describe_mode(row)}")

@@ -34,6 +34,7 @@ from ..warehouse.sync_log import (
     RUNNING,
     SyncProgress,
     UnlockRefusedError,
+    error_subject,
     release_running_sync,
     sync_rows,
 )
@@ -461,7 +462,7 @@ def _detail_lines(row: dict, shown: int) -> list[str]:
         message = " ".join(str(error.get("message") or "").split())
         if len(message) > STATUS_ERROR_LENGTH:
             message = message[: STATUS_ERROR_LENGTH - 3] + "..."
-        lines.append(f"    document {error.get('document_id')}: {message}")
+        lines.append(f"    {error_subject(error)}: {message}")
     # The log keeps at most MAX_STORED_ERRORS messages; the failed count covers every document.
     more = max(len(errors), row["invoices_failed"] or 0) - len(lines)
     if more > 0:

@@ -52,7 +52,7 @@ from ...warehouse import schema
 from ...warehouse.company_figures import CompanyFigures, company_figures
 from ...warehouse.companies import Company, CompanyError, CompanyNotSyncableError, UnknownCompanyError, get_company
 from ...warehouse.engine import warehouse_error_summary
-from ...warehouse.sync_log import COMPLETED, SyncAlreadyRunningError
+from ...warehouse.sync_log import COMPLETED, SyncAlreadyRunningError, error_subject
 from .checks import SYNC_CHECK_SPECS, StepChecks
 from .health import sync_operations_metadata
 
@@ -95,10 +95,10 @@ def full_sweep_requested(tags: Mapping[str, str]) -> bool:
 
 
 def _errors_table(errors: list[dict], limit: int = 20) -> dg.MetadataValue:
-    lines = ["| document id | message |", "| --- | --- |"]
+    lines = ["| item | message |", "| --- | --- |"]
     for error in errors[:limit]:
         message = str(error.get("message", "")).replace("|", "\\|")
-        lines.append(f"| {error.get('document_id')} | {message} |")
+        lines.append(f"| {error_subject(error)} | {message} |")
     if len(errors) > limit:
         lines.append(f"| ... | {len(errors) - limit} more in the sync_log table |")
     return dg.MetadataValue.md("\n".join(lines))

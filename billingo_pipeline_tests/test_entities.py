@@ -1,0 +1,175 @@
+"""Partners, spendings, document blocks and bank accounts: swept by the same sync as the documents,
+kept raw and normalized per company, with per-endpoint counts in ``sync_log_endpoints``.
+
+Each test runs on SQLite and on the real PostgreSQL against the simulator over a real socket.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from billingo_pipeline.endpoints.registry import ENTITY_ENDPOINTS, SYNC_ENDPOINTS
+from billingo_pipeline.resources import BillingoResource
+from billingo_pipeline.sync import sync_company
+from billingo_pipeline.warehouse import schema
+from billingo_pipeline.warehouse.companies import get_company
+from billingo_pipeline.warehouse.sync_log import COMPLETED, PARTIAL, endpoint_rows
+
+from .conftest import add_simulated_company
+
+PAGE_SIZE = 10  # several pages of spendings and partners even for a small company
+FAST_RETRIES = {"backoff_seconds": 0.01}
+
+
+def _sync(engine, simulator, slug: str, run_id: str, *, full: bool = False):
+    billingo = BillingoResource(base_url=simulator.base_url, page_size=PAGE_SIZE, **FAST_RETRIES)
+    return sync_company(engine, get_company(engine, slug), run_id=run_id, trigger="test", open_client=billingo.client_for, full=full)
+
+
+def _rows(engine, table, company_id: int, key: str) -> dict[int, sa.Row]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(table).where(table.c.company_id == company_id)).all()
+    return {getattr(row, key): row for row in rows}
+
+
+def _endpoint_counts(engine, sync_id: int) -> dict[str, dict]:
+    return {row["endpoint"]: row for row in endpoint_rows(engine, [sync_id])[sync_id]}
+
+
+def test_first_sync_stores_every_endpoint_and_a_resync_writes_nothing(engine, simulator, fernet_key):
+    api_key = add_simulated_company(engine, simulator, "acme", seed=3, documents=60)
+    company = get_company(engine, "acme")
+    first = _sync(engine, simulator, "acme", "run-1")
+    assert first.status == COMPLETED
+
+    partners = _rows(engine, schema.billingo_partners, company.id, "partner_id")
+    source_partners = {p["id"]: p for p in simulator.partners(api_key)}
+    assert set(partners) == set(source_partners)
+    some = source_partners[max(source_partners)]
+    stored = partners[some["id"]]
+    assert (stored.name, stored.tax_number, stored.city, stored.post_code, stored.iban) == (
+        some["name"], some["taxcode"] or None, some["address"]["city"], some["address"]["post_code"], some["iban"] or None,
+    )
+    assert stored.emails == (",".join(some["emails"]) or None)
+
+    spendings = _rows(engine, schema.billingo_spendings, company.id, "spending_id")
+    source_spendings = {s["id"]: s for s in simulator.spendings(api_key)}
+    assert set(spendings) == set(source_spendings)
+    for spending_id, source in source_spendings.items():
+        row = spendings[spending_id]
+        assert row.gross_total == Decimal(str(source["total_gross"]))
+        assert row.vat_total_local == Decimal(str(source["total_vat_amount_local"]))
+        assert row.due_date == dt.date.fromisoformat(source["due_date"])
+        assert row.partner_id == source["partner"]["id"]
+        assert row.paid_at == (dt.date.fromisoformat(source["paid_at"]) if source["paid_at"] else None)
+
+    for endpoint in ENTITY_ENDPOINTS[2:]:
+        with engine.connect() as conn:
+            raw = conn.execute(sa.select(sa.func.count()).select_from(endpoint.tables.raw).where(endpoint.tables.raw.c.company_id == company.id)).scalar_one()
+        assert raw == len(_rows(engine, endpoint.tables.normalized, company.id, endpoint.tables.id_column)) > 0
+
+    counts = _endpoint_counts(engine, first.sync_id)
+    assert list(counts) == [e.name for e in SYNC_ENDPOINTS]
+    assert counts["partners"]["created"] == counts["partners"]["fetched"] == len(source_partners)
+    assert counts["spendings"]["created"] == len(source_spendings)
+    assert counts["spendings"]["api_calls"] == -(-len(source_spendings) // PAGE_SIZE)
+
+    second = _sync(engine, simulator, "acme", "run-2")
+    assert second.status == COMPLETED
+    again = _endpoint_counts(engine, second.sync_id)
+    for endpoint in ENTITY_ENDPOINTS:
+        row = again[endpoint.name]
+        assert (row["created"], row["updated"], row["failed"]) == (0, 0, 0), endpoint.name
+        assert row["skipped"] == row["fetched"] == counts[endpoint.name]["fetched"], endpoint.name
+        assert row["api_calls"] == counts[endpoint.name]["api_calls"], endpoint.name
+    # Unchanged rows are not rewritten: their last change is still the first sync's.
+    assert _rows(engine, schema.billingo_partners, company.id, "partner_id")[some["id"]].last_changed_at == stored.last_changed_at
+
+
+def test_a_changed_partner_is_updated_and_a_vanished_one_marked_never_deleted(engine, simulator, fernet_key):
+    api_key = add_simulated_company(engine, simulator, "acme", seed=4, documents=40)
+    company = get_company(engine, "acme")
+    _sync(engine, simulator, "acme", "run-1")
+    customers = [p["id"] for p in simulator.partners(api_key)]
+    changed, vanished = customers[-1], customers[-2]
+    simulator.update_partner(api_key, changed, name="Átnevezett Kft.")
+    simulator.delete_partner(api_key, vanished)
+
+    result = _sync(engine, simulator, "acme", "run-2")
+    assert result.status == COMPLETED
+    counts = _endpoint_counts(engine, result.sync_id)["partners"]
+    assert (counts["updated"], counts["marked_missing"]) == (1, 1)
+    partners = _rows(engine, schema.billingo_partners, company.id, "partner_id")
+    assert partners[changed].name == "Átnevezett Kft." and partners[changed].deleted_in_source_at is None
+    assert partners[vanished].deleted_in_source_at is not None
+    raw = _rows(engine, schema.billingo_partners_raw, company.id, "partner_id")
+    assert raw[vanished].missing_since is not None
+    assert len(partners) == len(customers)
+
+
+def test_a_poisoned_spending_fails_alone(engine, simulator, fernet_key):
+    api_key = add_simulated_company(engine, simulator, "acme", seed=5, documents=40)
+    company = get_company(engine, "acme")
+    bad = simulator.add_spending(api_key, total_gross="12.700,00 Ft")
+    result = _sync(engine, simulator, "acme", "run-1")
+    assert result.status == PARTIAL
+    counts = _endpoint_counts(engine, result.sync_id)["spendings"]
+    total = len(simulator.spendings(api_key))
+    assert (counts["failed"], counts["created"], counts["fetched"]) == (1, total - 1, total)
+    spendings = _rows(engine, schema.billingo_spendings, company.id, "spending_id")
+    assert bad["id"] not in spendings and len(spendings) == total - 1
+    # Its raw payload is kept, and the error names it.
+    assert bad["id"] in _rows(engine, schema.billingo_spendings_raw, company.id, "spending_id")
+    with engine.connect() as conn:
+        errors = conn.execute(sa.select(schema.sync_log.c.errors).where(schema.sync_log.c.id == result.sync_id)).scalar_one()
+    [error] = errors
+    assert (error["endpoint"], error["entity_id"]) == ("spendings", bad["id"]) and "total_gross" in error["message"]
+    # The documents are all there.
+    assert result.normalize.counts.failed == 0 and result.normalize.counts.created == 40
+
+
+@pytest.mark.parametrize("mutation", ["created", "re-dated"])
+def test_spendings_swept_once_each_while_one_moves_between_pages(engine, simulator, fernet_key, mutation):
+    """Spendings are listed by due date: a bill created with (or moved to) an early due date while
+    we page shifts every later page; the sweep still stores each bill exactly once."""
+    api_key = add_simulated_company(engine, simulator, "acme", seed=6, documents=80)
+    company = get_company(engine, "acme")
+    listed = simulator.spendings(api_key)
+    earliest = dt.date.fromisoformat(listed[0]["due_date"]) - dt.timedelta(days=3)
+    moved: list[dict] = []
+
+    def on_request(request):
+        if request.path.endswith("/spendings") and request.query.get("page") == "2" and not moved:
+            if mutation == "created":
+                moved.append(simulator.add_spending(api_key, due_date=earliest.isoformat()))
+            else:
+                moved.append(simulator.update_spending(api_key, listed[-1]["id"], due_date=earliest.isoformat()))
+
+    simulator.on_request(on_request)
+    result = _sync(engine, simulator, "acme", "run-1")
+    assert moved and result.status == COMPLETED
+    spendings = _rows(engine, schema.billingo_spendings, company.id, "spending_id")
+    assert set(spendings) == {s["id"] for s in simulator.spendings(api_key)}
+    assert spendings[moved[0]["id"]].due_date == earliest
+    counts = _endpoint_counts(engine, result.sync_id)["spendings"]
+    assert counts["created"] == len(spendings) and counts["fetch_complete"] is True
+
+
+def test_two_companies_never_share_rows(engine, simulator, fernet_key):
+    first_key = add_simulated_company(engine, simulator, "acme", seed=7, documents=30)
+    second_key = add_simulated_company(engine, simulator, "bistro", seed=8, documents=30)
+    _sync(engine, simulator, "acme", "run-a")
+    _sync(engine, simulator, "bistro", "run-b")
+    for slug, key in (("acme", first_key), ("bistro", second_key)):
+        company = get_company(engine, slug)
+        assert set(_rows(engine, schema.billingo_spendings, company.id, "spending_id")) == {s["id"] for s in simulator.spendings(key)}
+        assert set(_rows(engine, schema.billingo_partners, company.id, "partner_id")) == {p["id"] for p in simulator.partners(key)}
+    # One company's partner vanishing marks nothing of the other's.
+    simulator.delete_partner(first_key, simulator.partners(first_key)[-1]["id"])
+    _sync(engine, simulator, "acme", "run-a2")
+    bistro = get_company(engine, "bistro")
+    assert all(row.deleted_in_source_at is None for row in _rows(engine, schema.billingo_partners, bistro.id, "partner_id").values())
