@@ -173,3 +173,75 @@ def test_two_companies_never_share_rows(engine, simulator, fernet_key):
     _sync(engine, simulator, "acme", "run-a2")
     bistro = get_company(engine, "bistro")
     assert all(row.deleted_in_source_at is None for row in _rows(engine, schema.billingo_partners, bistro.id, "partner_id").values())
+
+
+# --- payables ---------------------------------------------------------------------------------------
+
+
+def _expected_open_bills(simulator, api_key: str, as_of: dt.date) -> list[dict]:
+    """The open bills as the source says, computed here without the warehouse."""
+    bills = []
+    for source in simulator.spendings(api_key):
+        if source["paid_at"] is not None:
+            continue
+        due = dt.date.fromisoformat(source["due_date"])
+        bills.append({
+            "id": source["id"], "currency": source["currency"], "days": max((as_of - due).days, 0),
+            "gross": Decimal(str(source["total_gross"])).quantize(Decimal("0.01")),
+            "huf": Decimal(str(source["total_gross_local"])).quantize(Decimal("0.01")),
+        })
+    return bills
+
+
+def test_payables_outstanding_due_list_and_aging_are_exact(engine, warehouse_url, simulator, fernet_key):
+    api_key = add_simulated_company(engine, simulator, "acme", seed=9, documents=120)
+    as_of = simulator.today()
+    # A bill with an amount binary floats cannot hold, long overdue, and one paid (not open).
+    odd = simulator.add_spending(api_key, currency="EUR", conversion_rate=401.23, total_gross=1234.57,
+                                 total_gross_local=495334.79, due_date=(as_of - dt.timedelta(days=95)).isoformat())
+    paid = simulator.add_spending(api_key, due_date=(as_of - dt.timedelta(days=10)).isoformat())
+    simulator.pay_spending(api_key, paid["id"], paid_at=as_of)
+    assert _sync(engine, simulator, "acme", "run-1").status == COMPLETED
+    expected = _expected_open_bills(simulator, api_key, as_of)
+    assert any(b["days"] == 0 for b in expected) and any(b["days"] > 0 for b in expected)
+
+    from billingo_pipeline.reporting.payables import payables_aging, payables_due, payables_outstanding
+
+    outstanding = payables_outstanding(engine, "acme", as_of=as_of)
+    assert sorted(outstanding["spending_id"]) == sorted(b["id"] for b in expected)
+    assert paid["id"] not in set(outstanding["spending_id"])
+    odd_row = outstanding[outstanding["spending_id"] == odd["id"]].iloc[0]
+    assert (odd_row["gross_amount"], odd_row["gross_amount_huf"], odd_row["days_overdue"], odd_row["aging_bucket"]) == (
+        Decimal("1234.57"), Decimal("495334.79"), 95, "90+",
+    )
+    assert list(outstanding["due_date"]) == sorted(outstanding["due_date"])
+
+    due = payables_due(engine, "acme", as_of=as_of, within_days=7)
+    assert sorted(due["spending_id"]) == sorted(
+        b["id"] for b in expected
+        if dt.date.fromisoformat(next(s for s in simulator.spendings(api_key) if s["id"] == b["id"])["due_date"]) <= as_of + dt.timedelta(days=7)
+    )
+
+    def bucket(days: int) -> str:
+        return "current" if days <= 0 else "days_1_30" if days <= 30 else "days_31_60" if days <= 60 else "days_61_90" if days <= 90 else "days_over_90"
+
+    aging = {row["currency"]: row for row in payables_aging(engine, "acme", as_of=as_of).to_dict("records")}
+    assert set(aging) == {b["currency"] for b in expected}
+    for currency, row in aging.items():
+        mine = [b for b in expected if b["currency"] == currency]
+        assert row["bill_count"] == len(mine)
+        assert row["overdue_bill_count"] == sum(b["days"] > 0 for b in mine)
+        assert row["total_amount"] == sum((b["gross"] for b in mine), Decimal("0.00"))
+        assert row["total_huf"] == sum((b["huf"] for b in mine), Decimal("0.00"))
+        assert row["overdue_huf"] == sum((b["huf"] for b in mine if b["days"] > 0), Decimal("0.00"))
+        for prefix in ("current", "days_1_30", "days_31_60", "days_61_90", "days_over_90"):
+            assert row[f"{prefix}_huf"] == sum((b["huf"] for b in mine if bucket(b["days"]) == prefix), Decimal("0.00"))
+    assert aging["EUR"]["days_over_90_amount"] >= Decimal("1234.57")
+
+    # The CLI shows the same report.
+    from .conftest import invoke_cli
+
+    result = invoke_cli(warehouse_url, "report", "payables-aging", "--company", "acme", "--as-of", as_of.isoformat(), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert "days_over_90_huf" in result.output.splitlines()[0]
+    assert f"{aging['HUF']['total_huf']:f}" in result.output

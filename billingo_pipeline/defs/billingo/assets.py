@@ -41,8 +41,9 @@ from dataclasses import dataclass, field
 import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
-from ...asset_keys import INVOICES, ITEMS, RAW
+from ...asset_keys import ENTITY_ASSETS, INVOICES, ITEMS, RAW
 from ...concurrency import run_concurrently
+from ...endpoints.registry import ENTITY_ENDPOINTS
 from ...partitions import company_partitions
 from ...rate_limit import SyncStopRequested
 from ...resources import BillingoResource, FernetKeyResource, WarehouseResource
@@ -71,7 +72,14 @@ SYNC_TABLES = {
     RAW: schema.billingo_documents_raw,
     INVOICES: schema.billingo_invoices,
     ITEMS: schema.billingo_invoice_items,
+    **{
+        key: table
+        for endpoint in ENTITY_ENDPOINTS
+        for key, table in zip(ENTITY_ASSETS[endpoint.name], (endpoint.tables.raw, endpoint.tables.normalized))
+    },
 }
+# Assets only a sync that calls Billingo writes.
+FETCHED_ASSETS = frozenset({RAW, *(key for keys in ENTITY_ASSETS.values() for key in keys)})
 # What a company's sync may end with that is its own failure, not the step's.
 COMPANY_FAILURES = (CompanyError, CompanySyncError, SyncAlreadyRunningError)
 # Those of them that refuse the company before anything of it is written.
@@ -177,6 +185,52 @@ def _materializations(
         partition=result.company,
         metadata={**common, "items_written": dg.MetadataValue.int(counts.items_written), **row_count(ITEMS)},
     )
+    for name, (endpoint_fetch, endpoint_normalized) in result.endpoints.items():
+        raw_key, normalized_key = ENTITY_ASSETS[name]
+        yield dg.AssetMaterialization(
+            asset_key=raw_key,
+            partition=result.company,
+            metadata={
+                **common,
+                "fetched": dg.MetadataValue.int(endpoint_fetch.documents_fetched),
+                "api_calls": dg.MetadataValue.int(endpoint_fetch.api_calls),
+                "pages": dg.MetadataValue.int(endpoint_fetch.pages_fetched),
+                "fetch_complete": dg.MetadataValue.bool(endpoint_fetch.complete),
+                **row_count(raw_key),
+            },
+        )
+        entity_counts = endpoint_normalized.counts
+        yield dg.AssetMaterialization(
+            asset_key=normalized_key,
+            partition=result.company,
+            metadata={
+                **common,
+                "created": dg.MetadataValue.int(entity_counts.created),
+                "updated": dg.MetadataValue.int(entity_counts.updated),
+                "skipped": dg.MetadataValue.int(entity_counts.skipped),
+                "failed": dg.MetadataValue.int(entity_counts.failed),
+                "marked_deleted_in_source": dg.MetadataValue.int(entity_counts.marked_deleted),
+                **({"errors": _errors_table(endpoint_normalized.errors)} if endpoint_normalized.errors else {}),
+                **row_count(normalized_key),
+            },
+        )
+
+
+def _entity_specs() -> list[dg.AssetSpec]:
+    """Each other list endpoint's raw table and the normalized table built from it."""
+    specs = []
+    for endpoint in ENTITY_ENDPOINTS:
+        raw_key, normalized_key = ENTITY_ASSETS[endpoint.name]
+        specs.append(dg.AssetSpec(
+            raw_key, group_name=GROUP, kinds={"python", "sql"}, skippable=True,
+            description=f"Every Billingo {endpoint.entity} of the company, as GET {endpoint.path} returned it (JSON payload + hash).",
+            metadata=table_definition_metadata(SYNC_TABLES[raw_key]),
+        ))
+        specs.append(dg.AssetSpec(
+            normalized_key, deps=[raw_key], group_name=GROUP, kinds={"python", "sql"}, skippable=True,
+            description=endpoint.description, metadata=table_definition_metadata(SYNC_TABLES[normalized_key]),
+        ))
+    return specs
 
 
 @dg.multi_asset(
@@ -208,6 +262,7 @@ def _materializations(
             description="Invoice line items: product, quantity, unit price, VAT, net/VAT/gross.",
             metadata=table_definition_metadata(SYNC_TABLES[ITEMS]),
         ),
+        *_entity_specs(),
     ],
     partitions_def=company_partitions,
     can_subset=True,
@@ -220,7 +275,9 @@ def billingo_sync(
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckResult]:
     engine = warehouse.get_engine()
     selected = set(context.selected_asset_keys)
-    fetch = RAW in selected
+    # Any fetched table selected syncs the company (every endpoint, one run model); invoices or
+    # items alone re-normalize what is stored.
+    fetch = bool(selected & FETCHED_ASSETS)
     run_id = context.run.run_id
     trigger = sync_trigger(context.run.tags)
     full = full_sweep_requested(context.run.tags)

@@ -34,10 +34,17 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ...asset_keys import INVOICES, ITEMS, RAW
+from ...asset_keys import INVOICES, ITEMS, PARTNERS, RAW
 from ...billingo_client import MAX_PER_PAGE
 from ...health import RED_AFTER_HOURS, YELLOW_AFTER_HOURS, CompanyHealth, company_health
-from ...warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
+from ...warehouse.schema import (
+    billingo_documents_raw,
+    billingo_invoice_items,
+    billingo_invoices,
+    billingo_partners,
+    sync_log,
+    sync_log_endpoints,
+)
 from ...warehouse.sync_log import record_check_results, utcnow
 
 WARN, ERROR = "WARN", "ERROR"
@@ -46,6 +53,7 @@ SEVERITIES = {WARN: dg.AssetCheckSeverity.WARN, ERROR: dg.AssetCheckSeverity.ERR
 ITEMS_ADD_UP = "items_add_up_to_totals"
 UNIQUE_IDS = "unique_ids_and_invoice_numbers"
 PARTNER_NAME = "partner_name_present"
+INVOICE_PARTNERS = "invoice_partners_exist"
 # Named for what they check: the thresholds are the constants below (migration 0008 renamed the
 # stored outcomes of the names that held them).
 ERROR_RATE = "error_rate_under_target"
@@ -98,6 +106,12 @@ CHECKS: dict[str, CheckDefinition] = {
             PARTNER_NAME, INVOICES, ERROR,
             "Every document has a partner name (drafts and receipts, which may be anonymous, excepted).",
             "documents_without_partner_name", "sum",
+        ),
+        CheckDefinition(
+            INVOICE_PARTNERS, PARTNERS, WARN,
+            "Every invoice's partner (billingo_invoices.partner_id) is among the company's partners "
+            "(billingo_partners, marked deleted in source or not).",
+            "invoices_with_unknown_partner", "sum",
         ),
         CheckDefinition(
             ERROR_RATE, INVOICES, WARN,
@@ -294,6 +308,27 @@ def check_partner_names(conn: Connection, company_id: int) -> CompanyCheck:
     )
 
 
+def check_invoice_partners(conn: Connection, company_id: int) -> CompanyCheck:
+    i, p = billingo_invoices, billingo_partners
+    known = sa.select(p.c.partner_id).where(p.c.company_id == company_id)
+    with_partner = sa.select(i.c.document_id, i.c.invoice_number, i.c.partner_id).where(
+        i.c.company_id == company_id, i.c.partner_id.is_not(None)
+    )
+    checked = conn.execute(sa.select(sa.func.count()).select_from(with_partner.subquery())).scalar_one()
+    unknown = conn.execute(with_partner.where(i.c.partner_id.not_in(known)).order_by(i.c.document_id)).all()
+    passed = not unknown
+    description = (
+        f"all {checked} invoices with a partner name a known partner"
+        if passed
+        else f"{len(unknown)} of {checked} invoices name a partner not among the company's partners"
+    )
+    return _outcome(
+        INVOICE_PARTNERS, passed, description,
+        invoices_checked=checked, invoices_with_unknown_partner=len(unknown),
+        examples=[f"{r.invoice_number or r.document_id}: partner {r.partner_id}" for r in unknown[:MAX_EXAMPLES]],
+    )
+
+
 def check_error_rate(sync_row) -> CompanyCheck:
     processed, failed = sync_row.invoices_processed or 0, sync_row.invoices_failed or 0
     rate = failed / processed if processed else 0.0
@@ -308,13 +343,14 @@ def check_error_rate(sync_row) -> CompanyCheck:
 CLOCK_CALLS_PER_SYNC = 1
 
 
-def check_invoices_per_api_call(sync_row) -> CompanyCheck:
+def check_invoices_per_api_call(sync_row, other_endpoint_calls: int = 0) -> CompanyCheck:
     calls, documents = sync_row.api_calls or 0, sync_row.documents_fetched or 0
     if calls == 0:
         return _outcome(INVOICES_PER_CALL, True, "no Billingo API call in this sync", api_calls=0, documents_fetched=documents)
     per_call = documents / calls
-    # The pages the documents fill, plus the one reading of Billingo's clock (the sync's cursor).
-    calls_needed = max(1, math.ceil(documents / MAX_PER_PAGE)) + CLOCK_CALLS_PER_SYNC
+    # The pages the documents fill, plus the one reading of Billingo's clock (the sync's cursor),
+    # plus what the other endpoints' pages took (each read whole: partners, spendings, ...).
+    calls_needed = max(1, math.ceil(documents / MAX_PER_PAGE)) + CLOCK_CALLS_PER_SYNC + other_endpoint_calls
     passed = per_call >= MIN_INVOICES_PER_CALL or calls <= calls_needed
     description = (
         f"{per_call:.1f} documents per API call ({documents} documents, {calls} calls, {calls_needed} needed at "
@@ -372,7 +408,10 @@ def store_freshness(
 
 
 SYNC_ROW_CHECKS = {ERROR_RATE: check_error_rate, INVOICES_PER_CALL: check_invoices_per_api_call}
-DATA_CHECKS = {ITEMS_ADD_UP: check_items_add_up, UNIQUE_IDS: check_unique_ids, PARTNER_NAME: check_partner_names}
+DATA_CHECKS = {
+    ITEMS_ADD_UP: check_items_add_up, UNIQUE_IDS: check_unique_ids, PARTNER_NAME: check_partner_names,
+    INVOICE_PARTNERS: check_invoice_partners,
+}
 
 
 def evaluate_company_checks(engine: Engine, company_id: int, sync_id: int, names: AbstractSet[str]) -> dict[str, CompanyCheck]:
@@ -388,7 +427,9 @@ def evaluate_company_checks(engine: Engine, company_id: int, sync_id: int, names
             if name not in names or name == FRESHNESS:
                 continue
             try:
-                if name in SYNC_ROW_CHECKS:
+                if name == INVOICES_PER_CALL:
+                    outcomes[name] = check_invoices_per_api_call(row, _other_endpoint_calls(conn, sync_id))
+                elif name in SYNC_ROW_CHECKS:
                     outcomes[name] = SYNC_ROW_CHECKS[name](row)
                 else:
                     outcomes[name] = DATA_CHECKS[name](conn, company_id)
@@ -396,6 +437,13 @@ def evaluate_company_checks(engine: Engine, company_id: int, sync_id: int, names
                 conn.rollback()
                 outcomes[name] = _outcome(name, False, f"could not be evaluated: {type(exc).__name__}: {str(exc).splitlines()[0]}", ERROR)
     return outcomes
+
+
+def _other_endpoint_calls(conn: Connection, sync_id: int) -> int:
+    e = sync_log_endpoints
+    return conn.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(e.c.api_calls), 0)).where(e.c.sync_id == sync_id, e.c.endpoint != "documents")
+    ).scalar_one()
 
 
 def store_company_checks(engine: Engine, sync_id: int, outcomes: Mapping[str, CompanyCheck], evaluated_at: dt.datetime | None = None) -> None:
