@@ -30,7 +30,7 @@ from .settings import API_BASE_URL_ENV, DOTENV_FILE, FERNET_KEY_ENV, WAREHOUSE_U
 from .simulator import BillingoSimulator, generate_api_key
 from .warehouse import companies as company_store
 from .warehouse.engine import get_engine
-from .warehouse.schema import billingo_invoice_items, billingo_invoices, companies
+from .warehouse.schema import billingo_invoice_items, billingo_invoices, billingo_partners, billingo_spendings, companies
 from .warehouse.sync_log import error_subject, sync_rows
 
 DEMO_DIR = Path(os.environ.get("BILLINGO_DEMO_DIR", ".demo")).resolve()
@@ -152,7 +152,7 @@ def serve_simulator(port: int) -> None:
 
 
 def _summary(engine: sa.Engine) -> pd.DataFrame:
-    """Documents per company. "open" are the open receivables of the reporting views: drafts,
+    """Documents, partners and incoming bills per company. "open" are the open receivables of the reporting views: drafts,
     proformas, cancellations and documents with payment status ``none`` are not owed money.
     "paid" is ``is_paid``, as in ``invoices --status paid``: a cancelled invoice is not paid."""
     inv, items = billingo_invoices, billingo_invoice_items
@@ -188,9 +188,26 @@ def _summary(engine: sa.Engine) -> pd.DataFrame:
                 .group_by(receivables.company_slug)
             ).all()
         )
+        partners, spendings = (_live_rows(conn, table) for table in (billingo_partners, billingo_spendings))
+        open_spendings = _live_rows(conn, billingo_spendings, billingo_spendings.c.paid_at.is_(None))
     frame.insert(2, "line items", frame["company"].map(item_counts))
     frame.insert(4, "open", [open_counts.get(slug, 0) for slug in frame["company"]])
+    frame["partners"] = [partners.get(slug, 0) for slug in frame["company"]]
+    frame["spendings"] = [spendings.get(slug, 0) for slug in frame["company"]]
+    frame["unpaid spendings"] = [open_spendings.get(slug, 0) for slug in frame["company"]]
     return frame
+
+
+def _live_rows(conn: sa.Connection, table: sa.Table, *conditions: sa.ColumnElement[bool]) -> dict[str, int]:
+    """Rows per company slug that Billingo still returns (not deleted in source)."""
+    return dict(
+        conn.execute(
+            sa.select(companies.c.slug, sa.func.count())
+            .select_from(table.join(companies, companies.c.id == table.c.company_id))
+            .where(table.c.deleted_in_source_at.is_(None), *conditions)
+            .group_by(companies.c.slug)
+        ).all()
+    )
 
 
 def _describe_mode(row: dict) -> str:

@@ -99,4 +99,4 @@ def test_summary_counts_only_open_receivables_as_open(engine):
         ])
     [row] = _summary(engine).to_dict("records")
     assert row == {"company": "acme", "invoices": 7, "line items": 0, "paid": 1, "open": 2, "cancelled": 1,
-                   "non-HUF": 0}
+                   "non-HUF": 0, "partners": 0, "spendings": 0, "unpaid spendings": 0}

@@ -245,3 +245,47 @@ def test_payables_outstanding_due_list_and_aging_are_exact(engine, warehouse_url
     assert result.exit_code == 0, result.output
     assert "days_over_90_huf" in result.output.splitlines()[0]
     assert f"{aging['HUF']['total_huf']:f}" in result.output
+
+
+# --- each mapping covers its spec schema ------------------------------------------------------------
+
+from .test_normalize import _resolve, spec_schemas  # noqa: E402,F401 - the spec fixture, shared
+
+
+@pytest.mark.parametrize("endpoint", ENTITY_ENDPOINTS, ids=lambda e: e.name)
+def test_every_spec_field_of_the_endpoint_is_mapped_or_raw_only(spec_schemas, endpoint):
+    """Walk the endpoint's item schema (and the objects mapped field by field, such as a partner's
+    address): every property is a column or listed raw-only with a reason; the tables name only
+    real spec fields; every mapped column exists in the normalized table."""
+    mapped, raw_only = endpoint.mapping.mapped, endpoint.mapping.raw_only
+    containers = {path.rsplit(".", depth)[0] for path in mapped for depth in range(1, path.count(".") + 1)}
+    unaccounted: list[str] = []
+    spec_paths: set[str] = set()
+
+    def walk(schema_name: str, prefix: str) -> None:
+        for prop, node in spec_schemas[schema_name]["properties"].items():
+            path = prefix + prop
+            spec_paths.add(path)
+            ref_name, node = _resolve(spec_schemas, node)
+            if path in containers:
+                walk(ref_name, f"{path}.")
+            elif path not in mapped and path not in raw_only:
+                unaccounted.append(path)
+
+    walk(endpoint.spec_schema, "")
+    assert not unaccounted, f"{endpoint.name}: spec fields neither mapped nor raw-only: {unaccounted}"
+    assert sorted(set(mapped) - spec_paths) == []
+    assert sorted(set(raw_only) - spec_paths) == []
+    assert sorted(set(mapped) & set(raw_only)) == []
+    assert all(reason.strip() for reason in raw_only.values())
+    columns = {c.name for c in endpoint.tables.normalized.columns}
+    assert {m.column for m in endpoint.mapping.fields} <= columns
+
+
+@pytest.mark.parametrize("endpoint", ENTITY_ENDPOINTS, ids=lambda e: e.name)
+def test_normalized_rows_have_exactly_the_mapped_columns(endpoint):
+    from billingo_pipeline.normalize import normalize_entity
+
+    row = normalize_entity({"id": 1}, endpoint.mapping)
+    tracking = {"id", "company_id", endpoint.tables.id_column, "source_hash", "first_seen_at", "last_changed_at", "deleted_in_source_at"}
+    assert set(row) == {c.name for c in endpoint.tables.normalized.columns} - tracking

@@ -29,4 +29,5 @@ BANK_ACCOUNTS = EntityEndpoint(
     tables=TABLES,
     mapping=entity_mapping(FIELDS, RAW_ONLY, TABLES, entity="bank account"),
     description="The company's own bank accounts: name, account number, IBAN, SWIFT, currency.",
+    spec_schema="BankAccount",
 )

@@ -28,4 +28,5 @@ DOCUMENT_BLOCKS = EntityEndpoint(
     tables=TABLES,
     mapping=entity_mapping(FIELDS, RAW_ONLY, TABLES, entity="document block"),
     description="Document blocks (invoice pads): name, number prefix, type.",
+    spec_schema="DocumentBlock",
 )

@@ -39,6 +39,7 @@ class EntityEndpoint:
     tables: store.EntityTables
     mapping: EntityFields
     description: str  # of its normalized asset
+    spec_schema: str  # the spec's schema of one list item, which the mapping must cover
     # Fixed query filters of every request (a status, a type); none by default.
     filters: Mapping[str, str] = field(default_factory=dict)
     # The query parameter an incremental sync filters on; None: every sync reads it whole and

@@ -47,4 +47,5 @@ PARTNERS = EntityEndpoint(
     tables=TABLES,
     mapping=entity_mapping(FIELDS, RAW_ONLY, TABLES, entity="partner"),
     description="The company's Billingo partners: name, tax numbers, address, e-mails, phone, bank account.",
+    spec_schema="Partner",
 )

@@ -55,4 +55,5 @@ SPENDINGS = EntityEndpoint(
     tables=TABLES,
     mapping=entity_mapping(FIELDS, RAW_ONLY, TABLES, entity="spending"),
     description="Incoming bills (payables): supplier, category, dates, due and paid, exact gross/VAT totals.",
+    spec_schema="SpendingListItem",
 )
