@@ -188,6 +188,10 @@ class BillingoClient:
     def get_document(self, document_id: int) -> dict[str, Any]:
         return self._get_json(f"/documents/{int(document_id)}")
 
+    def get_item(self, path: str, item_id: int) -> dict[str, Any]:
+        """One item of a list endpoint, ``GET {path}/{id}`` (``/spendings/7000001``)."""
+        return self._get_json(f"{path}/{int(item_id)}")
+
     def get_document_page(self, page: int, *, path: str = "/documents", **filters: Any) -> DocumentPage:
         """One page of a Billingo list endpoint (``/documents`` unless ``path`` says another: they
         share Laravel's paging envelope)."""

@@ -318,8 +318,11 @@ def sync_endpoint(
     calls_before, pages_before = client.stats.api_calls, client.stats.pages_fetched
     sweep = SweepResult()
     filters = dict(endpoint.filters)
-    if plan.mode == INCREMENTAL and endpoint.modified_since_filter:
+    incremental = plan.mode == INCREMENTAL and not endpoint.always_full
+    if incremental and endpoint.modified_since_filter:
         filters[endpoint.modified_since_filter] = billingo_wall_time(plan.modified_since)
+    if incremental and endpoint.incremental is not None:
+        filters.update(endpoint.incremental.filters)
     total = PageOutcome()
     fetch_errors: list[dict] = []
     seen_ids: set[int] = set()
@@ -380,13 +383,29 @@ def sync_endpoint(
         raise
 
     marked_deleted = 0
-    if sweep.complete and (plan.mode == FULL or endpoint.always_full):
+    if sweep.complete and incremental and endpoint.incremental is not None:
+        # What left the subset since the last sync is re-read one by one (after the sweep, whose
+        # pages are all written: none of these can be in flight twice).
+        context = PageContext(company.id, sync_id, utcnow())
+        found, gone = [], []
+        for item_id in endpoint.incremental.left_subset(engine, context):
+            try:
+                found.append((item_id, client.get_item(endpoint.path, item_id)))
+            except BillingoApiError as exc:
+                if exc.status != 404:
+                    raise
+                gone.append(item_id)
+        for batch in chunked(found, client.page_size):
+            total.add(endpoint.write_page(engine, context, endpoint.prepare_page(engine, context, batch)))
+        fetched += len(found)
+        marked_deleted += endpoint.incremental.mark_missing(engine, context, gone) if gone else 0
+    if sweep.complete and not incremental:
         if keepalive is not None:
             keepalive.beat(force=True)  # still ours: a sync taken over must not mark the taker's documents missing
         vanished_while_paging = sorted(seen_ids - sweep.final_pass_ids)
         marked_deleted = endpoint.mark_vanished(engine, PageContext(company.id, sync_id, utcnow()), vanished_while_paging)
     duration = time.monotonic() - started
-    mode = FULL if endpoint.always_full else plan.mode
+    mode = INCREMENTAL if incremental else FULL
     fetch = FetchOutcome(
         mode=mode,
         api_calls=client.stats.api_calls - calls_before,

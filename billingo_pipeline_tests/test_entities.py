@@ -78,16 +78,48 @@ def test_first_sync_stores_every_endpoint_and_a_resync_writes_nothing(engine, si
     assert counts["spendings"]["created"] == len(source_spendings)
     assert counts["spendings"]["api_calls"] == -(-len(source_spendings) // PAGE_SIZE)
 
-    second = _sync(engine, simulator, "acme", "run-2")
+    second = _sync(engine, simulator, "acme", "run-2", full=True)
     assert second.status == COMPLETED
     again = _endpoint_counts(engine, second.sync_id)
     for endpoint in ENTITY_ENDPOINTS:
         row = again[endpoint.name]
-        assert (row["created"], row["updated"], row["failed"]) == (0, 0, 0), endpoint.name
+        assert (row["created"], row["updated"], row["failed"], row["mode"]) == (0, 0, 0, "full"), endpoint.name
         assert row["skipped"] == row["fetched"] == counts[endpoint.name]["fetched"], endpoint.name
         assert row["api_calls"] == counts[endpoint.name]["api_calls"], endpoint.name
     # Unchanged rows are not rewritten: their last change is still the first sync's.
     assert _rows(engine, schema.billingo_partners, company.id, "partner_id")[some["id"]].last_changed_at == stored.last_changed_at
+
+
+def test_an_incremental_sync_reads_the_unpaid_spendings_and_rereads_those_paid_since(engine, simulator, fernet_key):
+    api_key = add_simulated_company(engine, simulator, "acme", seed=10, documents=200)
+    company = get_company(engine, "acme")
+    assert _sync(engine, simulator, "acme", "run-1").status == COMPLETED
+    unpaid = [s for s in simulator.spendings(api_key) if s["paid_at"] is None]
+    # Most bills are paid: the unpaid ones are far fewer pages than all of them.
+    assert 2 <= len(unpaid) and -(-len(unpaid) // PAGE_SIZE) + 1 < -(-len(simulator.spendings(api_key)) // PAGE_SIZE)
+    paid_today = unpaid[0]
+    simulator.pay_spending(api_key, paid_today["id"])
+    new_unpaid = simulator.add_spending(api_key)
+    entered_paid = simulator.add_spending(api_key, paid_at=simulator.today().isoformat())
+
+    second = _sync(engine, simulator, "acme", "run-2")
+    assert second.status == COMPLETED
+    row = _endpoint_counts(engine, second.sync_id)["spendings"]
+    still_unpaid = len(unpaid) - 1 + 1  # one paid, one new
+    assert row["mode"] == "incremental"
+    # The unpaid bills' pages, then one read of the bill paid since.
+    assert row["api_calls"] == -(-still_unpaid // PAGE_SIZE) + 1
+    assert (row["fetched"], row["created"], row["updated"], row["marked_missing"]) == (still_unpaid + 1, 1, 1, 0)
+    spendings = _rows(engine, schema.billingo_spendings, company.id, "spending_id")
+    assert spendings[paid_today["id"]].paid_at == simulator.today()
+    assert spendings[new_unpaid["id"]].paid_at is None
+    assert entered_paid["id"] not in spendings  # waits for the next full sweep
+
+    third = _sync(engine, simulator, "acme", "run-3", full=True)
+    row = _endpoint_counts(engine, third.sync_id)["spendings"]
+    assert row["mode"] == "full" and row["created"] == 1
+    spendings = _rows(engine, schema.billingo_spendings, company.id, "spending_id")
+    assert set(spendings) == {s["id"] for s in simulator.spendings(api_key)}
 
 
 def test_a_changed_partner_is_updated_and_a_vanished_one_marked_never_deleted(engine, simulator, fernet_key):

@@ -62,9 +62,27 @@ class ListEndpoint:
     mark_vanished: Callable[[Engine, PageContext, Sequence[int]], int]
     # Query filters every request of the sweep carries.
     filters: Mapping[str, str] = field(default_factory=dict)
+    # For an endpoint without a modification filter: what an incremental sync reads instead of
+    # everything (spendings: the unpaid ones), and how it finds what left that set since.
+    incremental: IncrementalSubset | None = None
 
     @property
     def always_full(self) -> bool:
-        """No modification filter: every sync reads it whole, so every complete sweep may mark
-        what vanished (the documents' incremental syncs may not)."""
-        return self.modified_since_filter is None
+        """No way to read only what changed: every sync reads it whole, so every complete sweep
+        may mark what vanished (the documents' incremental syncs may not)."""
+        return self.modified_since_filter is None and self.incremental is None
+
+
+@dataclass(frozen=True)
+class IncrementalSubset:
+    """An incremental sync of an endpoint without a modification filter: it sweeps the subset
+    ``filters`` selects (the part that can still change), then re-reads one by one
+    (``{path}/{id}``) the items stored as members of it that the sweep no longer returned (they
+    changed: paid, say) and marks those Billingo no longer has. Items that enter the endpoint
+    outside the subset wait for the next full sweep."""
+
+    filters: Mapping[str, str]
+    # Ids stored as members of the subset that this sync (``PageContext``) has not seen.
+    left_subset: Callable[[Engine, PageContext], list[int]]
+    # Mark these ids missing in Billingo (a single read answered 404); returns how many rows.
+    mark_missing: Callable[[Engine, PageContext, Sequence[int]], int]

@@ -13,9 +13,10 @@ be normalized fails alone: its raw payload is still stored, the sync ends PARTIA
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..iterables import chunked
@@ -24,7 +25,7 @@ from ..warehouse import entities as store
 from ..warehouse.documents import RawDocument, raw_document
 from ..warehouse.refusals import write_isolating_refusals
 from ..warehouse.schema import column_limits
-from . import ListEndpoint, PageContext, PageOutcome
+from . import IncrementalSubset, ListEndpoint, PageContext, PageOutcome
 
 MARK_BATCH_SIZE = 500
 
@@ -45,6 +46,10 @@ class EntityEndpoint:
     # The query parameter an incremental sync filters on; None: every sync reads it whole and
     # skips unchanged rows by hash (Billingo's partners, spendings, blocks and bank accounts).
     modified_since_filter: str | None = None
+    # An incremental sync reads only the rows of the normalized table ``incremental_subset``
+    # selects, asked for by ``incremental_filters`` (None: every sync reads it whole).
+    incremental_filters: Mapping[str, str] | None = None
+    incremental_subset: Callable[[sa.Table], sa.ColumnElement[bool]] | None = None
     # Bump when the mapping changes meaning: every row is rebuilt once from its raw payload.
     revision: int = 1
 
@@ -70,7 +75,21 @@ class EntityEndpoint:
             write_page=self.write_page,
             mark_vanished=self.mark_vanished,
             filters=dict(self.filters),
+            incremental=None if self.incremental_filters is None else IncrementalSubset(
+                filters=dict(self.incremental_filters), left_subset=self.left_subset, mark_missing=self.mark_missing,
+            ),
         )
+
+    def left_subset(self, engine: Engine, page: PageContext) -> list[int]:
+        with engine.connect() as conn:
+            return store.unseen_where(
+                conn, self.tables, page.company_id, page.sync_id, self.incremental_subset(self.tables.normalized)
+            )
+
+    def mark_missing(self, engine: Engine, page: PageContext, ids: Sequence[int]) -> int:
+        with engine.begin() as conn:
+            store.mark_raw_missing(conn, self.tables, page.company_id, ids, page.now)
+            return store.mark_normalized_of_missing(conn, self.tables, page.company_id, page.now)
 
     # -- one page ---------------------------------------------------------------------------------
 

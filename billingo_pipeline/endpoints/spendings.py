@@ -2,8 +2,8 @@
 
 Ordered by due date, so a bill created or re-dated while we page shifts any later page: the
 engine's sweep de-duplicates by id and runs another pass when a pass saw fewer distinct bills
-than Billingo reports. No modification filter: every sync reads it whole, unchanged bills skipped
-by hash.
+than Billingo reports. No modification filter: a full sweep reads it whole (unchanged bills
+skipped by hash), an incremental sync reads only the unpaid bills (below).
 """
 
 from __future__ import annotations
@@ -56,4 +56,9 @@ SPENDINGS = EntityEndpoint(
     mapping=entity_mapping(FIELDS, RAW_ONLY, TABLES, entity="spending"),
     description="Incoming bills (payables): supplier, category, dates, due and paid, exact gross/VAT totals.",
     spec_schema="SpendingListItem",
+    # Paid bills do not change: an incremental sync reads the unpaid ones (a page per 100), then
+    # re-reads one by one the bills stored unpaid that are no longer listed (paid since, or gone).
+    # A bill entered already paid waits for the next full sweep.
+    incremental_filters={"payment_status": "unpaid"},
+    incremental_subset=lambda spendings: spendings.c.paid_at.is_(None),
 )

@@ -157,3 +157,24 @@ def mark_normalized_of_missing(conn: Connection, tables: EntityTables, company_i
         )
         .values(deleted_in_source_at=now, last_changed_at=now)
     ).rowcount
+
+
+def unseen_where(
+    conn: Connection, tables: EntityTables, company_id: int, sync_id: int, condition: sa.ColumnElement[bool]
+) -> list[int]:
+    """Ids of the company's live normalized rows matching ``condition`` whose raw row this sync has
+    not seen (an incremental sync's subset that no longer returned them)."""
+    raw, normalized = tables.raw, tables.normalized
+    joined = normalized.join(raw, sa.and_(raw.c.company_id == normalized.c.company_id, tables.raw_id() == tables.normalized_id()))
+    return list(conn.execute(
+        sa.select(tables.normalized_id())
+        .select_from(joined)
+        .where(
+            normalized.c.company_id == company_id,
+            normalized.c.deleted_in_source_at.is_(None),
+            raw.c.missing_since.is_(None),
+            sa.or_(raw.c.last_seen_sync_id.is_(None), raw.c.last_seen_sync_id != sync_id),
+            condition,
+        )
+        .order_by(tables.normalized_id())
+    ).scalars())
