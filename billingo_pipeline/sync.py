@@ -346,7 +346,7 @@ def sync_endpoint(
         total.add(pending.result())
         if not progress_columns:
             if keepalive is not None:
-                keepalive.beat(api_calls=client.stats.api_calls)
+                keepalive.beat()  # the row's api_calls stay the documents'
             return
         now = progress()
         if keepalive is not None:
@@ -475,7 +475,7 @@ class CompanySyncResult:
     company: str
     sync_id: int
     status: str
-    fetch: FetchOutcome | None  # the documents' sweep; its api_calls are the whole sync's
+    fetch: FetchOutcome | None  # the documents' sweep (its api_calls include the clock's)
     normalize: NormalizeOutcome | None
     # Every other endpoint swept (endpoint name -> its outcomes), in sweep order.
     endpoints: dict[str, tuple[FetchOutcome, NormalizeOutcome]] = field(default_factory=dict)
@@ -541,16 +541,13 @@ def sync_company(
                     # Documents first: the sync-log row's counts, progress and cursor are theirs.
                     documents, *others = SYNC_ENDPOINTS
                     fetch, normalized = sync_endpoint(engine, company, client, documents, sync_id, plan, beat, logger)
+                    fetch.api_calls = client.stats.api_calls  # the clock's too, as the sync-log row has them
                     for endpoint in others:
                         swept[endpoint.name] = sync_endpoint(
                             engine, company, client, endpoint, sync_id, plan, beat, logger, progress_columns=False
                         )
                         entity_errors.extend(swept[endpoint.name][1].errors)
-                    fetch.api_calls = client.stats.api_calls
-            status = finish_sync(
-                engine, sync_id, normalized.counts, normalized.errors, other_errors=entity_errors,
-                api_calls=client.stats.api_calls if client is not None else None,
-            )
+            status = finish_sync(engine, sync_id, normalized.counts, normalized.errors, other_errors=entity_errors)
     except SyncLockLostError as exc:
         # The row is someone else's now: leave it as they wrote it.
         raise CompanySyncError(str(exc)) from None

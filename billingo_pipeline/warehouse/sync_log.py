@@ -441,15 +441,14 @@ def record_fetch(
 
 
 def finish_sync(
-    engine: Engine, sync_id: int, counts: SyncCounts, errors: Sequence[dict] = (), *,
-    other_errors: Sequence[dict] = (), api_calls: int | None = None,
+    engine: Engine, sync_id: int, counts: SyncCounts, errors: Sequence[dict] = (), *, other_errors: Sequence[dict] = ()
 ) -> str:
     """Finalize the row with the normalize step's counts and errors; returns the status it set.
 
     Errors the fetch step already stored (documents it could not even identify) stay, and count
     as failed documents of this sync too. A re-executed normalize step replaces its own errors.
     ``other_errors`` are of the endpoints after documents (partners, spendings, ...): stored with
-    the others, they make a sync that would be COMPLETED PARTIAL. ``api_calls``: the whole sync's.
+    the others, they make a sync that would be COMPLETED PARTIAL.
     """
     with engine.begin() as conn:
         stored, started, mode = conn.execute(
@@ -488,7 +487,6 @@ def finish_sync(
                 items_written=counts.items_written,
                 error_message=error_message,
                 errors=all_errors[:MAX_STORED_ERRORS],
-                **({} if api_calls is None else {"api_calls": api_calls}),
             )
         ).rowcount
         if not changed:
