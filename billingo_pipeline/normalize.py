@@ -502,12 +502,7 @@ def normalize_document(payload: Mapping[str, Any], limits: RowLimits | None = No
 
     With ``limits`` every value is also checked against what its warehouse column can hold.
     """
-    if not _is_object(payload):
-        raise DocumentError(f"document: expected an object, got {_json_type(payload)}")
-    document_id = payload.get("id")
-    if isinstance(document_id, bool) or not isinstance(document_id, int) or document_id <= 0:
-        problem = "missing" if document_id is None else f"{_show(document_id)} is not a positive integer"
-        raise DocumentError(f"id: {problem}")
+    document_id = _object_id(payload, "document")
 
     invoice_steps, item_steps = _steps(limits)
     try:
@@ -517,6 +512,17 @@ def normalize_document(payload: Mapping[str, Any], limits: RowLimits | None = No
     except DocumentError as error:
         raise DocumentError(error.message, document_id) from None
     return NormalizedDocument(document_id=document_id, invoice=invoice, items=items)
+
+
+def _object_id(payload: object, what: str) -> int:
+    """The payload's positive integer ``id``; ``DocumentError`` when it is not an object or has none."""
+    if not _is_object(payload):
+        raise DocumentError(f"{what}: expected an object, got {_json_type(payload)}")
+    object_id = payload.get("id")
+    if isinstance(object_id, bool) or not isinstance(object_id, int) or object_id <= 0:
+        problem = "missing" if object_id is None else f"{_show(object_id)} is not a positive integer"
+        raise DocumentError(f"id: {problem}")
+    return object_id
 
 
 def _is_object(value: object) -> bool:
@@ -669,12 +675,7 @@ def mapped_entity_fields(fields: tuple[FieldMapping, ...]) -> Mapping[str, tuple
 def normalize_entity(payload: Mapping[str, Any], fields: EntityFields) -> dict[str, object]:
     """The normalized row of one entity (its Billingo id under no column: the caller keys it);
     raises ``DocumentError`` naming the field, with the id."""
-    if not _is_object(payload):
-        raise DocumentError(f"{fields.entity}: expected an object, got {_json_type(payload)}")
-    entity_id = payload.get("id")
-    if isinstance(entity_id, bool) or not isinstance(entity_id, int) or entity_id <= 0:
-        problem = "missing" if entity_id is None else f"{_show(entity_id)} is not a positive integer"
-        raise DocumentError(f"id: {problem}")
+    entity_id = _object_id(payload, fields.entity)
     row: dict[str, object] = {}
     try:
         _fill(row, payload, fields._steps, prefix="", document=payload)

@@ -291,13 +291,22 @@ billingo_invoice_items = sa.Table(
 # it was built from (``source_hash``) and is marked, never deleted, when Billingo no longer returns it.
 
 
-def _entity_tracking_columns() -> list[sa.Column]:
-    return [
+def normalized_entity_table(name: str, id_column: str, id_comment: str, *columns: sa.SchemaItem) -> sa.Table:
+    """A normalized table of one list endpoint: the company, the Billingo id (unique per company),
+    ``columns``, and the raw hash it was built from with its first-seen, changed and deleted marks."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
+        sa.Column(id_column, sa.BigInteger, nullable=False, comment=id_comment),
+        *columns,
         sa.Column("source_hash", sa.String(64), nullable=False, comment="raw content_hash normalized from"),
         _now_column("first_seen_at"),
         _now_column("last_changed_at"),
         sa.Column("deleted_in_source_at", UtcDateTime(), nullable=True, comment="a complete sweep no longer returned it"),
-    ]
+        sa.UniqueConstraint("company_id", id_column),
+    )
 
 
 billingo_partners_raw = raw_entity_table(
@@ -305,12 +314,8 @@ billingo_partners_raw = raw_entity_table(
     payload_comment="the Partner object as received", hash_comment=ENTITY_HASH_COMMENT,
 )
 
-billingo_partners = sa.Table(
-    "billingo_partners",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
-    sa.Column("partner_id", sa.BigInteger, nullable=False, comment="Billingo partner id (invoices: partner_id)"),
+billingo_partners = normalized_entity_table(
+    "billingo_partners", "partner_id", "Billingo partner id (invoices: partner_id)",
     sa.Column("name", sa.String(255), nullable=True),
     sa.Column("tax_number", sa.String(64), nullable=True, comment="taxcode"),
     sa.Column("group_member_tax_number", sa.String(64), nullable=True),
@@ -327,8 +332,6 @@ billingo_partners = sa.Table(
     sa.Column("general_ledger_number", sa.String(64), nullable=True),
     sa.Column("default_payment_method", sa.String(64), nullable=True, comment="custom_billing_settings.payment_method"),
     sa.Column("default_due_days", sa.Integer, nullable=True, comment="custom_billing_settings.due_days"),
-    *_entity_tracking_columns(),
-    sa.UniqueConstraint("company_id", "partner_id"),
 )
 
 billingo_spendings_raw = raw_entity_table(
@@ -336,12 +339,8 @@ billingo_spendings_raw = raw_entity_table(
     payload_comment="the SpendingListItem object as received", hash_comment=ENTITY_HASH_COMMENT,
 )
 
-billingo_spendings = sa.Table(
-    "billingo_spendings",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
-    sa.Column("spending_id", sa.BigInteger, nullable=False, comment="Billingo spending id"),
+billingo_spendings = normalized_entity_table(
+    "billingo_spendings", "spending_id", "Billingo spending id",
     sa.Column("invoice_number", sa.String(128), nullable=True, comment="the supplier's invoice number"),
     sa.Column("category", sa.String(64), nullable=True, comment="Billingo Category, as text"),
     sa.Column("invoice_date", sa.Date, nullable=True),
@@ -362,8 +361,6 @@ billingo_spendings = sa.Table(
     sa.Column("partner_iban", sa.String(64), nullable=True),
     sa.Column("partner_account_number", sa.String(64), nullable=True),
     sa.Column("comment", sa.Text, nullable=True),
-    *_entity_tracking_columns(),
-    sa.UniqueConstraint("company_id", "spending_id"),
     sa.Index(None, "company_id", "paid_at", "due_date"),
 )
 
@@ -372,17 +369,11 @@ billingo_document_blocks_raw = raw_entity_table(
     payload_comment="the DocumentBlock object as received", hash_comment=ENTITY_HASH_COMMENT,
 )
 
-billingo_document_blocks = sa.Table(
-    "billingo_document_blocks",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
-    sa.Column("block_id", sa.BigInteger, nullable=False, comment="Billingo block id (invoices: block_id)"),
+billingo_document_blocks = normalized_entity_table(
+    "billingo_document_blocks", "block_id", "Billingo block id (invoices: block_id)",
     sa.Column("name", sa.String(255), nullable=True),
     sa.Column("prefix", sa.String(64), nullable=True, comment="invoice number prefix"),
     sa.Column("block_type", sa.String(32), nullable=True, comment="DocumentBlockType, as text"),
-    *_entity_tracking_columns(),
-    sa.UniqueConstraint("company_id", "block_id"),
 )
 
 billingo_bank_accounts_raw = raw_entity_table(
@@ -390,19 +381,13 @@ billingo_bank_accounts_raw = raw_entity_table(
     payload_comment="the BankAccount object as received", hash_comment=ENTITY_HASH_COMMENT,
 )
 
-billingo_bank_accounts = sa.Table(
-    "billingo_bank_accounts",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
-    sa.Column("bank_account_id", sa.BigInteger, nullable=False, comment="Billingo bank account id"),
+billingo_bank_accounts = normalized_entity_table(
+    "billingo_bank_accounts", "bank_account_id", "Billingo bank account id",
     sa.Column("name", sa.String(255), nullable=True),
     sa.Column("account_number", sa.String(64), nullable=True),
     sa.Column("iban", sa.String(64), nullable=True, comment="account_number_iban"),
     sa.Column("swift", sa.String(32), nullable=True),
     sa.Column("currency", sa.String(8), nullable=True),
-    *_entity_tracking_columns(),
-    sa.UniqueConstraint("company_id", "bank_account_id"),
 )
 
 # Per-endpoint counts of each sync (sync.sync_company): a child row per (sync, endpoint), so they

@@ -47,7 +47,7 @@ from ...endpoints.registry import ENTITY_ENDPOINTS
 from ...partitions import company_partitions
 from ...rate_limit import SyncStopRequested
 from ...resources import BillingoResource, FernetKeyResource, WarehouseResource
-from ...sync import CompanySyncError, CompanySyncResult, sync_company
+from ...sync import CompanySyncError, CompanySyncResult, NormalizeOutcome, sync_company
 from ...table_metadata import row_count_metadata, table_definition_metadata
 from ...warehouse import schema
 from ...warehouse.company_figures import CompanyFigures, company_figures
@@ -168,14 +168,8 @@ def _materializations(
         metadata={
             **common,
             "processed": dg.MetadataValue.int(counts.processed),
-            "created": dg.MetadataValue.int(counts.created),
-            "updated": dg.MetadataValue.int(counts.updated),
-            "skipped": dg.MetadataValue.int(counts.skipped),
-            "failed": dg.MetadataValue.int(counts.failed),
-            "marked_deleted_in_source": dg.MetadataValue.int(counts.marked_deleted),
-            "restored": dg.MetadataValue.int(normalized.restored),
+            **_write_counts(normalized),
             "duration_seconds": dg.MetadataValue.float(round(normalized.duration_seconds, 3)),
-            **({"errors": _errors_table(normalized.errors)} if normalized.errors else {}),
             **row_count(INVOICES),
             **operations,
         },
@@ -199,21 +193,25 @@ def _materializations(
                 **row_count(raw_key),
             },
         )
-        entity_counts = endpoint_normalized.counts
         yield dg.AssetMaterialization(
             asset_key=normalized_key,
             partition=result.company,
-            metadata={
-                **common,
-                "created": dg.MetadataValue.int(entity_counts.created),
-                "updated": dg.MetadataValue.int(entity_counts.updated),
-                "skipped": dg.MetadataValue.int(entity_counts.skipped),
-                "failed": dg.MetadataValue.int(entity_counts.failed),
-                "marked_deleted_in_source": dg.MetadataValue.int(entity_counts.marked_deleted),
-                **({"errors": _errors_table(endpoint_normalized.errors)} if endpoint_normalized.errors else {}),
-                **row_count(normalized_key),
-            },
+            metadata={**common, **_write_counts(endpoint_normalized), **row_count(normalized_key)},
         )
+
+
+def _write_counts(normalized: NormalizeOutcome) -> dict[str, dg.MetadataValue]:
+    """What a sweep's writes did to a normalized table, and its errors."""
+    counts = normalized.counts
+    return {
+        "created": dg.MetadataValue.int(counts.created),
+        "updated": dg.MetadataValue.int(counts.updated),
+        "skipped": dg.MetadataValue.int(counts.skipped),
+        "failed": dg.MetadataValue.int(counts.failed),
+        "marked_deleted_in_source": dg.MetadataValue.int(counts.marked_deleted),
+        "restored": dg.MetadataValue.int(normalized.restored),
+        **({"errors": _errors_table(normalized.errors)} if normalized.errors else {}),
+    }
 
 
 def _entity_specs() -> list[dg.AssetSpec]:
