@@ -1,6 +1,8 @@
-"""Billingo assets, one partition per company: raw documents -> invoices -> invoice items.
+"""Billingo assets, one partition per company: raw documents -> invoices -> invoice items, and
+each other endpoint's raw table -> its normalized table (partners, spendings, document blocks,
+bank accounts; ``endpoints/registry.py``), all written by the same sync.
 
-The three assets are one multi-asset because one company's sync is one unit: its sync-log row
+The assets are one multi-asset because one company's sync is one unit: its sync-log row
 goes RUNNING -> COMPLETED/PARTIAL/FAILED inside one step, and invoices are written together
 with their items. The step accepts a range of company partitions (``BackfillPolicy``), so many
 companies sync in few runs.
