@@ -56,6 +56,7 @@ from .warehouse.sync_log import (
     heartbeat,
     one_line,
     EndpointCounts,
+    endpoint_fully_swept,
     record_endpoint,
     record_fetch,
     record_plan,
@@ -318,7 +319,11 @@ def sync_endpoint(
     calls_before, pages_before = client.stats.api_calls, client.stats.pages_fetched
     sweep = SweepResult()
     filters = dict(endpoint.filters)
-    incremental = plan.mode == INCREMENTAL and not endpoint.always_full
+    # An endpoint read by subset (spendings) is read whole until one complete read of it exists
+    # (its first sync, or the first after it was added to a company already syncing documents).
+    incremental = plan.mode == INCREMENTAL and not endpoint.always_full and (
+        endpoint.incremental is None or endpoint_fully_swept(engine, company.id, endpoint.name)
+    )
     if incremental and endpoint.modified_since_filter:
         filters[endpoint.modified_since_filter] = billingo_wall_time(plan.modified_since)
     if incremental and endpoint.incremental is not None:

@@ -321,3 +321,20 @@ def test_normalized_rows_have_exactly_the_mapped_columns(endpoint):
     row = normalize_entity({"id": 1}, endpoint.mapping)
     tracking = {"id", "company_id", endpoint.tables.id_column, "source_hash", "first_seen_at", "last_changed_at", "deleted_in_source_at"}
     assert set(row) == {c.name for c in endpoint.tables.normalized.columns} - tracking
+
+
+def test_spendings_are_read_whole_until_one_complete_read_exists(engine, simulator, fernet_key):
+    """A company that synced documents before spendings were swept (its documents sync
+    incrementally) gets every bill once, not only the unpaid ones."""
+    api_key = add_simulated_company(engine, simulator, "acme", seed=11, documents=120)
+    company = get_company(engine, "acme")
+    assert _sync(engine, simulator, "acme", "run-1").status == COMPLETED
+    with engine.begin() as conn:  # as if this sync had not read spendings
+        conn.execute(schema.sync_log_endpoints.delete().where(schema.sync_log_endpoints.c.endpoint == "spendings"))
+        for table in (schema.billingo_spendings, schema.billingo_spendings_raw):
+            conn.execute(table.delete())
+    second = _sync(engine, simulator, "acme", "run-2")
+    assert second.fetch.mode == "incremental"
+    row = _endpoint_counts(engine, second.sync_id)["spendings"]
+    assert row["mode"] == "full" and row["created"] == len(simulator.spendings(api_key))
+    assert _endpoint_counts(engine, _sync(engine, simulator, "acme", "run-3").sync_id)["spendings"]["mode"] == "incremental"

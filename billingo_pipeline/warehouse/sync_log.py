@@ -204,6 +204,22 @@ def record_endpoint(engine: Engine, sync_id: int, company_id: int, counts: Endpo
         conn.execute(sync_log_endpoints.insert().values(sync_id=sync_id, company_id=company_id, **values))
 
 
+def endpoint_fully_swept(engine: Engine, company_id: int, endpoint: str) -> bool:
+    """Whether a sync that ended COMPLETED or PARTIAL has read all of ``endpoint`` for the company
+    (a complete full sweep): before that, an incremental read of it has no base to add to."""
+    e = sync_log_endpoints
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(e.c.id)
+            .join(sync_log, sync_log.c.id == e.c.sync_id)
+            .where(
+                e.c.company_id == company_id, e.c.endpoint == endpoint, e.c.mode == FULL, e.c.fetch_complete.is_(True),
+                sync_log.c.status.in_((COMPLETED, PARTIAL)),
+            )
+            .limit(1)
+        ).first() is not None
+
+
 def endpoint_rows(engine: Engine, sync_ids: Sequence[int]) -> dict[int, list[dict]]:
     """The per-endpoint counts of these syncs, in the order they were swept."""
     if not sync_ids:
