@@ -338,3 +338,17 @@ def test_spendings_are_read_whole_until_one_complete_read_exists(engine, simulat
     row = _endpoint_counts(engine, second.sync_id)["spendings"]
     assert row["mode"] == "full" and row["created"] == len(simulator.spendings(api_key))
     assert _endpoint_counts(engine, _sync(engine, simulator, "acme", "run-3").sync_id)["spendings"]["mode"] == "incremental"
+
+
+def test_status_shows_the_other_endpoints_under_each_sync(engine, warehouse_url, simulator, fernet_key):
+    from .conftest import invoke_cli
+
+    api_key = add_simulated_company(engine, simulator, "acme", seed=12, documents=30)
+    simulator.add_spending(api_key, total_gross="12.700,00 Ft")
+    assert _sync(engine, simulator, "acme", "run-1").status == PARTIAL
+    result = invoke_cli(warehouse_url, "status", "acme")
+    assert result.exit_code == 0, result.output
+    partners, spendings = len(simulator.partners(api_key)), len(simulator.spendings(api_key))
+    [line] = [line for line in result.output.splitlines() if line.strip().startswith("partners ")]
+    assert line.strip().startswith(f"partners {partners} ({partners} created) · spendings {spendings} ({spendings - 1} created, 1 failed) · ")
+    assert any(line.strip().startswith("spending ") and "total_gross" in line for line in result.output.splitlines())
