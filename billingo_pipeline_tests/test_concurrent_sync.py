@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from billingo_pipeline.admin import register_company
 from billingo_pipeline.defs.billingo.assets import billingo_assets
-from billingo_pipeline.defs.billingo.assets import ERRORS_BY_COMPANY, FULL_SWEEP_TAG, TRIGGER_TAG
+from billingo_pipeline.defs.billingo.assets import ERRORS_BY_COMPANY, FULL_SWEEP_TAG, SYNC_TABLES, TRIGGER_TAG
 from billingo_pipeline.defs.reporting.assets import billingo_aging_report, reporting_assets
 from billingo_pipeline.asset_keys import RAW
 from billingo_pipeline.concurrency import run_concurrently
@@ -34,7 +34,8 @@ from billingo_pipeline.warehouse import companies as company_store
 from billingo_pipeline.warehouse.schema import sync_log
 from billingo_pipeline.warehouse.sync_log import COMPLETED, start_sync
 
-SYNC_KEYS = ("billingo_documents_raw", "billingo_invoices", "billingo_invoice_items")
+# Every table a company's sync writes: the documents' three and each other endpoint's two.
+SYNC_KEYS = tuple(key.to_user_string() for key in SYNC_TABLES)
 
 
 def _add(engine, simulator, slug: str, *, documents: int = 12, known_to_billingo: bool = True) -> str:
@@ -131,7 +132,7 @@ def test_a_range_run_logs_one_status_line_for_its_companies(engine, warehouse_ur
     assert "2 of 3 companies synced: 2 COMPLETED, 1 failed (bravo)" in messages(many)
     assert not [m for m in messages(many) if m.startswith("company 'alfa': sync ")]
     alfa = [m for m in many.asset_materializations_for_node("billingo_sync") if m.partition == "alfa"]
-    assert len(alfa) == 3 and {m.metadata["sync_status"].value for m in alfa} == {COMPLETED}
+    assert len(alfa) == len(SYNC_KEYS) and {m.metadata["sync_status"].value for m in alfa} == {COMPLETED}
     # A one-company run keeps its line, with how it fetched; a range run says it per company on
     # the raw documents' materialization, not in an event of its own.
     assert "company 'alfa': sync COMPLETED (incremental sync: documents modified since the cursor)" in messages(alone)
