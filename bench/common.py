@@ -256,9 +256,15 @@ def sync_once(warehouse_url: str, base_url: str, slug: str) -> dict[str, Any]:
     wall = time.perf_counter() - started
     with engine.connect() as conn:
         row = conn.execute(sa.select(sync_log).where(sync_log.c.id == result.sync_id)).mappings().one()
+        # The endpoints after the documents (migration 0010): their API calls, by endpoint.
+        endpoint_calls = {}
+        if sa.inspect(conn).has_table("sync_log_endpoints"):
+            endpoint_calls = dict(conn.execute(sa.text(
+                "SELECT endpoint, api_calls FROM sync_log_endpoints WHERE sync_id = :id AND endpoint <> 'documents' ORDER BY id"
+            ), {"id": result.sync_id}).all())
     figures = {name: row[name] for name in SYNC_LOG_FIGURES}
     figures.update({name: row[name] for name in SYNC_LOG_OPTIONAL if name in row})
-    return {"wall": wall, **figures}
+    return {"wall": wall, **figures, "endpoint_calls": endpoint_calls}
 
 
 # -- reporting -----------------------------------------------------------------------------------

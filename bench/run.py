@@ -105,6 +105,12 @@ def nightly_report(args, nightlies) -> Report:
             report.note(f"{dialect}: only {night['paid']} open invoices were left to pay (of {args.payments} asked)")
         report.add(f"{dialect}: unchanged, API calls", str(unchanged["api_calls"]),
                    f"<= {nightly.UNCHANGED_MAX_API_CALLS}", unchanged["api_calls"] <= nightly.UNCHANGED_MAX_API_CALLS)
+        endpoint_calls = unchanged.get("endpoint_calls", {})
+        if endpoint_calls:
+            report.add(f"{dialect}: unchanged, other endpoints' API calls",
+                       ", ".join(f"{name} {calls}" for name, calls in endpoint_calls.items()),
+                       f"<= {nightly.UNCHANGED_MAX_ENDPOINT_API_CALLS} each",
+                       max(endpoint_calls.values()) <= nightly.UNCHANGED_MAX_ENDPOINT_API_CALLS)
         report.add(f"{dialect}: unchanged, sync time", seconds(unchanged["wall"]),
                    f"<= {nightly.UNCHANGED_MAX_SECONDS:.0f} s", unchanged["wall"] <= nightly.UNCHANGED_MAX_SECONDS)
         report.add(f"{dialect}: after {night['paid']} payments, API calls", str(after["api_calls"]))

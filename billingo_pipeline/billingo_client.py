@@ -194,6 +194,10 @@ class BillingoClient:
         both); retried and rate-limited like every request, a 404 raises with ``status`` 404."""
         return self._get_json(f"/documents/{int(document_id)}/payments", expected=(list, dict))
 
+    def get_item(self, path: str, item_id: int) -> dict[str, Any]:
+        """One item of a list endpoint, ``GET {path}/{id}`` (``/spendings/7000001``)."""
+        return self._get_json(f"{path}/{int(item_id)}")
+
     def get_document_page(self, page: int, *, path: str = "/documents", **filters: Any) -> DocumentPage:
         """One page of a Billingo list endpoint (``/documents`` unless ``path`` says another: they
         share Laravel's paging envelope)."""

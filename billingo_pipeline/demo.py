@@ -31,8 +31,15 @@ from .settings import API_BASE_URL_ENV, DOTENV_FILE, FERNET_KEY_ENV, WAREHOUSE_U
 from .simulator import BillingoSimulator, generate_api_key
 from .warehouse import companies as company_store
 from .warehouse.engine import get_engine
-from .warehouse.schema import billingo_document_payments, billingo_invoice_items, billingo_invoices, companies
-from .warehouse.sync_log import sync_rows
+from .warehouse.schema import (
+    billingo_document_payments,
+    billingo_invoice_items,
+    billingo_invoices,
+    billingo_partners,
+    billingo_spendings,
+    companies,
+)
+from .warehouse.sync_log import error_subject, sync_rows
 
 DEMO_DIR = Path(os.environ.get("BILLINGO_DEMO_DIR", ".demo")).resolve()
 LOCAL_DAGSTER_CONFIG = Path(__file__).resolve().parents[1] / "dagster.yaml"
@@ -153,7 +160,7 @@ def serve_simulator(port: int) -> None:
 
 
 def _summary(engine: sa.Engine) -> pd.DataFrame:
-    """Documents per company. "open" are the open receivables of the reporting views: drafts,
+    """Documents, partners and incoming bills per company. "open" are the open receivables of the reporting views: drafts,
     proformas, cancellations and documents with payment status ``none`` are not owed money.
     "paid" is ``is_paid``, as in ``invoices --status paid``: a cancelled invoice is not paid.
     "part-paid" are the open ones Billingo says are partially paid, "payments" the rows of their
@@ -204,6 +211,8 @@ def _summary(engine: sa.Engine) -> pd.DataFrame:
                 .group_by(companies.c.slug)
             ).all()
         )
+        partners, spendings = (_live_rows(conn, table) for table in (billingo_partners, billingo_spendings))
+        open_spendings = _live_rows(conn, billingo_spendings, billingo_spendings.c.paid_at.is_(None))
     slugs = list(frame["company"])
 
     def figure(slug: str, name: str):
@@ -215,7 +224,22 @@ def _summary(engine: sa.Engine) -> pd.DataFrame:
     frame.insert(5, "part-paid", [figure(slug, "part_paid") for slug in slugs])
     frame["payments"] = [payment_counts.get(slug, 0) for slug in slugs]
     frame["open HUF"] = [(Decimal(int(figure(slug, "open_huf_minor"))) / 100).quantize(Decimal("0.01")) for slug in slugs]
+    frame["partners"] = [partners.get(slug, 0) for slug in slugs]
+    frame["spendings"] = [spendings.get(slug, 0) for slug in slugs]
+    frame["unpaid spendings"] = [open_spendings.get(slug, 0) for slug in slugs]
     return frame
+
+
+def _live_rows(conn: sa.Connection, table: sa.Table, *conditions: sa.ColumnElement[bool]) -> dict[str, int]:
+    """Rows per company slug that Billingo still returns (not deleted in source)."""
+    return dict(
+        conn.execute(
+            sa.select(companies.c.slug, sa.func.count())
+            .select_from(table.join(companies, companies.c.id == table.c.company_id))
+            .where(table.c.deleted_in_source_at.is_(None), *conditions)
+            .group_by(companies.c.slug)
+        ).all()
+    )
 
 
 def _describe_mode(row: dict) -> str:
@@ -259,7 +283,7 @@ def main() -> int:
     print(format_sync_rows(this_run))
     for row in this_run:
         for error in row["errors"][:5]:
-            print(f"  {row['company']}: document {error['document_id']}: {error['message']}")
+            print(f"  {row['company']}: {error_subject(error)}: {error['message']}")
     print("\nSync modes:")
     for row in this_run:
         print(f"  {row['company']}: {_describe_mode(row)}")

@@ -59,6 +59,10 @@ __all__ = [
     "change_hash",
     "content_hash",
     "normalize_document",
+    "EntityFields",
+    "entity_field",
+    "mapped_entity_fields",
+    "normalize_entity",
     "parse_vat_percent",
     "to_decimal",
 ]
@@ -498,12 +502,7 @@ def normalize_document(payload: Mapping[str, Any], limits: RowLimits | None = No
 
     With ``limits`` every value is also checked against what its warehouse column can hold.
     """
-    if not _is_object(payload):
-        raise DocumentError(f"document: expected an object, got {_json_type(payload)}")
-    document_id = payload.get("id")
-    if isinstance(document_id, bool) or not isinstance(document_id, int) or document_id <= 0:
-        problem = "missing" if document_id is None else f"{_show(document_id)} is not a positive integer"
-        raise DocumentError(f"id: {problem}")
+    document_id = _object_id(payload, "document")
 
     invoice_steps, item_steps = _steps(limits)
     try:
@@ -513,6 +512,17 @@ def normalize_document(payload: Mapping[str, Any], limits: RowLimits | None = No
     except DocumentError as error:
         raise DocumentError(error.message, document_id) from None
     return NormalizedDocument(document_id=document_id, invoice=invoice, items=items)
+
+
+def _object_id(payload: object, what: str) -> int:
+    """The payload's positive integer ``id``; ``DocumentError`` when it is not an object or has none."""
+    if not _is_object(payload):
+        raise DocumentError(f"{what}: expected an object, got {_json_type(payload)}")
+    object_id = payload.get("id")
+    if isinstance(object_id, bool) or not isinstance(object_id, int) or object_id <= 0:
+        problem = "missing" if object_id is None else f"{_show(object_id)} is not a positive integer"
+        raise DocumentError(f"id: {problem}")
+    return object_id
 
 
 def _is_object(value: object) -> bool:
@@ -657,3 +667,60 @@ def normalize_payment_history(history: object, limits: Mapping[str, ColumnLimit]
                 limits[column].check(row[column], f"{prefix}.{source}")
         rows.append(row)
     return rows
+
+# --- the other list endpoints: one row per entity (partner, spending, block, bank account) -----------
+
+#: The converters an entity field mapping names by kind (``entity_field``).
+CONVERTERS: Mapping[str, Callable[[object, str], object]] = MappingProxyType({
+    "text": _text,
+    "integer": _integer,
+    "flag": _flag,
+    "date": _date,
+    "decimal": to_decimal,  # exact: through str to Decimal
+    "emails": _emails,  # an array of strings -> comma-separated
+})
+
+
+def entity_field(column: str, source: str, kind: str) -> FieldMapping:
+    """One column of an entity row: ``source`` is a dotted path in the payload, ``kind`` a key of
+    ``CONVERTERS``."""
+    return _map(column, source, CONVERTERS[kind])
+
+
+class EntityFields:
+    """An endpoint's declarative mapping (column <- source path), compiled once against what the
+    normalized table's columns can hold, and the spec fields it keeps only in the raw payload."""
+
+    def __init__(
+        self, fields: tuple[FieldMapping, ...], raw_only: Mapping[str, str], limits: Mapping[str, ColumnLimit] | None,
+        *, entity: str,
+    ):
+        self.fields = fields
+        self.raw_only: Mapping[str, str] = MappingProxyType(dict(raw_only))
+        self.entity = entity
+        self._steps = _compile(fields, limits)
+
+    @property
+    def mapped(self) -> Mapping[str, tuple[str, ...]]:
+        return mapped_entity_fields(self.fields)
+
+
+def mapped_entity_fields(fields: tuple[FieldMapping, ...]) -> Mapping[str, tuple[str, ...]]:
+    """Source path -> the column(s) it fills, ``id`` included."""
+    mapped: dict[str, tuple[str, ...]] = {"id": ("id",)}
+    for mapping in fields:
+        path = ".".join(mapping.source)
+        mapped[path] = (*mapped.get(path, ()), mapping.column)
+    return MappingProxyType(mapped)
+
+
+def normalize_entity(payload: Mapping[str, Any], fields: EntityFields) -> dict[str, object]:
+    """The normalized row of one entity (its Billingo id under no column: the caller keys it);
+    raises ``DocumentError`` naming the field, with the id."""
+    entity_id = _object_id(payload, fields.entity)
+    row: dict[str, object] = {}
+    try:
+        _fill(row, payload, fields._steps, prefix="", document=payload)
+    except DocumentError as error:
+        raise DocumentError(error.message, entity_id) from None
+    return row

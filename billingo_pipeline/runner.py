@@ -31,7 +31,7 @@ from .resources import BillingoResource, FernetKeyResource, WarehouseResource
 from .sync import PROGRESS_RECORD_ATTR
 from .warehouse.companies import syncable_company_slugs
 from .warehouse.engine import get_engine, warehouse_error_summary
-from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, SyncProgress, sync_rows
+from .warehouse.sync_log import COMPLETED, FAILED, PARTIAL, SyncProgress, error_subject, sync_rows
 
 # The run logger that hands each progress line's SyncProgress to ``run_company_syncs``' caller.
 PROGRESS_LOGGER = "sync_progress"
@@ -153,7 +153,7 @@ def company_results(engine, result: dg.ExecuteInProcessResult, companies: Sequen
             error = row["error_message"]  # our own one line, rather than Dagster's exception text
         elif row is not None and row["status"] == PARTIAL and row["errors"]:
             first = row["errors"][0]
-            error = f"first failed document {first.get('document_id')}: {first.get('message')}"
+            error = f"first failed {error_subject(first)}: {first.get('message')}"
         elif error is None and row is None:
             error = unreadable or run_error
         # A sync whose row cannot be read back failed: its row is taken over by the next sync.

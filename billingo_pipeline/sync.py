@@ -39,8 +39,9 @@ from . import settings
 from .billingo_client import BillingoApiError, BillingoClient, SweepResult, sweep_documents
 from .credentials import CredentialError
 from .endpoints import ListEndpoint, PageContext, PageOutcome
-from .endpoints.documents import DOCUMENTS, NORMALIZATION_REVISION, renormalize_stored_documents
+from .endpoints.documents import NORMALIZATION_REVISION, renormalize_stored_documents
 from .endpoints.payments import PaymentHistoryOutcome, sync_payment_histories
+from .endpoints.registry import SYNC_ENDPOINTS
 from .iterables import chunked
 from .warehouse.companies import Company, CompanyError
 from .warehouse.engine import warehouse_error_summary
@@ -56,6 +57,9 @@ from .warehouse.sync_log import (
     finish_sync,
     heartbeat,
     one_line,
+    EndpointCounts,
+    endpoint_fully_swept,
+    record_endpoint,
     record_fetch,
     record_plan,
     start_sync,
@@ -305,15 +309,27 @@ def sync_endpoint(
     plan: SyncPlan,
     keepalive: SyncHeartbeat | None = None,
     logger: logging.Logger | logging.LoggerAdapter | None = None,
+    *,
+    progress_columns: bool = True,
 ) -> tuple[FetchOutcome, NormalizeOutcome]:
     """One pass over ``endpoint``: fetch (a page ahead), prepare and write page by page (the
     write a page behind), and after a complete full sweep mark what Billingo no longer returns.
-    Each written page is progress: on the sync-log row (``keepalive``) and in ``logger``."""
+    Each written page is progress: on the sync-log row (``keepalive``) and in ``logger`` when
+    ``progress_columns`` (the row's progress columns are one sweep's: the documents'), else only
+    the heartbeat. Its counts become the sync's ``sync_log_endpoints`` row."""
     started = time.monotonic()
+    calls_before, pages_before = client.stats.api_calls, client.stats.pages_fetched
     sweep = SweepResult()
-    filters = {}
-    if plan.mode == INCREMENTAL and endpoint.modified_since_filter:
+    filters = dict(endpoint.filters)
+    # An endpoint read by subset (spendings) is read whole until one complete read of it exists
+    # (its first sync, or the first after it was added to a company already syncing documents).
+    incremental = plan.mode == INCREMENTAL and not endpoint.always_full and (
+        endpoint.incremental is None or endpoint_fully_swept(engine, company.id, endpoint.name)
+    )
+    if incremental and endpoint.modified_since_filter:
         filters[endpoint.modified_since_filter] = billingo_wall_time(plan.modified_since)
+    if incremental and endpoint.incremental is not None:
+        filters.update(endpoint.incremental.filters)
     total = PageOutcome()
     fetch_errors: list[dict] = []
     seen_ids: set[int] = set()
@@ -338,6 +354,10 @@ def sync_endpoint(
 
     def written(pending: Future) -> None:
         total.add(pending.result())
+        if not progress_columns:
+            if keepalive is not None:
+                keepalive.beat()  # the row's api_calls stay the documents'
+            return
         now = progress()
         if keepalive is not None:
             keepalive.beat(api_calls=client.stats.api_calls, **now.columns())
@@ -363,7 +383,8 @@ def sync_endpoint(
             writing = in_background(f"sync-writer-{sync_id}", endpoint.write_page, engine, context, prepared)
         if writing is not None:
             written(writing)
-        progress_log.report(progress(finished=True), force=True)
+        if progress_columns:
+            progress_log.report(progress(finished=True), force=True)
     except BaseException:
         if writing is not None and not writing.done():
             # The page in the writer was fetched before whatever stopped the sync, and is kept
@@ -373,16 +394,33 @@ def sync_endpoint(
         raise
 
     marked_deleted = 0
-    if sweep.complete and plan.mode == FULL:
+    if sweep.complete and incremental and endpoint.incremental is not None:
+        # What left the subset since the last sync is re-read one by one (after the sweep, whose
+        # pages are all written: none of these can be in flight twice).
+        context = PageContext(company.id, sync_id, utcnow())
+        found, gone = [], []
+        for item_id in endpoint.incremental.left_subset(engine, context):
+            try:
+                found.append((item_id, client.get_item(endpoint.path, item_id)))
+            except BillingoApiError as exc:
+                if exc.status != 404:
+                    raise
+                gone.append(item_id)
+        for batch in chunked(found, client.page_size):
+            total.add(endpoint.write_page(engine, context, endpoint.prepare_page(engine, context, batch)))
+        fetched += len(found)
+        marked_deleted += endpoint.incremental.mark_missing(engine, context, gone) if gone else 0
+    if sweep.complete and not incremental:
         if keepalive is not None:
             keepalive.beat(force=True)  # still ours: a sync taken over must not mark the taker's documents missing
         vanished_while_paging = sorted(seen_ids - sweep.final_pass_ids)
         marked_deleted = endpoint.mark_vanished(engine, PageContext(company.id, sync_id, utcnow()), vanished_while_paging)
     duration = time.monotonic() - started
+    mode = INCREMENTAL if incremental else FULL
     fetch = FetchOutcome(
-        mode=plan.mode,
-        api_calls=client.stats.api_calls,
-        pages_fetched=client.stats.pages_fetched,
+        mode=mode,
+        api_calls=client.stats.api_calls - calls_before,
+        pages_fetched=client.stats.pages_fetched - pages_before,
         documents_fetched=fetched,
         complete=sweep.complete,
         marked_missing=marked_deleted,
@@ -391,17 +429,18 @@ def sync_endpoint(
         notes=sweep.notes,
         plan_reason=plan.reason,
     )
-    record_fetch(
-        engine,
-        sync_id,
-        api_calls=fetch.api_calls,
-        pages_fetched=fetch.pages_fetched,
-        documents_fetched=fetch.documents_fetched,
-        fetch_complete=fetch.complete,
-        errors=fetch_errors,
-        pages_total=sweep.reported_last_page,
-        documents_total=sweep.reported_total,
-    )
+    if progress_columns:
+        record_fetch(
+            engine,
+            sync_id,
+            api_calls=client.stats.api_calls,
+            pages_fetched=fetch.pages_fetched,
+            documents_fetched=fetch.documents_fetched,
+            fetch_complete=fetch.complete,
+            errors=fetch_errors,
+            pages_total=sweep.reported_last_page,
+            documents_total=sweep.reported_total,
+        )
     counts = SyncCounts(
         processed=fetched,
         created=total.created,
@@ -411,7 +450,11 @@ def sync_endpoint(
         marked_deleted=marked_deleted,
         items_written=total.items_written,
     )
-    return fetch, NormalizeOutcome(counts=counts, restored=total.restored, duration_seconds=duration, errors=total.errors)
+    record_endpoint(engine, sync_id, company.id, EndpointCounts.of(endpoint.name, fetch, counts, fetch_errors))
+    # The fetch errors of an endpoint whose errors the sync-log row does not record (record_fetch)
+    # count with its normalize errors.
+    errors = total.errors if progress_columns else [*fetch_errors, *total.errors]
+    return fetch, NormalizeOutcome(counts=counts, restored=total.restored, duration_seconds=duration, errors=errors)
 
 
 class CompanySyncError(Exception):
@@ -443,9 +486,11 @@ class CompanySyncResult:
     company: str
     sync_id: int
     status: str
-    fetch: FetchOutcome | None
+    fetch: FetchOutcome | None  # the documents' sweep (its api_calls include the clock's)
     normalize: NormalizeOutcome | None
     payments: PaymentHistoryOutcome | None = None
+    # Every other endpoint swept (endpoint name -> its outcomes), in sweep order.
+    endpoints: dict[str, tuple[FetchOutcome, NormalizeOutcome]] = field(default_factory=dict)
 
 
 def _billingo_time(client: BillingoClient, logger) -> dt.datetime | None:
@@ -486,6 +531,8 @@ def sync_company(
     stale_after = dt.timedelta(seconds=settings.sync_stale_after_seconds())
     sync_id = start_sync(engine, company.id, run_id, trigger, stale_after=stale_after, run_in_progress=run_in_progress)
     client: BillingoClient | None = None
+    entity_errors: list[dict] = []  # of the endpoints after documents: each fails alone (PARTIAL)
+    swept: dict[str, tuple[FetchOutcome, NormalizeOutcome]] = {}
     try:
         with SyncHeartbeat(engine, sync_id, settings.sync_heartbeat_seconds(), logger) as beat:
             if open_client is None:
@@ -503,9 +550,18 @@ def sync_company(
                         engine, sync_id, mode=plan.mode, modified_since=plan.modified_since, cursor=billingo_now,
                         normalization_revision=NORMALIZATION_REVISION,
                     )
-                    fetch, normalized = sync_endpoint(engine, company, client, DOCUMENTS, sync_id, plan, beat, logger)
+                    # Documents first: the sync-log row's counts, progress and cursor are theirs.
+                    documents, *others = SYNC_ENDPOINTS
+                    fetch, normalized = sync_endpoint(engine, company, client, documents, sync_id, plan, beat, logger)
+                    fetch.api_calls = client.stats.api_calls  # the clock's too, as the sync-log row has them
+                    for endpoint in others:
+                        swept[endpoint.name] = sync_endpoint(
+                            engine, company, client, endpoint, sync_id, plan, beat, logger, progress_columns=False
+                        )
+                        entity_errors.extend(swept[endpoint.name][1].errors)
+                    # Last: what the cap leaves is deferred to the next sync, never lost.
                     payments, normalized = _payment_histories(engine, company, client, sync_id, beat, normalized)
-            status = finish_sync(engine, sync_id, normalized.counts, normalized.errors)
+            status = finish_sync(engine, sync_id, normalized.counts, normalized.errors, other_errors=entity_errors)
     except SyncLockLostError as exc:
         # The row is someone else's now: leave it as they wrote it.
         raise CompanySyncError(str(exc)) from None
@@ -525,13 +581,13 @@ def sync_company(
         if not isinstance(exc, Exception):
             raise  # an interruption goes on stopping the process
         raise CompanySyncError(message) from None
-    return CompanySyncResult(company.slug, sync_id, status, fetch, normalized, payments)
+    return CompanySyncResult(company.slug, sync_id, status, fetch, normalized, payments=payments, endpoints=swept)
 
 
 def _payment_histories(
     engine: Engine, company: Company, client: BillingoClient, sync_id: int, beat: SyncHeartbeat, normalized: NormalizeOutcome,
 ) -> tuple[PaymentHistoryOutcome, NormalizeOutcome]:
-    """After the sweep: the payment histories that are due, within the per-sync cap; a history
+    """After the sweeps: the payment histories that are due, within the per-sync cap; a history
     that could not be fetched or stored is one failed document of the sync (it stays due)."""
     payments = sync_payment_histories(
         engine, company.id, client, sync_id, cap=settings.payment_histories_per_sync(), progress=beat.beat,

@@ -18,6 +18,7 @@ from billingo_pipeline.defs.billingo.checks import (
     ERROR,
     ERROR_RATE,
     FRESHNESS,
+    INVOICE_PARTNERS,
     INVOICES_PER_CALL,
     ITEMS_ADD_UP,
     PARTNER_NAME,
@@ -44,7 +45,7 @@ from billingo_pipeline.warehouse.sync_log import PARTIAL, record_check_results, 
 from .conftest import add_simulated_company as _add
 from .conftest import materialize_company as _materialize
 
-ALL_CHECKS = {ITEMS_ADD_UP, UNIQUE_IDS, PARTNER_NAME, ERROR_RATE, INVOICES_PER_CALL, FRESHNESS, PAYMENTS_ADD_UP}
+ALL_CHECKS = {ITEMS_ADD_UP, UNIQUE_IDS, PARTNER_NAME, INVOICE_PARTNERS, ERROR_RATE, INVOICES_PER_CALL, FRESHNESS, PAYMENTS_ADD_UP}
 
 
 def _report(instance, resources, cursor=None):
@@ -113,8 +114,8 @@ def test_crafted_bad_data_fails_the_data_checks_in_dagster_and_in_sync_log(engin
     result = _materialize(instance, warehouse_url, simulator, "acme", selection=["billingo_invoices", "billingo_invoice_items"])
     assert result.success  # checks report, they do not block
     evaluations = _evaluations(result)
-    # Neither the raw documents nor the payments were selected.
-    assert set(evaluations) == ALL_CHECKS - {INVOICES_PER_CALL, PAYMENTS_ADD_UP}
+    # Neither the raw documents, the payments nor the partners were selected: their checks are not evaluated.
+    assert set(evaluations) == ALL_CHECKS - {INVOICES_PER_CALL, PAYMENTS_ADD_UP, INVOICE_PARTNERS}
     for name, figure in ((ITEMS_ADD_UP, "mismatching_invoices"), (UNIQUE_IDS, "duplicates"), (PARTNER_NAME, "documents_without_partner_name")):
         evaluation = evaluations[name]
         assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR, name

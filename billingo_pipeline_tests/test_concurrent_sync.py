@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from billingo_pipeline.admin import register_company
 from billingo_pipeline.defs.billingo.assets import billingo_assets
-from billingo_pipeline.defs.billingo.assets import ERRORS_BY_COMPANY, FULL_SWEEP_TAG, TRIGGER_TAG
+from billingo_pipeline.defs.billingo.assets import ERRORS_BY_COMPANY, FULL_SWEEP_TAG, SYNC_TABLES, TRIGGER_TAG
 from billingo_pipeline.defs.reporting.assets import billingo_aging_report, reporting_assets
 from billingo_pipeline.asset_keys import RAW
 from billingo_pipeline.concurrency import run_concurrently
@@ -34,7 +34,8 @@ from billingo_pipeline.warehouse import companies as company_store
 from billingo_pipeline.warehouse.schema import sync_log
 from billingo_pipeline.warehouse.sync_log import COMPLETED, start_sync
 
-SYNC_KEYS = ("billingo_documents_raw", "billingo_invoices", "billingo_invoice_items", "billingo_document_payments")
+# Every table a company's sync writes: the documents' three, the payments and each other endpoint's two.
+SYNC_KEYS = tuple(key.to_user_string() for key in SYNC_TABLES)
 
 
 def _add(engine, simulator, slug: str, *, documents: int = 12, known_to_billingo: bool = True) -> str:

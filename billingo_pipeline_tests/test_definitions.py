@@ -35,14 +35,20 @@ def test_dagster_definitions_validate_command(tmp_path):
     assert "Validation successful" in completed.stdout + completed.stderr
 
 
+# Each other endpoint: its raw and its normalized table.
+ENTITY_ASSETS = {
+    f"billingo_{name}{suffix}" for name in ("partners", "spendings", "document_blocks", "bank_accounts") for suffix in ("_raw", "")
+}
 ASSETS = {
     "billingo_documents_raw", "billingo_invoices", "billingo_invoice_items", "billingo_document_payments",
     "billingo_aging_report", "billingo_sync_health",
+    *ENTITY_ASSETS,
 }
 CHECKS = {
     "billingo_invoice_items:items_add_up_to_totals",
     "billingo_invoices:unique_ids_and_invoice_numbers",
     "billingo_invoices:partner_name_present",
+    "billingo_partners:invoice_partners_exist",
     "billingo_invoices:error_rate_under_target",
     "billingo_documents_raw:invoices_per_api_call_sufficient",
     "billingo_invoices:last_successful_sync_fresh",

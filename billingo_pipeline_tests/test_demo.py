@@ -105,4 +105,5 @@ def test_summary_counts_only_open_receivables_as_open(engine):
         }])
     [row] = _summary(engine).to_dict("records")
     assert row == {"company": "acme", "invoices": 7, "line items": 0, "paid": 1, "open": 2, "part-paid": 1, "cancelled": 1,
-                   "non-HUF": 0, "payments": 1, "open HUF": Decimal("1600.00")}
+                   "non-HUF": 0, "payments": 1, "open HUF": Decimal("1600.00"), "partners": 0, "spendings": 0,
+                   "unpaid spendings": 0}

@@ -12,13 +12,15 @@ import dagster as dg
 import sqlalchemy as sa
 
 from billingo_pipeline.defs.billingo.checks import CHECKS, ERROR_RATE, FRESHNESS, INVOICES_PER_CALL, ITEMS_ADD_UP, PARTNER_NAME, UNIQUE_IDS
-from billingo_pipeline.warehouse.schema import billingo_invoice_items, billingo_invoices
+from billingo_pipeline.defs.billingo.assets import SYNC_TABLES
+from billingo_pipeline.warehouse.schema import billingo_invoice_items, billingo_invoices, billingo_partners
 
 from .conftest import add_simulated_company as _add
 from .conftest import materialize_company
 
-RAW, INVOICES, ITEMS, PAYMENTS = (
-    dg.AssetKey(k) for k in ("billingo_documents_raw", "billingo_invoices", "billingo_invoice_items", "billingo_document_payments")
+RAW, INVOICES, ITEMS, PAYMENTS, PARTNERS = (
+    dg.AssetKey(k) for k in ("billingo_documents_raw", "billingo_invoices", "billingo_invoice_items", "billingo_document_payments",
+                             "billingo_partners")
 )
 
 
@@ -43,9 +45,10 @@ def test_selecting_the_raw_documents_alone_records_the_invoices_and_items_it_wro
     items = _count(engine, billingo_invoice_items)
     assert _count(engine, billingo_invoices) == 25 and items > 25
     materialized = _materialized(result)
-    # The payment histories are fetched by the same sync, after its sweep.
-    assert set(materialized) == {(RAW, "acme"), (INVOICES, "acme"), (ITEMS, "acme"), (PAYMENTS, "acme")}
+    # A fetch sweeps every endpoint and fetches the payment histories: all that it wrote is recorded.
+    assert set(materialized) == {(key, "acme") for key in SYNC_TABLES}
     assert materialized[(RAW, "acme")]["documents_fetched"] == 25
+    assert materialized[(PARTNERS, "acme")]["created"] == _count(engine, billingo_partners) > 0
     assert (materialized[(INVOICES, "acme")]["processed"], materialized[(INVOICES, "acme")]["created"]) == (25, 25)
     assert materialized[(ITEMS, "acme")]["items_written"] == items
     # The health and key metrics stay on the invoices, as in a whole sync.

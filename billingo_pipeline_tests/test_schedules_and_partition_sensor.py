@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from billingo_pipeline.admin import register_company
-from billingo_pipeline.defs.billingo.assets import billingo_assets
+from billingo_pipeline.defs.billingo.assets import SYNC_TABLES, billingo_assets
 from billingo_pipeline.defs.billingo.jobs import billingo_sync_job
 from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG, plan_sync_chunks
 from billingo_pipeline.resources import BillingoResource, FernetKeyResource, WarehouseResource
@@ -152,14 +152,12 @@ def test_one_run_syncs_a_range_of_companies_and_skips_a_disabled_one(engine, war
     steps = {e.step_key for e in result.all_events if e.is_step_success}
     assert steps == {"billingo_sync"}
     materialized = {(m.asset_key.to_user_string(), m.partition) for m in result.asset_materializations_for_node("billingo_sync")}
-    assert materialized == {(key, slug) for key in ("billingo_documents_raw", "billingo_invoices", "billingo_invoice_items",
-                                                    "billingo_document_payments")
-                            for slug in ("acme", "globex", "initech")}
-    # Billingo's clock and one page each (a first sync is a full sweep), then the payment histories
-    # of partially paid documents, counted apart; none for the disabled company.
+    assert materialized == {(key.to_user_string(), slug) for key in SYNC_TABLES for slug in ("acme", "globex", "initech")}
+    # Billingo's clock and one page of each endpoint (a first sync is a full sweep), then the
+    # payment histories of partially paid documents, counted apart; none for the disabled company.
     requests = sorted((r.organization, r.path) for r in simulator.requests_log[calls_before:] if not r.path.endswith("/payments"))
-    assert requests == [(slug.title(), path) for slug in ("acme", "globex", "initech")
-                        for path in ("/v3/documents", "/v3/utils/time")]
+    paths = ("/v3/bank-accounts", "/v3/document-blocks", "/v3/documents", "/v3/partners", "/v3/spendings", "/v3/utils/time")
+    assert requests == [(slug.title(), path) for slug in ("acme", "globex", "initech") for path in paths]
     logs = "\n".join(str(e.message) for e in instance.all_logs(result.run_id))
     assert "company 'stale': skipped" in logs and "BILLINGO_SYNC feature flag off" in logs
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}

@@ -34,6 +34,8 @@ from ..warehouse.sync_log import (
     RUNNING,
     SyncProgress,
     UnlockRefusedError,
+    endpoint_rows,
+    error_subject,
     release_running_sync,
     sync_rows,
 )
@@ -437,6 +439,8 @@ def status_command(ctx: Context, slug: str | None, limit: int) -> None:
     if not rows:
         click.echo("no syncs recorded yet.")
         return
+    endpoints = endpoint_rows(ctx.engine, [row["id"] for row in rows])
+    rows = [{**row, "endpoints": endpoints.get(row["id"], [])} for row in rows]
     cells = _sync_row_cells(rows)
     echo_table(
         list(cells[0]), cells, plain=lambda: format_sync_rows(rows, document_errors=STATUS_DOCUMENT_ERRORS),
@@ -449,21 +453,38 @@ STATUS_DOCUMENT_ERRORS = 5
 STATUS_ERROR_LENGTH = 120
 
 
+def endpoints_line(endpoints: list[dict]) -> str | None:
+    """The other endpoints of a sync in one line (the row's own columns are the documents'):
+    ``partners 57 (1 updated) · spendings 31 (1 created, 1 failed) · ... · 4 calls``."""
+    others = [e for e in endpoints if e["endpoint"] != "documents"]
+    if not others:
+        return None
+    parts = []
+    for e in others:
+        changes = [f"{e[key]} {word}" for key, word in (
+            ("created", "created"), ("updated", "updated"), ("failed", "failed"), ("marked_missing", "marked missing"),
+        ) if e[key]]
+        parts.append(f"{e['endpoint']} {e['fetched']}" + (f" ({', '.join(changes)})" if changes else ""))
+    return "    " + " · ".join(parts) + f" · {sum(e['api_calls'] for e in others)} calls"
+
+
 def _detail_lines(row: dict, shown: int) -> list[str]:
-    """What `status` prints under a row: how far a RUNNING sync is; a PARTIAL one's failed documents."""
+    """What `status` prints under a row: how far a RUNNING sync is; the other endpoints' counts; a
+    PARTIAL one's failed documents and entities."""
     if row["status"] == RUNNING:
         return [f"    {SyncProgress.of_row(row).text()}"]
+    summary = endpoints_line(row.get("endpoints") or [])
+    lines = [summary] if summary else []
     errors = row.get("errors") or []
     if row["status"] != PARTIAL or not errors:
-        return []
-    lines = []
+        return lines
     for error in errors[:shown]:
         message = " ".join(str(error.get("message") or "").split())
         if len(message) > STATUS_ERROR_LENGTH:
             message = message[: STATUS_ERROR_LENGTH - 3] + "..."
-        lines.append(f"    document {error.get('document_id')}: {message}")
+        lines.append(f"    {error_subject(error)}: {message}")
     # The log keeps at most MAX_STORED_ERRORS messages; the failed count covers every document.
-    more = max(len(errors), row["invoices_failed"] or 0) - len(lines)
+    more = max(len(errors), row["invoices_failed"] or 0) - min(len(errors), shown)
     if more > 0:
         lines.append(f"    {more} more")
     return lines

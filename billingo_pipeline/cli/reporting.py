@@ -31,6 +31,13 @@ from click.core import ParameterSource
 
 from ..terminal import echo_table
 from ..reporting.exports import CSV_DIALECTS, EXPORT_FORMATS, format_table, table_cells, write_csv, write_xlsx
+from ..reporting.payables import (
+    PAYABLE_COLUMNS,
+    PAYABLES_AGING_COLUMNS,
+    payables_aging,
+    payables_due,
+    payables_outstanding,
+)
 from ..reporting.queries import (
     INVOICE_COLUMNS,
     MAX_PAGE_SIZE,
@@ -61,6 +68,12 @@ REPORT_NAMES = {
     "payment-behaviour": "report_partner_payment_behaviour",
     "days-to-pay": "report_partner_days_to_pay",
     "sync-history": "report_sync_history",
+}
+# Reports computed in Python rather than read from a view (incoming bills): name -> (function, columns).
+PAYABLES_REPORTS: dict[str, tuple[Callable[..., pd.DataFrame], Sequence[str]]] = {
+    "payables": (payables_outstanding, PAYABLE_COLUMNS),
+    "payables-due": (payables_due, PAYABLE_COLUMNS),
+    "payables-aging": (payables_aging, PAYABLES_AGING_COLUMNS),
 }
 
 
@@ -355,6 +368,8 @@ def _page_line(attrs: dict, rows: int) -> str:
 @click.command("report")
 @click.argument("name", metavar="REPORT")
 @click.option("--company", required=True, help="Company slug.")
+@click.option("--as-of", "as_of_text", default=None, metavar="YYYY-MM-DD",
+              help="Payables reports: the day ages and due dates count from (default: today, UTC).")
 @_columns_option(())
 @_format_option
 @_output_option
@@ -362,23 +377,32 @@ def _page_line(attrs: dict, rows: int) -> str:
 @_csv_dialect_option
 def report_command(
     name: str, company: str, output_format: str, output: Path | None, force: bool, csv_dialect: str,
-    columns_text: str | None,
+    columns_text: str | None, as_of_text: str | None,
 ) -> None:
     """Show a reporting view for one company.
 
     REPORT is one of: receivables, outstanding, aging-by-company, aging-by-partner, cash-flow,
-    partner-balances, payment-behaviour, sync-history (or a full view name, report_...).
+    partner-balances, payment-behaviour, sync-history (or a full view name, report_...), and for
+    incoming bills payables, payables-due (due within 30 days or overdue), payables-aging.
     The terminal table leaves out the company columns (the report is one company's);
     files keep them.
     """
+    payables = PAYABLES_REPORTS.get(name)
     view_name = REPORT_NAMES.get(name, name)
-    if view_name not in REPORT_NAMES.values():
-        _fail(f"unknown report {name!r}: expected one of {', '.join(REPORT_NAMES)}")
-    available = [column.name for column in REPORT_VIEWS[view_name].table.columns]
+    if payables is None and view_name not in REPORT_NAMES.values():
+        _fail(f"unknown report {name!r}: expected one of {', '.join([*REPORT_NAMES, *PAYABLES_REPORTS])}")
+    if payables is not None:
+        available = list(payables[1])
+    else:
+        available = [column.name for column in REPORT_VIEWS[view_name].table.columns]
     chosen = _chosen_columns(columns_text, available, f"report {name}")
     _check_output(output_format, output, force, csv_dialect)
+    engine = click.get_current_context().obj.engine
     try:
-        frame = read_view(click.get_current_context().obj.engine, view_name, company)
+        if payables is not None:
+            frame = payables[0](engine, company, as_of=parse_date(as_of_text, "--as-of"))
+        else:
+            frame = read_view(engine, view_name, company)
     except ReportError as exc:
         _fail(str(exc))
     to_terminal = output_format == "table" and output is None

@@ -2,14 +2,15 @@
 filter, how a page is stored, what a complete full sweep may mark) and swept by the same engine
 (``sync.sync_endpoint``): drift-proof paging, retries, the cursor, heartbeats and counts.
 
-Adding an endpoint is a module here with a ``ListEndpoint`` and its page writer (normalization in
-a pure function, a raw table and its normalized tables in ``warehouse/schema.py``).
+Adding an endpoint of entities with ids is a module here declaring an ``entities.EntityEndpoint``
+(path, filters, its field mapping, its raw and normalized tables in ``warehouse/schema.py``), listed
+in ``SYNC_ENDPOINTS`` (``endpoints/registry.py``); documents have a writer of their own (items).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,3 +60,29 @@ class ListEndpoint:
     # After a complete full sweep: marks what Billingo no longer returns (never deletes); gets the
     # ids the sync saw but the final pass did not; returns how many rows it marked.
     mark_vanished: Callable[[Engine, PageContext, Sequence[int]], int]
+    # Query filters every request of the sweep carries.
+    filters: Mapping[str, str] = field(default_factory=dict)
+    # For an endpoint without a modification filter: what an incremental sync reads instead of
+    # everything (spendings: the unpaid ones), and how it finds what left that set since.
+    incremental: IncrementalSubset | None = None
+
+    @property
+    def always_full(self) -> bool:
+        """No way to read only what changed: every sync reads it whole, so every complete sweep
+        may mark what vanished (the documents' incremental syncs may not)."""
+        return self.modified_since_filter is None and self.incremental is None
+
+
+@dataclass(frozen=True)
+class IncrementalSubset:
+    """An incremental sync of an endpoint without a modification filter: it sweeps the subset
+    ``filters`` selects (the part that can still change), then re-reads one by one
+    (``{path}/{id}``) the items stored as members of it that the sweep no longer returned (they
+    changed: paid, say) and marks those Billingo no longer has. Items that enter the endpoint
+    outside the subset wait for the next full sweep."""
+
+    filters: Mapping[str, str]
+    # Ids stored as members of the subset that this sync (``PageContext``) has not seen.
+    left_subset: Callable[[Engine, PageContext], list[int]]
+    # Mark these ids missing in Billingo (a single read answered 404); returns how many rows.
+    mark_missing: Callable[[Engine, PageContext, Sequence[int]], int]

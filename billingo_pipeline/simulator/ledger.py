@@ -239,6 +239,16 @@ class Ledger:
                 self._replace_spending({**spending, "partner": spending_partner(stored.partner)})
         return stored.partner
 
+    def delete_partner(self, partner_id: int) -> None:
+        """``DELETE /partners/{id}``: gone from the list; documents and spendings keep what they show."""
+        partners = self._stored_partners()
+        if partner_id in self._supplier_ids:
+            raise ValueError(f"partner {partner_id} is a supplier the spendings are drawn from")
+        stored = self._partners_by_id.pop(partner_id, None)
+        if stored is None:
+            raise KeyError(f"no partner {partner_id}")
+        partners.remove(stored)
+
     def _stored_partners(self) -> list[_StoredPartner]:
         if self._partners is None:
             records = self._factory.partner_records()
@@ -289,6 +299,16 @@ class Ledger:
         if spending is None:
             raise KeyError(f"no spending {spending_id}")
         updated = {**spending, "paid_at": paid_at.isoformat() if paid_at else None}
+        self._replace_spending(updated)
+        return updated
+
+    def update_spending(self, spending_id: int, changes: Mapping[str, Any]) -> dict[str, Any]:
+        if "id" in changes:
+            raise ValueError("a spending's id cannot be changed")
+        spending = self.spending(spending_id)
+        if spending is None:
+            raise KeyError(f"no spending {spending_id}")
+        updated = {**spending, **copy.deepcopy(dict(changes))}
         self._replace_spending(updated)
         return updated
 

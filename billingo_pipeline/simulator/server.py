@@ -45,7 +45,7 @@ Choices where the spec is silent or cannot be followed literally:
 Mutations for tests are methods of :class:`BillingoSimulator`: documents (add, pay, cancel, delete,
 corrupt), payments (``record_payment``, ``set_payments``: the document's ``payment_status``,
 ``paid_date`` and modification time follow, as on the live API), partners (add, update: stamped
-on the simulator clock) and spendings (add, pay).
+on the simulator clock; delete) and spendings (add, update, pay).
 
 Concurrency: one lock guards all state. Stored documents and ledger objects are never modified in
 place: a change replaces the stored dict (copy-on-write), so a page can be serialized outside the
@@ -624,6 +624,11 @@ class BillingoSimulator:
             ledger = self._ledger_of(self._organization(api_key))
             return copy.deepcopy(ledger.update_partner(partner_id, changes, now=self.now()))
 
+    def delete_partner(self, api_key: str, partner_id: int) -> None:
+        """Remove a partner from ``GET /partners`` (documents keep the partner they were issued to)."""
+        with self._lock:
+            self._ledger_of(self._organization(api_key)).delete_partner(partner_id)
+
     def partner_modified_at(self, api_key: str, partner_id: int) -> datetime.datetime:
         """When the partner was created or last changed (the API shows no such field)."""
         with self._lock:
@@ -645,6 +650,13 @@ class BillingoSimulator:
                 invoice_date = datetime.date.fromisoformat(invoice_date)
             return copy.deepcopy(ledger.add_spending(partner_id=partner_id, invoice_date=invoice_date, today=today,
                                                      overrides=overrides))
+
+    def update_spending(self, api_key: str, spending_id: int, **changes: Any) -> dict[str, Any]:
+        """Change top-level fields of an incoming bill (``due_date`` re-dates it: it moves in the
+        list). Returns a copy."""
+        with self._lock:
+            ledger = self._ledger_of(self._organization(api_key))
+            return copy.deepcopy(ledger.update_spending(spending_id, changes))
 
     def pay_spending(self, api_key: str, spending_id: int, *, paid_at: datetime.date | None = None) -> dict[str, Any]:
         """Mark an incoming bill paid on ``paid_at`` (default today). Returns a copy."""

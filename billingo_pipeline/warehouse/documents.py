@@ -19,7 +19,10 @@ from ..normalize import change_hash, paid_date_ignored
 from .schema import billingo_documents_raw as raw
 from .schema import billingo_invoice_items as items
 from .schema import billingo_invoices as invoices
-from . import bulk
+from . import bulk, entities
+
+# Raw documents and the invoices built from them, as the generic writes of ``entities`` see them.
+DOCUMENT_TABLES = entities.EntityTables(raw, invoices, "document_id")
 
 
 def storable_payload(payload: Any) -> tuple[Any, str | None]:
@@ -118,56 +121,17 @@ def upsert_raw_documents(
 ) -> None:
     """Store documents (``raw_document``) as received; re-seen documents lose ``missing_since``.
     ``new``: none of them is stored yet, as far as the caller has just read."""
-    rows = []
-    for document in documents:
-        rows.append({
-            "company_id": company_id,
-            "document_id": document.document_id,
-            # The text raw_document made: JSONB parses it into the value a bound dict would give,
-            # SQLite stores it; never serialized a second time.
-            "payload": bulk.JsonText(document.text) if document.text is not None else document.stored,
-            "payload_verbatim": document.verbatim,
-            "content_hash": document.content_hash,
-            "first_fetched_at": now,
-            "last_fetched_at": now,
-            "last_seen_sync_id": sync_id,
-            "missing_since": None,
-        })
-    bulk.upsert_many(
-        conn,
-        raw,
-        rows,
-        conflict_columns=("company_id", "document_id"),
-        update_columns=("payload", "payload_verbatim", "content_hash", "last_fetched_at", "last_seen_sync_id", "missing_since"),
-        new_keys=new,
-    )
-    if bulk.is_postgresql(conn):
-        bulk.ensure_planner_statistics(conn, (raw,))  # for the next page's reads of raw rows
+    entities.upsert_raw(conn, DOCUMENT_TABLES, company_id, sync_id, documents, now, new=new)
 
 
 def mark_unseen_raw_documents(conn: Connection, company_id: int, sync_id: int, now: dt.datetime) -> int:
     """After a complete fetch: documents it did not return are missing in Billingo from now on."""
-    result = conn.execute(
-        raw.update()
-        .where(
-            raw.c.company_id == company_id,
-            raw.c.missing_since.is_(None),
-            sa.or_(raw.c.last_seen_sync_id.is_(None), raw.c.last_seen_sync_id != sync_id),
-        )
-        .values(missing_since=now)
-    )
-    return result.rowcount
+    return entities.mark_unseen_raw(conn, DOCUMENT_TABLES, company_id, sync_id, now)
 
 
 def mark_raw_documents_missing(conn: Connection, company_id: int, document_ids: Sequence[int], now: dt.datetime) -> int:
     """Mark these documents missing in Billingo from now on (those not marked already)."""
-    if not document_ids:
-        return 0
-    return conn.execute(
-        raw.update()
-        .where(raw.c.company_id == company_id, raw.c.document_id.in_(list(document_ids)), raw.c.missing_since.is_(None))
-        .values(missing_since=now)
-    ).rowcount
+    return entities.mark_raw_missing(conn, DOCUMENT_TABLES, company_id, document_ids, now)
 
 
 def _states_query(company_id: int) -> sa.Select:
@@ -281,23 +245,9 @@ def document_states(conn: Connection, company_id: int, document_ids: Sequence[in
 
 def touch_raw_documents(conn: Connection, company_id: int, sync_id: int, document_ids: Sequence[int], now: dt.datetime) -> None:
     """Unchanged documents seen again: only when and by which sync they were last seen."""
-    if document_ids:
-        conn.execute(
-            raw.update()
-            .where(raw.c.company_id == company_id, raw.c.document_id.in_(list(document_ids)))
-            .values(last_seen_sync_id=sync_id, last_fetched_at=now)
-        )
+    entities.touch_raw(conn, DOCUMENT_TABLES, company_id, sync_id, document_ids, now)
 
 
 def mark_invoices_of_missing_documents(conn: Connection, company_id: int, now: dt.datetime) -> int:
     """Invoices whose raw document is missing in Billingo become deleted in source (once)."""
-    missing = sa.select(raw.c.document_id).where(raw.c.company_id == company_id, raw.c.missing_since.is_not(None))
-    return conn.execute(
-        invoices.update()
-        .where(
-            invoices.c.company_id == company_id,
-            invoices.c.deleted_in_source_at.is_(None),
-            invoices.c.document_id.in_(missing),
-        )
-        .values(deleted_in_source_at=now, last_changed_at=now)
-    ).rowcount
+    return entities.mark_normalized_of_missing(conn, DOCUMENT_TABLES, company_id, now)

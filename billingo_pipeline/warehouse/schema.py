@@ -176,26 +176,39 @@ sync_log = sa.Table(
     ),
 )
 
-billingo_documents_raw = sa.Table(
-    "billingo_documents_raw",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
-    sa.Column("document_id", sa.BigInteger, nullable=False, comment="Billingo document id"),
-    sa.Column("payload", JsonDocument, nullable=False, comment="the Document object as received"),
-    sa.Column("content_hash", sa.String(64), nullable=False, comment="normalize.change_hash: canonical JSON, unpaid paid_date ignored"),
-    # Nothing Billingo sent is dropped: a payload JSON(B) cannot hold as it is (a NUL character, a
-    # non-finite number) is kept here as exact JSON text, and `payload` holds a queryable stand-in.
-    sa.Column(
-        "payload_verbatim", sa.Text, nullable=True,
-        comment="exact JSON text, only when payload cannot hold it (NUL, non-finite numbers)",
-    ),
-    _now_column("first_fetched_at"),
-    _now_column("last_fetched_at"),
-    sa.Column("last_seen_sync_id", sa.Integer, sa.ForeignKey("sync_log.id"), nullable=True),
-    # Set when a complete fetch no longer returns the document (Billingo deletes only drafts).
-    sa.Column("missing_since", UtcDateTime(), nullable=True),
-    sa.UniqueConstraint("company_id", "document_id"),
+def raw_entity_table(name: str, id_column: str, *, entity: str, payload_comment: str, hash_comment: str) -> sa.Table:
+    """The raw table of one Billingo list endpoint, one shape for all: the payload as received, its
+    change hash, when it was fetched, the sync that last saw it and since when a complete sweep no
+    longer returns it. Unique per (company, Billingo id)."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
+        sa.Column(id_column, sa.BigInteger, nullable=False, comment=f"Billingo {entity} id"),
+        sa.Column("payload", JsonDocument, nullable=False, comment=payload_comment),
+        sa.Column("content_hash", sa.String(64), nullable=False, comment=hash_comment),
+        # Nothing Billingo sent is dropped: a payload JSON(B) cannot hold as it is (a NUL character, a
+        # non-finite number) is kept here as exact JSON text, and `payload` holds a queryable stand-in.
+        sa.Column(
+            "payload_verbatim", sa.Text, nullable=True,
+            comment="exact JSON text, only when payload cannot hold it (NUL, non-finite numbers)",
+        ),
+        _now_column("first_fetched_at"),
+        _now_column("last_fetched_at"),
+        sa.Column("last_seen_sync_id", sa.Integer, sa.ForeignKey("sync_log.id"), nullable=True),
+        # Set when a complete fetch no longer returns it (Billingo deletes only drafts of documents).
+        sa.Column("missing_since", UtcDateTime(), nullable=True),
+        sa.UniqueConstraint("company_id", id_column),
+    )
+
+
+ENTITY_HASH_COMMENT = "normalize.change_hash: canonical JSON"
+
+billingo_documents_raw = raw_entity_table(
+    "billingo_documents_raw", "document_id", entity="document",
+    payload_comment="the Document object as received",
+    hash_comment="normalize.change_hash: canonical JSON, unpaid paid_date ignored",
 )
 
 billingo_invoices = sa.Table(
@@ -324,6 +337,135 @@ billingo_invoice_status_history = sa.Table(
     sa.Column("cancelled", sa.Boolean, nullable=False),
     sa.Column("previous_payment_status", sa.String(32), nullable=True),
     sa.Index("ix_billingo_invoice_status_history_document", "company_id", "document_id", "observed_at"),
+)
+
+
+# --- the other list endpoints (endpoints/partners.py, spendings.py, document_blocks.py,
+# bank_accounts.py): a raw table each and a normalized one. A normalized row remembers the raw hash
+# it was built from (``source_hash``) and is marked, never deleted, when Billingo no longer returns it.
+
+
+def normalized_entity_table(name: str, id_column: str, id_comment: str, *columns: sa.SchemaItem) -> sa.Table:
+    """A normalized table of one list endpoint: the company, the Billingo id (unique per company),
+    ``columns``, and the raw hash it was built from with its first-seen, changed and deleted marks."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
+        sa.Column(id_column, sa.BigInteger, nullable=False, comment=id_comment),
+        *columns,
+        sa.Column("source_hash", sa.String(64), nullable=False, comment="raw content_hash normalized from"),
+        _now_column("first_seen_at"),
+        _now_column("last_changed_at"),
+        sa.Column("deleted_in_source_at", UtcDateTime(), nullable=True, comment="a complete sweep no longer returned it"),
+        sa.UniqueConstraint("company_id", id_column),
+    )
+
+
+billingo_partners_raw = raw_entity_table(
+    "billingo_partners_raw", "partner_id", entity="partner",
+    payload_comment="the Partner object as received", hash_comment=ENTITY_HASH_COMMENT,
+)
+
+billingo_partners = normalized_entity_table(
+    "billingo_partners", "partner_id", "Billingo partner id (invoices: partner_id)",
+    sa.Column("name", sa.String(255), nullable=True),
+    sa.Column("tax_number", sa.String(64), nullable=True, comment="taxcode"),
+    sa.Column("group_member_tax_number", sa.String(64), nullable=True),
+    sa.Column("tax_type", sa.String(32), nullable=True, comment="PartnerTaxType, as text"),
+    sa.Column("country_code", sa.String(8), nullable=True),
+    sa.Column("post_code", sa.String(32), nullable=True),
+    sa.Column("city", sa.String(128), nullable=True),
+    sa.Column("address", sa.String(255), nullable=True),
+    sa.Column("emails", sa.Text, nullable=True, comment="comma-separated"),
+    sa.Column("phone", sa.String(64), nullable=True),
+    sa.Column("iban", sa.String(64), nullable=True),
+    sa.Column("swift", sa.String(32), nullable=True),
+    sa.Column("account_number", sa.String(64), nullable=True),
+    sa.Column("general_ledger_number", sa.String(64), nullable=True),
+    sa.Column("default_payment_method", sa.String(64), nullable=True, comment="custom_billing_settings.payment_method"),
+    sa.Column("default_due_days", sa.Integer, nullable=True, comment="custom_billing_settings.due_days"),
+)
+
+billingo_spendings_raw = raw_entity_table(
+    "billingo_spendings_raw", "spending_id", entity="spending",
+    payload_comment="the SpendingListItem object as received", hash_comment=ENTITY_HASH_COMMENT,
+)
+
+billingo_spendings = normalized_entity_table(
+    "billingo_spendings", "spending_id", "Billingo spending id",
+    sa.Column("invoice_number", sa.String(128), nullable=True, comment="the supplier's invoice number"),
+    sa.Column("category", sa.String(64), nullable=True, comment="Billingo Category, as text"),
+    sa.Column("invoice_date", sa.Date, nullable=True),
+    sa.Column("fulfillment_date", sa.Date, nullable=True),
+    sa.Column("due_date", sa.Date, nullable=True),
+    sa.Column("paid_at", sa.Date, nullable=True, comment="null while unpaid"),
+    sa.Column("currency", sa.String(8), nullable=True),
+    sa.Column("conversion_rate", ExactDecimal(20, 8), nullable=True),
+    sa.Column("gross_total", Money(), nullable=True, comment="total_gross"),
+    sa.Column("vat_total", Money(), nullable=True, comment="total_vat_amount"),
+    sa.Column("gross_total_local", Money(), nullable=True, comment="total_gross_local (HUF)"),
+    sa.Column("vat_total_local", Money(), nullable=True, comment="total_vat_amount_local (HUF)"),
+    sa.Column("payment_method", sa.String(64), nullable=True),
+    sa.Column("created_by_nav", sa.Boolean, nullable=True, comment="is_created_by_nav: read from NAV, not typed in"),
+    sa.Column("partner_id", sa.BigInteger, nullable=True),
+    sa.Column("partner_name", sa.String(255), nullable=True),
+    sa.Column("partner_tax_number", sa.String(64), nullable=True, comment="partner.tax_code"),
+    sa.Column("partner_iban", sa.String(64), nullable=True),
+    sa.Column("partner_account_number", sa.String(64), nullable=True),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Index(None, "company_id", "paid_at", "due_date"),
+)
+
+billingo_document_blocks_raw = raw_entity_table(
+    "billingo_document_blocks_raw", "block_id", entity="document block",
+    payload_comment="the DocumentBlock object as received", hash_comment=ENTITY_HASH_COMMENT,
+)
+
+billingo_document_blocks = normalized_entity_table(
+    "billingo_document_blocks", "block_id", "Billingo block id (invoices: block_id)",
+    sa.Column("name", sa.String(255), nullable=True),
+    sa.Column("prefix", sa.String(64), nullable=True, comment="invoice number prefix"),
+    sa.Column("block_type", sa.String(32), nullable=True, comment="DocumentBlockType, as text"),
+)
+
+billingo_bank_accounts_raw = raw_entity_table(
+    "billingo_bank_accounts_raw", "bank_account_id", entity="bank account",
+    payload_comment="the BankAccount object as received", hash_comment=ENTITY_HASH_COMMENT,
+)
+
+billingo_bank_accounts = normalized_entity_table(
+    "billingo_bank_accounts", "bank_account_id", "Billingo bank account id",
+    sa.Column("name", sa.String(255), nullable=True),
+    sa.Column("account_number", sa.String(64), nullable=True),
+    sa.Column("iban", sa.String(64), nullable=True, comment="account_number_iban"),
+    sa.Column("swift", sa.String(32), nullable=True),
+    sa.Column("currency", sa.String(8), nullable=True),
+)
+
+# Per-endpoint counts of each sync (sync.sync_company): a child row per (sync, endpoint), so they
+# are plain columns in SQL on both dialects rather than JSON whose functions differ.
+sync_log_endpoints = sa.Table(
+    "sync_log_endpoints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("sync_id", sa.Integer, sa.ForeignKey("sync_log.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("company_id", sa.Integer, sa.ForeignKey("companies.id"), nullable=False),
+    sa.Column("endpoint", sa.String(32), nullable=False, comment="documents | partners | spendings | document_blocks | bank_accounts"),
+    sa.Column("mode", sa.String(16), nullable=True, comment="full | incremental: how this endpoint was read"),
+    sa.Column("fetched", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("skipped", sa.Integer, nullable=False, server_default="0", comment="unchanged by hash"),
+    sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("marked_missing", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("api_calls", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("pages_fetched", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("fetch_complete", sa.Boolean, nullable=True),
+    sa.Column("duration_seconds", sa.Float, nullable=True),
+    sa.UniqueConstraint("sync_id", "endpoint"),
+    sa.Index(None, "company_id", "endpoint"),
 )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .schema import companies, sync_log
+from .schema import companies, sync_log, sync_log_endpoints
 
 RUNNING, COMPLETED, PARTIAL, FAILED = "RUNNING", "COMPLETED", "PARTIAL", "FAILED"
 FULL, INCREMENTAL = "full", "incremental"
@@ -163,6 +163,86 @@ class SyncCounts:
     items_written: int = 0
 
 
+@dataclass(frozen=True)
+class EndpointCounts:
+    """One endpoint's part of a sync: a ``sync_log_endpoints`` row."""
+
+    endpoint: str
+    mode: str | None
+    fetched: int = 0
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+    failed: int = 0
+    marked_missing: int = 0
+    api_calls: int = 0
+    pages_fetched: int = 0
+    fetch_complete: bool | None = None
+    duration_seconds: float | None = None
+
+    @classmethod
+    def of(cls, endpoint: str, fetch, counts: SyncCounts, fetch_errors: Sequence[dict] = ()) -> EndpointCounts:
+        """From a sweep's ``sync.FetchOutcome`` and its counts; items without a usable id failed too."""
+        return cls(
+            endpoint=endpoint, mode=fetch.mode, fetched=fetch.documents_fetched + len(fetch_errors),
+            created=counts.created, updated=counts.updated, skipped=counts.skipped,
+            failed=counts.failed + len(fetch_errors), marked_missing=counts.marked_deleted,
+            api_calls=fetch.api_calls, pages_fetched=fetch.pages_fetched, fetch_complete=fetch.complete,
+            duration_seconds=round(fetch.duration_seconds, 3),
+        )
+
+
+def record_endpoint(engine: Engine, sync_id: int, company_id: int, counts: EndpointCounts) -> None:
+    """The endpoint's row of this sync, replacing the one a re-executed step wrote before."""
+    values = {name: getattr(counts, name) for name in EndpointCounts.__dataclass_fields__}
+    with engine.begin() as conn:
+        conn.execute(
+            sync_log_endpoints.delete().where(
+                sync_log_endpoints.c.sync_id == sync_id, sync_log_endpoints.c.endpoint == counts.endpoint
+            )
+        )
+        conn.execute(sync_log_endpoints.insert().values(sync_id=sync_id, company_id=company_id, **values))
+
+
+def endpoint_fully_swept(engine: Engine, company_id: int, endpoint: str) -> bool:
+    """Whether a sync that ended COMPLETED or PARTIAL has read all of ``endpoint`` for the company
+    (a complete full sweep): before that, an incremental read of it has no base to add to."""
+    e = sync_log_endpoints
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(e.c.id)
+            .join(sync_log, sync_log.c.id == e.c.sync_id)
+            .where(
+                e.c.company_id == company_id, e.c.endpoint == endpoint, e.c.mode == FULL, e.c.fetch_complete.is_(True),
+                sync_log.c.status.in_((COMPLETED, PARTIAL)),
+            )
+            .limit(1)
+        ).first() is not None
+
+
+def endpoint_rows(engine: Engine, sync_ids: Sequence[int]) -> dict[int, list[dict]]:
+    """The per-endpoint counts of these syncs, in the order they were swept."""
+    if not sync_ids:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(sync_log_endpoints)
+            .where(sync_log_endpoints.c.sync_id.in_(list(sync_ids)))
+            .order_by(sync_log_endpoints.c.sync_id, sync_log_endpoints.c.id)
+        ).all()
+    found: dict[int, list[dict]] = {}
+    for row in rows:
+        found.setdefault(row.sync_id, []).append(dict(row._mapping))
+    return found
+
+
+def error_subject(error: Mapping) -> str:
+    """What a stored error is about: ``document 123``, ``spending 7000001``."""
+    if error.get("endpoint") and error.get("endpoint") != "documents":
+        return f"{error.get('entity') or error['endpoint']} {error.get('entity_id')}"
+    return f"document {error.get('document_id')}"
+
+
 def final_status(counts: SyncCounts, mode: str | None = FULL) -> str:
     """COMPLETED when nothing failed, PARTIAL when some documents did, FAILED when a full sweep
     (or a re-normalization) failed every document. An incremental sync sees only what changed:
@@ -228,6 +308,7 @@ def start_sync(
                 sa.select(sync_log.c.id).where(sync_log.c.company_id == company_id, sync_log.c.run_id == run_id)
             ).scalar()
             if existing is not None:
+                conn.execute(sync_log_endpoints.delete().where(sync_log_endpoints.c.sync_id == existing))
                 conn.execute(
                     sync_log.update()
                     .where(sync_log.c.id == existing)
@@ -375,22 +456,28 @@ def record_fetch(
         )
 
 
-def finish_sync(engine: Engine, sync_id: int, counts: SyncCounts, errors: Sequence[dict] = ()) -> str:
+def finish_sync(
+    engine: Engine, sync_id: int, counts: SyncCounts, errors: Sequence[dict] = (), *, other_errors: Sequence[dict] = ()
+) -> str:
     """Finalize the row with the normalize step's counts and errors; returns the status it set.
 
     Errors the fetch step already stored (documents it could not even identify) stay, and count
     as failed documents of this sync too. A re-executed normalize step replaces its own errors.
+    ``other_errors`` are of the endpoints after documents (partners, spendings, ...): stored with
+    the others, they make a sync that would be COMPLETED PARTIAL.
     """
     with engine.begin() as conn:
         stored, started, mode = conn.execute(
             sa.select(sync_log.c.errors, sync_log.c.started_at, sync_log.c.mode).where(sync_log.c.id == sync_id)
         ).one()
         fetch_errors = [e for e in stored or [] if e.get("stage") == FETCH_STAGE]
-        all_errors = fetch_errors + [{**e, "stage": NORMALIZE_STAGE} for e in errors]
+        all_errors = fetch_errors + [{**e, "stage": NORMALIZE_STAGE} for e in (*errors, *other_errors)]
         counts = replace(
             counts, failed=counts.failed + len(fetch_errors), processed=counts.processed + len(fetch_errors)
         )
         status = final_status(counts, mode)
+        if status == COMPLETED and other_errors:
+            status = PARTIAL
         now = utcnow()
         error_message = None
         if status == FAILED:

@@ -1,7 +1,9 @@
 """Billingo assets, one partition per company: raw documents -> invoices -> invoice items, and
-the invoices' payment histories.
+the invoices' payment histories; each other endpoint's raw table -> its normalized table
+(partners, spendings, document blocks, bank accounts; ``endpoints/registry.py``), all written by
+the same sync.
 
-The three assets are one multi-asset because one company's sync is one unit: its sync-log row
+The assets are one multi-asset because one company's sync is one unit: its sync-log row
 goes RUNNING -> COMPLETED/PARTIAL/FAILED inside one step, and invoices are written together
 with their items. The step accepts a range of company partitions (``BackfillPolicy``), so many
 companies sync in few runs.
@@ -42,18 +44,19 @@ from dataclasses import dataclass, field
 import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
-from ...asset_keys import INVOICES, ITEMS, PAYMENTS, RAW
+from ...asset_keys import ENTITY_ASSETS, INVOICES, ITEMS, PAYMENTS, RAW
 from ...concurrency import run_concurrently
+from ...endpoints.registry import ENTITY_ENDPOINTS
 from ...partitions import company_partitions
 from ...rate_limit import SyncStopRequested
 from ...resources import BillingoResource, FernetKeyResource, WarehouseResource
-from ...sync import CompanySyncError, CompanySyncResult, sync_company
+from ...sync import CompanySyncError, CompanySyncResult, NormalizeOutcome, sync_company
 from ...table_metadata import row_count_metadata, table_definition_metadata
 from ...warehouse import schema
 from ...warehouse.company_figures import CompanyFigures, company_figures
 from ...warehouse.companies import Company, CompanyError, CompanyNotSyncableError, UnknownCompanyError, get_company
 from ...warehouse.engine import warehouse_error_summary
-from ...warehouse.sync_log import COMPLETED, SyncAlreadyRunningError
+from ...warehouse.sync_log import COMPLETED, SyncAlreadyRunningError, error_subject
 from .checks import SYNC_CHECK_SPECS, StepChecks
 from .health import sync_operations_metadata
 
@@ -73,7 +76,14 @@ SYNC_TABLES = {
     INVOICES: schema.billingo_invoices,
     ITEMS: schema.billingo_invoice_items,
     PAYMENTS: schema.billingo_document_payments,
+    **{
+        key: table
+        for endpoint in ENTITY_ENDPOINTS
+        for key, table in zip(ENTITY_ASSETS[endpoint.name], (endpoint.tables.raw, endpoint.tables.normalized))
+    },
 }
+# Assets only a sync that calls Billingo writes.
+FETCHED_ASSETS = frozenset({RAW, PAYMENTS, *(key for keys in ENTITY_ASSETS.values() for key in keys)})
 # What a company's sync may end with that is its own failure, not the step's.
 COMPANY_FAILURES = (CompanyError, CompanySyncError, SyncAlreadyRunningError)
 # Those of them that refuse the company before anything of it is written.
@@ -97,10 +107,10 @@ def full_sweep_requested(tags: Mapping[str, str]) -> bool:
 
 
 def _errors_table(errors: list[dict], limit: int = 20) -> dg.MetadataValue:
-    lines = ["| document id | message |", "| --- | --- |"]
+    lines = ["| item | message |", "| --- | --- |"]
     for error in errors[:limit]:
         message = str(error.get("message", "")).replace("|", "\\|")
-        lines.append(f"| {error.get('document_id')} | {message} |")
+        lines.append(f"| {error_subject(error)} | {message} |")
     if len(errors) > limit:
         lines.append(f"| ... | {len(errors) - limit} more in the sync_log table |")
     return dg.MetadataValue.md("\n".join(lines))
@@ -162,14 +172,8 @@ def _materializations(
         metadata={
             **common,
             "processed": dg.MetadataValue.int(counts.processed),
-            "created": dg.MetadataValue.int(counts.created),
-            "updated": dg.MetadataValue.int(counts.updated),
-            "skipped": dg.MetadataValue.int(counts.skipped),
-            "failed": dg.MetadataValue.int(counts.failed),
-            "marked_deleted_in_source": dg.MetadataValue.int(counts.marked_deleted),
-            "restored": dg.MetadataValue.int(normalized.restored),
+            **_write_counts(normalized),
             "duration_seconds": dg.MetadataValue.float(round(normalized.duration_seconds, 3)),
-            **({"errors": _errors_table(normalized.errors)} if normalized.errors else {}),
             **row_count(INVOICES),
             **operations,
         },
@@ -194,6 +198,57 @@ def _materializations(
                 **row_count(PAYMENTS),
             },
         )
+
+    for name, (endpoint_fetch, endpoint_normalized) in result.endpoints.items():
+        raw_key, normalized_key = ENTITY_ASSETS[name]
+        yield dg.AssetMaterialization(
+            asset_key=raw_key,
+            partition=result.company,
+            metadata={
+                **common,
+                "fetched": dg.MetadataValue.int(endpoint_fetch.documents_fetched),
+                "api_calls": dg.MetadataValue.int(endpoint_fetch.api_calls),
+                "pages": dg.MetadataValue.int(endpoint_fetch.pages_fetched),
+                "fetch_complete": dg.MetadataValue.bool(endpoint_fetch.complete),
+                **row_count(raw_key),
+            },
+        )
+        yield dg.AssetMaterialization(
+            asset_key=normalized_key,
+            partition=result.company,
+            metadata={**common, **_write_counts(endpoint_normalized), **row_count(normalized_key)},
+        )
+
+
+def _write_counts(normalized: NormalizeOutcome) -> dict[str, dg.MetadataValue]:
+    """What a sweep's writes did to a normalized table, and its errors."""
+    counts = normalized.counts
+    return {
+        "created": dg.MetadataValue.int(counts.created),
+        "updated": dg.MetadataValue.int(counts.updated),
+        "skipped": dg.MetadataValue.int(counts.skipped),
+        "failed": dg.MetadataValue.int(counts.failed),
+        "marked_deleted_in_source": dg.MetadataValue.int(counts.marked_deleted),
+        "restored": dg.MetadataValue.int(normalized.restored),
+        **({"errors": _errors_table(normalized.errors)} if normalized.errors else {}),
+    }
+
+
+def _entity_specs() -> list[dg.AssetSpec]:
+    """Each other list endpoint's raw table and the normalized table built from it."""
+    specs = []
+    for endpoint in ENTITY_ENDPOINTS:
+        raw_key, normalized_key = ENTITY_ASSETS[endpoint.name]
+        specs.append(dg.AssetSpec(
+            raw_key, group_name=GROUP, kinds={"python", "sql"}, skippable=True,
+            description=f"Every Billingo {endpoint.entity} of the company, as GET {endpoint.path} returned it (JSON payload + hash).",
+            metadata=table_definition_metadata(SYNC_TABLES[raw_key]),
+        ))
+        specs.append(dg.AssetSpec(
+            normalized_key, deps=[raw_key], group_name=GROUP, kinds={"python", "sql"}, skippable=True,
+            description=endpoint.description, metadata=table_definition_metadata(SYNC_TABLES[normalized_key]),
+        ))
+    return specs
 
 
 @dg.multi_asset(
@@ -238,6 +293,7 @@ def _materializations(
             ),
             metadata=table_definition_metadata(SYNC_TABLES[PAYMENTS]),
         ),
+        *_entity_specs(),
     ],
     partitions_def=company_partitions,
     can_subset=True,
@@ -250,8 +306,9 @@ def billingo_sync(
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckResult]:
     engine = warehouse.get_engine()
     selected = set(context.selected_asset_keys)
-    # The payments are fetched by the sync after its sweep: selecting them fetches like the raw documents.
-    fetch = bool({RAW, PAYMENTS} & selected)
+    # Any fetched table selected syncs the company (every endpoint and the payment histories: one
+    # run model); invoices or items alone re-normalize what is stored.
+    fetch = bool(selected & FETCHED_ASSETS)
     run_id = context.run.run_id
     trigger = sync_trigger(context.run.tags)
     full = full_sweep_requested(context.run.tags)

@@ -34,7 +34,7 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ...asset_keys import INVOICES, ITEMS, PAYMENTS, RAW
+from ...asset_keys import INVOICES, ITEMS, PARTNERS, PAYMENTS, RAW
 from ...billingo_client import MAX_PER_PAGE
 from ...health import RED_AFTER_HOURS, YELLOW_AFTER_HOURS, CompanyHealth, company_health
 from ...warehouse.schema import (
@@ -42,6 +42,7 @@ from ...warehouse.schema import (
     billingo_documents_raw,
     billingo_invoice_items,
     billingo_invoices,
+    billingo_partners,
     billingo_payment_history_state,
     sync_log,
 )
@@ -53,6 +54,7 @@ SEVERITIES = {WARN: dg.AssetCheckSeverity.WARN, ERROR: dg.AssetCheckSeverity.ERR
 ITEMS_ADD_UP = "items_add_up_to_totals"
 UNIQUE_IDS = "unique_ids_and_invoice_numbers"
 PARTNER_NAME = "partner_name_present"
+INVOICE_PARTNERS = "invoice_partners_exist"
 # Named for what they check: the thresholds are the constants below (migration 0008 renamed the
 # stored outcomes of the names that held them).
 ERROR_RATE = "error_rate_under_target"
@@ -108,14 +110,21 @@ CHECKS: dict[str, CheckDefinition] = {
             "documents_without_partner_name", "sum",
         ),
         CheckDefinition(
+            INVOICE_PARTNERS, PARTNERS, WARN,
+            "Every invoice's partner (billingo_invoices.partner_id) is among the company's partners "
+            "(billingo_partners, marked deleted in source or not).",
+            "invoices_with_unknown_partner", "sum",
+        ),
+        CheckDefinition(
             ERROR_RATE, INVOICES, WARN,
             f"Documents that could not be used are under {MAX_ERROR_RATE:.0%} of the sync's documents.",
             "error_rate", "max",
         ),
         CheckDefinition(
             INVOICES_PER_CALL, RAW, WARN,
-            f"At least {MIN_INVOICES_PER_CALL} documents per Billingo API call, unless the sync made no more "
-            f"calls than its document count needs (ceil(documents / {MAX_PER_PAGE})): a small company cannot do better.",
+            f"At least {MIN_INVOICES_PER_CALL} documents per Billingo API call (the clock's and the documents'), unless "
+            f"the sync made no more calls than its document count needs (ceil(documents / {MAX_PER_PAGE})): a small "
+            "company cannot do better.",
             "invoices_per_api_call", "min",
         ),
         CheckDefinition(
@@ -351,6 +360,27 @@ def check_partner_names(conn: Connection, company_id: int) -> CompanyCheck:
     )
 
 
+def check_invoice_partners(conn: Connection, company_id: int) -> CompanyCheck:
+    i, p = billingo_invoices, billingo_partners
+    known = sa.select(p.c.partner_id).where(p.c.company_id == company_id)
+    with_partner = sa.select(i.c.document_id, i.c.invoice_number, i.c.partner_id).where(
+        i.c.company_id == company_id, i.c.partner_id.is_not(None)
+    )
+    checked = conn.execute(sa.select(sa.func.count()).select_from(with_partner.subquery())).scalar_one()
+    unknown = conn.execute(with_partner.where(i.c.partner_id.not_in(known)).order_by(i.c.document_id)).all()
+    passed = not unknown
+    description = (
+        f"all {checked} invoices with a partner name a known partner"
+        if passed
+        else f"{len(unknown)} of {checked} invoices name a partner not among the company's partners"
+    )
+    return _outcome(
+        INVOICE_PARTNERS, passed, description,
+        invoices_checked=checked, invoices_with_unknown_partner=len(unknown),
+        examples=[f"{r.invoice_number or r.document_id}: partner {r.partner_id}" for r in unknown[:MAX_EXAMPLES]],
+    )
+
+
 def check_error_rate(sync_row) -> CompanyCheck:
     processed, failed = sync_row.invoices_processed or 0, sync_row.invoices_failed or 0
     rate = failed / processed if processed else 0.0
@@ -366,6 +396,7 @@ CLOCK_CALLS_PER_SYNC = 1
 
 
 def check_invoices_per_api_call(sync_row) -> CompanyCheck:
+    # The sync-log row's calls are the clock's and the documents' (sync_log_endpoints has the rest).
     calls, documents = sync_row.api_calls or 0, sync_row.documents_fetched or 0
     if calls == 0:
         return _outcome(INVOICES_PER_CALL, True, "no Billingo API call in this sync", api_calls=0, documents_fetched=documents)
@@ -432,6 +463,7 @@ SYNC_ROW_CHECKS = {ERROR_RATE: check_error_rate, INVOICES_PER_CALL: check_invoic
 DATA_CHECKS = {
     ITEMS_ADD_UP: check_items_add_up, UNIQUE_IDS: check_unique_ids, PARTNER_NAME: check_partner_names,
     PAYMENTS_ADD_UP: check_payments_add_up,
+    INVOICE_PARTNERS: check_invoice_partners,
 }
 
 

@@ -1,7 +1,7 @@
 """payments: payment histories, payment-status history, receivables net of recorded payments
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010_billingo_entities
 Create Date: 2026-12-01
 
 Tables
@@ -41,7 +41,7 @@ from alembic import op
 from billingo_pipeline.warehouse.schema import ExactDecimal, UtcDateTime
 
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010_billingo_entities'
 branch_labels = None
 depends_on = None
 
