@@ -186,7 +186,9 @@ def asset_graph(page, base_url, syncs):
         page,
         f"{base_url}/locations/{LOCATION}/asset-groups/billingo",
         # The partition counts and check badges load after the graph itself: wait for them too.
-        ["billingo_documents_raw", "billingo_invoices", "billingo_invoice_items", "billingo_document_payments", "3 partitions", "Asset checks"],
+        ["billingo_documents_raw", "billingo_invoices", "billingo_invoice_items", "billingo_document_payments",
+         "billingo_partners", "billingo_spendings", "billingo_document_blocks", "billingo_bank_accounts",
+         "3 partitions", "Asset checks"],
         "01-asset-graph.png",
     )
     assert "3 partitions" in text and "Asset checks" in text
