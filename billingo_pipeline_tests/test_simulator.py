@@ -679,7 +679,8 @@ def test_cli_prints_url_and_keys_and_stops_on_ctrl_c():
         assert requests.get(base_url + "/documents", headers=headers, timeout=5).json()["total"] == 5
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=5) == 0
+        # A deadline, not a timing: a loaded CI machine can take seconds to run the shutdown.
+        assert process.wait(timeout=60) == 0
         process.stdout.close()
         process.stderr.close()
 
