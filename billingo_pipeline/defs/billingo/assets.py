@@ -234,64 +234,38 @@ def _write_counts(normalized: NormalizeOutcome) -> dict[str, dg.MetadataValue]:
     }
 
 
+def _sync_table_spec(key: dg.AssetKey, description: str, deps: tuple[dg.AssetKey, ...] = ()) -> dg.AssetSpec:
+    """One table the sync writes, as an asset: its column schema comes from ``warehouse/schema.py``."""
+    return dg.AssetSpec(
+        key, deps=list(deps), group_name=GROUP, kinds={"python", "sql"}, skippable=True,
+        description=description, metadata=table_definition_metadata(SYNC_TABLES[key]),
+    )
+
+
 def _entity_specs() -> list[dg.AssetSpec]:
     """Each other list endpoint's raw table and the normalized table built from it."""
     specs = []
     for endpoint in ENTITY_ENDPOINTS:
         raw_key, normalized_key = ENTITY_ASSETS[endpoint.name]
-        specs.append(dg.AssetSpec(
-            raw_key, group_name=GROUP, kinds={"python", "sql"}, skippable=True,
-            description=f"Every Billingo {endpoint.entity} of the company, as GET {endpoint.path} returned it (JSON payload + hash).",
-            metadata=table_definition_metadata(SYNC_TABLES[raw_key]),
+        specs.append(_sync_table_spec(
+            raw_key, f"Every Billingo {endpoint.entity} of the company, as GET {endpoint.path} returned it (JSON payload + hash).",
         ))
-        specs.append(dg.AssetSpec(
-            normalized_key, deps=[raw_key], group_name=GROUP, kinds={"python", "sql"}, skippable=True,
-            description=endpoint.description, metadata=table_definition_metadata(SYNC_TABLES[normalized_key]),
-        ))
+        specs.append(_sync_table_spec(normalized_key, endpoint.description, deps=(raw_key,)))
     return specs
 
 
 @dg.multi_asset(
     name="billingo_sync",
     specs=[
-        dg.AssetSpec(
-            RAW,
-            group_name=GROUP,
-            kinds={"python", "sql"},
-            skippable=True,
-            description="Every Billingo document of the company, as GET /documents returned it (JSON payload + hash).",
-            metadata=table_definition_metadata(SYNC_TABLES[RAW]),
-        ),
-        dg.AssetSpec(
-            INVOICES,
-            deps=[RAW],
-            group_name=GROUP,
-            kinds={"python", "sql"},
-            skippable=True,
-            description="Normalized invoice headers: dates, partner, payment status/method, exact totals.",
-            metadata=table_definition_metadata(SYNC_TABLES[INVOICES]),
-        ),
-        dg.AssetSpec(
-            ITEMS,
-            deps=[INVOICES],
-            group_name=GROUP,
-            kinds={"python", "sql"},
-            skippable=True,
-            description="Invoice line items: product, quantity, unit price, VAT, net/VAT/gross.",
-            metadata=table_definition_metadata(SYNC_TABLES[ITEMS]),
-        ),
-        dg.AssetSpec(
+        _sync_table_spec(RAW, "Every Billingo document of the company, as GET /documents returned it (JSON payload + hash)."),
+        _sync_table_spec(INVOICES, "Normalized invoice headers: dates, partner, payment status/method, exact totals.", deps=(RAW,)),
+        _sync_table_spec(ITEMS, "Invoice line items: product, quantity, unit price, VAT, net/VAT/gross.", deps=(INVOICES,)),
+        _sync_table_spec(
             PAYMENTS,
-            deps=[INVOICES],
-            group_name=GROUP,
-            kinds={"python", "sql"},
-            skippable=True,
-            description=(
-                "Payment histories (GET /documents/{id}/payments: date, price, method, voucher, rate) of the "
-                "documents that are partially paid or whose payment status or paid date changed, fetched by "
-                "the sync within its per-sync cap; the rest wait for the next sync."
-            ),
-            metadata=table_definition_metadata(SYNC_TABLES[PAYMENTS]),
+            "Payment histories (GET /documents/{id}/payments: date, price, method, voucher, rate) of the "
+            "documents that are partially paid or whose payment status or paid date changed, fetched by "
+            "the sync within its per-sync cap; the rest wait for the next sync.",
+            deps=(INVOICES,),
         ),
         *_entity_specs(),
     ],
