@@ -186,13 +186,7 @@ def _summary(engine: sa.Engine) -> pd.DataFrame:
     )
     with engine.connect() as conn:
         frame = pd.DataFrame([dict(r._mapping) for r in conn.execute(query)])
-        item_counts = dict(
-            conn.execute(
-                sa.select(companies.c.slug, sa.func.count(items.c.id))
-                .select_from(companies.outerjoin(items, items.c.company_id == companies.c.id))
-                .group_by(companies.c.slug)
-            ).all()
-        )
+        item_counts = _rows_per_company(conn, items)
         open_figures = {
             row.company_slug: row
             for row in conn.execute(
@@ -204,13 +198,7 @@ def _summary(engine: sa.Engine) -> pd.DataFrame:
                 ).group_by(receivables.company_slug)
             )
         }
-        payment_counts = dict(
-            conn.execute(
-                sa.select(companies.c.slug, sa.func.count(payments.c.id))
-                .select_from(companies.outerjoin(payments, payments.c.company_id == companies.c.id))
-                .group_by(companies.c.slug)
-            ).all()
-        )
+        payment_counts = _rows_per_company(conn, payments)
         partners, spendings = (_live_rows(conn, table) for table in (billingo_partners, billingo_spendings))
         open_spendings = _live_rows(conn, billingo_spendings, billingo_spendings.c.paid_at.is_(None))
     slugs = list(frame["company"])
@@ -228,6 +216,17 @@ def _summary(engine: sa.Engine) -> pd.DataFrame:
     frame["spendings"] = [spendings.get(slug, 0) for slug in slugs]
     frame["unpaid spendings"] = [open_spendings.get(slug, 0) for slug in slugs]
     return frame
+
+
+def _rows_per_company(conn: sa.Connection, table: sa.Table) -> dict[str, int]:
+    """Rows per company slug, 0 for a company with none."""
+    return dict(
+        conn.execute(
+            sa.select(companies.c.slug, sa.func.count(table.c.id))
+            .select_from(companies.outerjoin(table, table.c.company_id == companies.c.id))
+            .group_by(companies.c.slug)
+        ).all()
+    )
 
 
 def _live_rows(conn: sa.Connection, table: sa.Table, *conditions: sa.ColumnElement[bool]) -> dict[str, int]:
