@@ -233,6 +233,41 @@ def sync_companies(instance: dg.DagsterInstance, warehouse_url: str, simulator, 
     )
 
 
+def sync_directly(engine, simulator, *slugs: str, full: bool = False, page_size: int = 50) -> list:
+    """The companies synced by the engine alone: ``sync.sync_company`` with the
+    ``BillingoResource``'s clients, what the sync asset runs for each company, without a Dagster
+    run around it (a run costs a second or more of Dagster's storage writes). For the tests of what
+    a sync fetches and writes; those of what a run records use ``sync_companies``. One
+    ``runner.SyncRunResult`` per company, as ``sync_companies`` returns them, failed ones included."""
+    from billingo_pipeline.resources import BillingoResource
+    from billingo_pipeline.runner import RESULT_COUNTS, SyncRunResult
+    from billingo_pipeline.sync import CompanySyncError, sync_company
+    from billingo_pipeline.warehouse.companies import CompanyError, get_company
+    from billingo_pipeline.warehouse.schema import sync_log
+    from billingo_pipeline.warehouse.sync_log import COMPLETED, PARTIAL, SyncAlreadyRunningError
+
+    billingo = BillingoResource(base_url=simulator.base_url, backoff_seconds=0.01, page_size=page_size)
+    results = []
+    for slug in slugs:
+        run_id = f"test-{uuid.uuid4().hex}"
+        error = None
+        try:
+            sync_company(engine, get_company(engine, slug), run_id=run_id, trigger="test",
+                         open_client=billingo.client_for, full=full)
+        except (CompanySyncError, CompanyError, SyncAlreadyRunningError) as exc:
+            error = str(exc)
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(sync_log).where(sync_log.c.run_id == run_id)).mappings().one_or_none()
+        status = row["status"] if row is not None else None
+        if error is None and status == PARTIAL and row["errors"]:
+            error = str(row["errors"][0].get("message"))
+        results.append(SyncRunResult(
+            company=slug, run_id=run_id, success=status in (COMPLETED, PARTIAL), sync_status=status, error=error,
+            counts={name: row[column] for name, column in RESULT_COUNTS} if row is not None else {},
+        ))
+    return results
+
+
 def sync_through_dagster(warehouse_url: str, simulator, slug: str, *, instance: dg.DagsterInstance | None = None,
                          full: bool = False) -> None:
     """One company synced by a Dagster run, as `billingo-pipeline sync` starts it

@@ -35,7 +35,7 @@ from billingo_pipeline.reporting.exports import (
 from billingo_pipeline.simulator import generate_api_key
 from billingo_pipeline.warehouse.engine import get_engine
 
-from .conftest import invoke_cli, sync_through_dagster
+from .conftest import invoke_cli, sync_directly
 
 SLUG = "hostile"
 HYPERLINK = '=HYPERLINK("http://evil","x")'
@@ -84,7 +84,8 @@ def hostile(warehouse_url, simulator, fernet_key):
         gross_total=NEGATIVE_GROSS, currency="HUF", conversion_rate=1, payment_status="outstanding",
         due_date=(dt.date.today() + dt.timedelta(days=10)).isoformat(),
     )
-    sync_through_dagster(warehouse_url, simulator, SLUG)
+    [result] = sync_directly(get_engine(warehouse_url), simulator, SLUG)
+    assert result.success, result.error
     return warehouse_url
 
 

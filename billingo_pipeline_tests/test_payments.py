@@ -1,5 +1,7 @@
 """Payment histories and the payment-status history, end to end: the simulator on a real socket ->
-Dagster -> the warehouse, on SQLite and on the real PostgreSQL.
+the sync -> the warehouse, on SQLite and on the real PostgreSQL. The first test syncs through
+Dagster runs as the CLI does; the others call the engine as the sync asset does (a run costs a
+second or more and adds nothing to what they check).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from billingo_pipeline.warehouse.schema import (
 )
 from billingo_pipeline.warehouse.sync_log import COMPLETED, FULL, INCREMENTAL, utcnow
 
-from .conftest import add_simulated_company, sync_companies
+from .conftest import add_simulated_company, sync_companies, sync_directly
 
 # The generated history is stamped up to a minute before "now": a clock moved past the incremental
 # overlap (10 minutes) keeps it out of an incremental sync, whose counts are then exact.
@@ -32,8 +34,14 @@ HISTORY_AGE = dt.timedelta(minutes=12)
 PAYMENT_PATH_SUFFIX = "/payments"
 
 
-def _sync(instance, warehouse_url, simulator, *slugs, full=False):
-    results = sync_companies(instance, warehouse_url, simulator, *slugs, full=full)
+def _sync(engine, simulator, *slugs, full=False):
+    results = sync_directly(engine, simulator, *slugs, full=full)
+    assert all(r.success for r in results), [r.error for r in results]
+    return results
+
+
+def _sync_through_dagster(instance, warehouse_url, simulator, *slugs):
+    results = sync_companies(instance, warehouse_url, simulator, *slugs)
     assert all(r.success for r in results), [r.error for r in results]
     return results
 
@@ -87,7 +95,7 @@ def test_partially_paid_invoices_get_their_payments_and_paid_ones_cost_no_reques
     partial = [d["id"] for d in source if d["payment_status"] == "partially_paid"]
     assert len(partial) >= 3  # the seed's portfolio has some
 
-    _sync(instance, warehouse_url, simulator, "acme")
+    _sync_through_dagster(instance, warehouse_url, simulator, "acme")
     company = get_company(engine, "acme")
     log = _last_log(engine)
     assert log.status == COMPLETED
@@ -110,30 +118,30 @@ def test_partially_paid_invoices_get_their_payments_and_paid_ones_cost_no_reques
     assert first_rows == len(source)
 
     # An unchanged night: no status row, no payment request.
-    _sync(instance, warehouse_url, simulator, "acme")
+    _sync_through_dagster(instance, warehouse_url, simulator, "acme")
     log = _last_log(engine)
     assert (log.mode, log.api_calls, log.payment_history_calls, log.payment_histories_deferred) == (INCREMENTAL, 2, 0, 0)
     assert len(_payment_requests(simulator)) == len(partial)
 
 
-def test_a_recorded_payment_is_caught_by_the_next_sync_with_its_status_history(engine, warehouse_url, simulator, instance, fernet_key):
+def test_a_recorded_payment_is_caught_by_the_next_sync_with_its_status_history(engine, simulator, fernet_key):
     api_key = add_simulated_company(engine, simulator, "acme", seed=8, documents=40)
     simulator.shift_clock(HISTORY_AGE)
     target = next(d for d in simulator.documents(api_key) if d["payment_status"] == "outstanding" and not d["cancelled"] and d["type"] == "invoice")
     gross = Decimal(str(target["gross_total"]))
-    _sync(instance, warehouse_url, simulator, "acme")
+    _sync(engine, simulator, "acme")
     company = get_company(engine, "acme")
     first_sync = _last_log(engine).id
 
     part = (gross / 4).quantize(Decimal("1") if target["currency"] == "HUF" else Decimal("0.01"))
     simulator.record_payment(api_key, target["id"], price=part, voucher_number="V-1")
-    _sync(instance, warehouse_url, simulator, "acme")
+    _sync(engine, simulator, "acme")
     second = _last_log(engine)
     assert (second.mode, second.payment_history_calls, second.payment_histories_fetched) == (INCREMENTAL, 1, 1)
     assert [row[1] for row in _stored_payments(engine, company.id)[target["id"]]] == [part]
 
     simulator.record_payment(api_key, target["id"], voucher_number="V-2")  # the rest
-    _sync(instance, warehouse_url, simulator, "acme")
+    _sync(engine, simulator, "acme")
     third = _last_log(engine)
     assert (third.payment_history_calls, third.payment_histories_fetched) == (1, 1)
     stored = _stored_payments(engine, company.id)[target["id"]]
@@ -150,7 +158,7 @@ def test_a_recorded_payment_is_caught_by_the_next_sync_with_its_status_history(e
     assert history[1].observed_at >= second.started_at and history[2].observed_at <= third.finished_at
 
 
-def test_the_cap_defers_the_rest_and_the_next_syncs_fetch_them_first(engine, warehouse_url, simulator, instance, fernet_key, monkeypatch):
+def test_the_cap_defers_the_rest_and_the_next_syncs_fetch_them_first(engine, simulator, fernet_key, monkeypatch):
     monkeypatch.setenv(PAYMENT_HISTORIES_PER_SYNC_ENV, "1")
     api_key = add_simulated_company(engine, simulator, "acme", seed=7, documents=120)
     simulator.shift_clock(HISTORY_AGE)
@@ -159,7 +167,7 @@ def test_the_cap_defers_the_rest_and_the_next_syncs_fetch_them_first(engine, war
     company = get_company(engine, "acme")
 
     def sync_and_fetched() -> tuple[sa.Row, set[int]]:
-        _sync(instance, warehouse_url, simulator, "acme")
+        _sync(engine, simulator, "acme")
         return _last_log(engine), set(_stored_payments(engine, company.id))
 
     log, fetched = sync_and_fetched()
@@ -180,14 +188,14 @@ def test_the_cap_defers_the_rest_and_the_next_syncs_fetch_them_first(engine, war
     assert (log.payment_history_calls, log.payment_histories_deferred) == (0, 0)
 
 
-def test_a_history_as_a_php_object_and_a_server_error_are_taken_in_stride(engine, warehouse_url, simulator, instance, fernet_key):
+def test_a_history_as_a_php_object_and_a_server_error_are_taken_in_stride(engine, simulator, fernet_key):
     api_key = add_simulated_company(engine, simulator, "acme", seed=7, documents=120)
     simulator.shift_clock(HISTORY_AGE)
     partial = sorted(d["id"] for d in simulator.documents(api_key) if d["payment_status"] == "partially_paid")
     # The first history request answers 500 once (retried), the next one comes as an object.
     simulator.inject_fault("server_error", path_prefix=f"/v3/documents/{partial[0]}/payments")
     simulator.inject_fault("data_not_list", path_prefix=f"/v3/documents/{partial[1]}/payments")
-    _sync(instance, warehouse_url, simulator, "acme")
+    _sync(engine, simulator, "acme")
     log = _last_log(engine)
     assert (log.status, log.payment_histories_fetched, log.payment_histories_deferred) == (COMPLETED, len(partial), 0)
     assert log.payment_history_calls == len(partial) + 1  # the retry counts
@@ -196,15 +204,15 @@ def test_a_history_as_a_php_object_and_a_server_error_are_taken_in_stride(engine
         assert stored[document_id] == _as_rows(simulator.payments(api_key, document_id))
 
 
-def test_a_gone_document_is_not_a_failure_and_clears_its_mark(engine, warehouse_url, simulator, instance, fernet_key):
+def test_a_gone_document_is_not_a_failure_and_clears_its_mark(engine, simulator, fernet_key):
     add_simulated_company(engine, simulator, "acme", seed=9, documents=10)
     simulator.shift_clock(HISTORY_AGE)
-    _sync(instance, warehouse_url, simulator, "acme")
+    _sync(engine, simulator, "acme")
     company = get_company(engine, "acme")
     gone = 999_999_999
     with engine.begin() as conn:
         payment_store.mark_payments_due(conn, company.id, _last_log(engine).id, [gone], utcnow())
-    _sync(instance, warehouse_url, simulator, "acme")
+    _sync(engine, simulator, "acme")
     log = _last_log(engine)
     assert (log.status, log.payment_history_calls, log.payment_histories_fetched, log.payment_histories_deferred) == (COMPLETED, 1, 0, 0)
     with engine.connect() as conn:
@@ -212,15 +220,15 @@ def test_a_gone_document_is_not_a_failure_and_clears_its_mark(engine, warehouse_
     assert mark.due_since is None and mark.not_found
 
 
-def test_an_unchanged_full_sweep_a_day_later_adds_no_status_row(engine, warehouse_url, simulator, instance, fernet_key):
+def test_an_unchanged_full_sweep_a_day_later_adds_no_status_row(engine, simulator, fernet_key):
     api_key = add_simulated_company(engine, simulator, "acme", seed=10, documents=40)
-    _sync(instance, warehouse_url, simulator, "acme")
+    _sync(engine, simulator, "acme")
     company = get_company(engine, "acme")
     with engine.connect() as conn:
         before = conn.execute(sa.select(sa.func.count()).select_from(billingo_invoice_status_history)).scalar_one()
     simulator.shift_clock(dt.timedelta(days=1))  # every unpaid document now shows another paid_date
     assert any(d["payment_status"] == "outstanding" for d in simulator.documents(api_key))
-    _sync(instance, warehouse_url, simulator, "acme", full=True)
+    _sync(engine, simulator, "acme", full=True)
     assert _last_log(engine).mode == FULL
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(billingo_invoice_status_history)).scalar_one() == before == 40
@@ -234,11 +242,11 @@ def test_an_unchanged_full_sweep_a_day_later_adds_no_status_row(engine, warehous
         ).scalar_one() == 0
 
 
-def test_payments_and_history_stay_with_their_company(engine, warehouse_url, simulator, instance, fernet_key):
+def test_payments_and_history_stay_with_their_company(engine, simulator, fernet_key):
     acme_key = add_simulated_company(engine, simulator, "acme", seed=7, documents=60)
     globex_key = add_simulated_company(engine, simulator, "globex", seed=12, documents=60)
     simulator.shift_clock(HISTORY_AGE)
-    _sync(instance, warehouse_url, simulator, "acme", "globex")
+    _sync(engine, simulator, "acme", "globex")
     acme, globex = get_company(engine, "acme"), get_company(engine, "globex")
     for company, key in ((acme, acme_key), (globex, globex_key)):
         partial = {d["id"] for d in simulator.documents(key) if d["payment_status"] == "partially_paid"}
@@ -253,7 +261,7 @@ def test_payments_and_history_stay_with_their_company(engine, warehouse_url, sim
     # A payment in one company is fetched for that company alone.
     target = next(d for d in simulator.documents(globex_key) if d["payment_status"] == "outstanding" and d["type"] == "invoice" and not d["cancelled"])
     simulator.record_payment(globex_key, target["id"])
-    _sync(instance, warehouse_url, simulator, "acme", "globex")
+    _sync(engine, simulator, "acme", "globex")
     assert _last_log(engine, acme.id).payment_history_calls == 0
     assert _last_log(engine, globex.id).payment_history_calls == 1
     assert target["id"] in _stored_payments(engine, globex.id)
@@ -262,7 +270,7 @@ def test_payments_and_history_stay_with_their_company(engine, warehouse_url, sim
 # --- reporting from the payments and the status history --------------------------------------------
 
 
-def test_receivables_net_of_payments_days_to_pay_and_open_on_a_date(engine, warehouse_url, simulator, instance, fernet_key):
+def test_receivables_net_of_payments_days_to_pay_and_open_on_a_date(engine, simulator, fernet_key):
     api_key = add_simulated_company(engine, simulator, "acme", seed=11, documents=0)
     today = simulator.today()
     partner = {"name": "Gamma Bt.", "address": {"country_code": "HU", "post_code": "1011", "city": "Budapest", "address": "Fő u. 2."},
@@ -278,11 +286,11 @@ def test_receivables_net_of_payments_days_to_pay_and_open_on_a_date(engine, ware
     huf = issue(100000, invoice_days_ago=20, due_days_ago=5)
     eur = issue(250.50, invoice_days_ago=10, due_days_ago=-20, currency="EUR", rate=400.25)
     settled = issue(30000, invoice_days_ago=15, due_days_ago=7)
-    _sync(instance, warehouse_url, simulator, "acme")
+    _sync(engine, simulator, "acme")
     simulator.set_payments(api_key, huf, [payment_entry(today - dt.timedelta(days=3), 35000, "wire_transfer")])
     simulator.set_payments(api_key, eur, [payment_entry(today - dt.timedelta(days=1), Decimal("100.25"), "bankcard", conversion_rate=Decimal("401"))])
     simulator.set_payments(api_key, settled, [payment_entry(today - dt.timedelta(days=4), 30000, "cash")])
-    _sync(instance, warehouse_url, simulator, "acme")
+    _sync(engine, simulator, "acme")
 
     receivables = {r["document_id"]: r for r in read_view(engine, "report_receivables", "acme").to_dict("records")}
     assert (receivables[huf]["recorded_paid_amount"], receivables[huf]["open_amount"], receivables[huf]["open_amount_huf"]) == (

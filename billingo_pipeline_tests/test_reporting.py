@@ -62,7 +62,7 @@ from billingo_pipeline.reporting import (
     write_xlsx,
 )
 from billingo_pipeline.cli.reporting import invoices_command, report_command
-from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
+from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME, ensure_company_partitions
 from billingo_pipeline.reporting.queries import cash_flow_by_week, parse_date
 from billingo_pipeline.resources import BillingoResource, FernetKeyResource, WarehouseResource
 from billingo_pipeline.runner import run_company_syncs
@@ -74,7 +74,7 @@ from billingo_pipeline.warehouse.engine import alembic_config, get_engine
 from billingo_pipeline.warehouse.schema import billingo_invoices, sync_log
 from billingo_pipeline.warehouse.sync_log import utcnow
 
-from .conftest import DIALECTS, sync_through_dagster, warehouse_of_its_own
+from .conftest import DIALECTS, sync_directly, sync_through_dagster, warehouse_of_its_own
 
 SLUG = "acme"
 ALFA = {
@@ -185,12 +185,14 @@ def _build_portfolio(url: str, instance: dg.DagsterInstance) -> Portfolio:
             payment_entry(today + dt.timedelta(days=-30), 20000, "wire_transfer", voucher_number="B-1"),
             payment_entry(today + dt.timedelta(days=-20), 10000, "wire_transfer", voucher_number="B-2"),
         ])
-        sync_through_dagster(url, simulator, SLUG, instance=instance)
+        assert all(r.success for r in sync_directly(engine, simulator, SLUG))
         cancellation = simulator.cancel_document(api_key, ids[CANCELLED_LATER])
         simulator.delete_document(api_key, ids[DELETED_LATER])
         # Only a full sweep sees that a document vanished from Billingo; an incremental sync would
         # leave A11 in the views.
-        sync_through_dagster(url, simulator, SLUG, instance=instance, full=True)
+        assert all(r.success for r in sync_directly(engine, simulator, SLUG, full=True))
+    # The aging asset's test materializes the company's partition on this instance.
+    ensure_company_partitions(instance, [SLUG])
     return Portfolio(url, today, cancellation["invoice_number"], instance)
 
 

@@ -24,7 +24,7 @@ from billingo_pipeline.simulator import BillingoSimulator, generate_api_key
 from billingo_pipeline.warehouse.engine import get_engine
 from billingo_pipeline.warehouse.schema import billingo_invoices
 
-from .conftest import DIALECTS, invoke_cli, sync_through_dagster, warehouse_of_its_own
+from .conftest import DIALECTS, invoke_cli, sync_directly, warehouse_of_its_own
 
 SLUG = "many"
 DOCUMENTS = 240
@@ -33,7 +33,7 @@ DOCUMENTS = 240
 @pytest.fixture(scope="module", params=DIALECTS)
 def many(request, tmp_path_factory) -> Iterator[tuple[str, list[str]]]:
     """240 generated documents, two of the paid ones cancelled after the first sync. Built once
-    per dialect (two Dagster syncs cost seconds), in a warehouse of its own: the tests only read it."""
+    per dialect, in a warehouse of its own: the tests only read it."""
     with (
         pytest.MonkeyPatch.context() as monkeypatch,
         BillingoSimulator() as simulator,
@@ -43,13 +43,14 @@ def many(request, tmp_path_factory) -> Iterator[tuple[str, list[str]]]:
         api_key = generate_api_key(SLUG)
         simulator.add_organization(api_key, name="Many Kft.", seed=SLUG, document_count=DOCUMENTS)
         register_company(get_engine(warehouse_url), SLUG, "Many Kft.", api_key, api_base_url=simulator.base_url)
-        sync_through_dagster(warehouse_url, simulator, SLUG)
+        engine = get_engine(warehouse_url)
+        assert all(r.success for r in sync_directly(engine, simulator, SLUG))
         paid = [d for d in simulator.documents(api_key)
                 if d["payment_status"] == "paid" and d["type"] == "invoice" and not d.get("cancelled")]
         cancelled = [paid[0]["invoice_number"], paid[1]["invoice_number"]]
         for document in paid[:2]:
             simulator.cancel_document(api_key, document["id"])
-        sync_through_dagster(warehouse_url, simulator, SLUG, full=True)
+        assert all(r.success for r in sync_directly(engine, simulator, SLUG, full=True))
         yield warehouse_url, cancelled
 
 

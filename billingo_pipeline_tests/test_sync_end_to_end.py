@@ -1,6 +1,9 @@
 """End-to-end: the simulator on a real socket -> Dagster materializations -> the warehouse.
 
-Each test runs on SQLite and on the real PostgreSQL (the ``warehouse_url`` fixture).
+Each test runs on SQLite and on the real PostgreSQL (the ``warehouse_url`` fixture). The tests of
+what a run records sync through Dagster runs (``_sync``, as the CLI does); those of what a sync
+fetches and writes call the engine as the sync asset does (``_sync_directly``: a run costs a
+second or more and adds nothing to what they check).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from billingo_pipeline.warehouse.schema import billingo_documents_raw, billingo_
 from billingo_pipeline.warehouse.sync_log import COMPLETED, FAILED, FULL, INCREMENTAL, PARTIAL
 
 from .conftest import add_simulated_company as _add
-from .conftest import sync_companies
+from .conftest import sync_companies, sync_directly
 
 # The generated history is stamped up to a minute before "now": a clock moved past the incremental
 # overlap (10 minutes) keeps it out of an incremental sync, whose counts are then exact.
@@ -29,6 +32,7 @@ HISTORY_AGE = dt.timedelta(minutes=12)
 
 
 _sync = sync_companies
+_sync_directly = sync_directly
 
 
 def _log_rows(engine):
@@ -117,10 +121,10 @@ def test_full_sync_then_resync_skips_everything(engine, warehouse_url, simulator
             assert api_key not in str(conn.execute(sa.select(table)).all())
 
 
-def test_resync_applies_payments_new_documents_and_vanished_ones(engine, warehouse_url, simulator, instance, fernet_key):
+def test_resync_applies_payments_new_documents_and_vanished_ones(engine, simulator, fernet_key):
     api_key = _add(engine, simulator, "acme", seed=2, documents=60)
     simulator.shift_clock(HISTORY_AGE)
-    _sync(instance, warehouse_url, simulator, "acme")
+    _sync_directly(engine, simulator, "acme")
     unpaid = next(d for d in simulator.documents(api_key) if d["payment_status"] == "outstanding" and not d["cancelled"])
     vanished = simulator.documents(api_key)[-1]
     simulator.pay_document(api_key, unpaid["id"])
@@ -129,14 +133,14 @@ def test_resync_applies_payments_new_documents_and_vanished_ones(engine, warehou
 
     # An incremental sync fetches just the paid and the new document; a vanished one leaves no
     # trace in what was modified, so it stays unmarked.
-    [result] = _sync(instance, warehouse_url, simulator, "acme")
+    [result] = _sync_directly(engine, simulator, "acme")
     assert result.sync_status == COMPLETED
     log = _log_rows(engine)[-1]
     assert (log.mode, log.documents_fetched, log.invoices_processed, log.invoices_skipped) == (INCREMENTAL, 2, 2, 0)
     assert (log.invoices_created, log.invoices_updated, log.invoices_marked_deleted) == (1, 1, 0)
     assert _invoices(engine)[vanished["id"]].deleted_in_source_at is None
     # Only a full sweep sees what is gone.
-    [result] = _sync(instance, warehouse_url, simulator, "acme", full=True)
+    [result] = _sync_directly(engine, simulator, "acme", full=True)
     assert result.sync_status == COMPLETED
     log = _log_rows(engine)[-1]
     assert (log.mode, log.invoices_processed, log.invoices_created, log.invoices_updated, log.invoices_marked_deleted) == (FULL, 60, 0, 0, 1)
@@ -149,12 +153,12 @@ def test_resync_applies_payments_new_documents_and_vanished_ones(engine, warehou
     assert _count(engine, billingo_invoice_items, document_id=vanished["id"]) == len(vanished["items"])
 
 
-def test_one_malformed_document_makes_the_sync_partial(engine, warehouse_url, simulator, instance, fernet_key):
+def test_one_malformed_document_makes_the_sync_partial(engine, simulator, fernet_key):
     api_key = _add(engine, simulator, "acme", seed=3, documents=40)
     bad = simulator.documents(api_key)[5]
     simulator.corrupt_document(api_key, bad["id"], "gross_total", "12.700,00 Ft")
 
-    [result] = _sync(instance, warehouse_url, simulator, "acme")
+    [result] = _sync_directly(engine, simulator, "acme")
     assert result.success and result.sync_status == PARTIAL
     log = _log_rows(engine)[-1]
     assert (log.invoices_processed, log.invoices_created, log.invoices_failed) == (40, 39, 1)
@@ -165,14 +169,14 @@ def test_one_malformed_document_makes_the_sync_partial(engine, warehouse_url, si
     assert _count(engine, billingo_documents_raw, document_id=bad["id"]) == 1
 
 
-def test_documents_created_while_paging_are_neither_lost_nor_doubled(engine, warehouse_url, simulator, instance, fernet_key):
+def test_documents_created_while_paging_are_neither_lost_nor_doubled(engine, simulator, fernet_key):
     api_key = _add(engine, simulator, "acme", seed=4, documents=130)
     created = []
     requests_so_far = len(simulator.requests_log)
     # Right after page 1 is served, a new invoice is issued: every later page shifts by one.
     simulator.schedule(after_requests=requests_so_far + 1, action=lambda: created.append(simulator.add_document(api_key)))
 
-    [result] = _sync(instance, warehouse_url, simulator, "acme")
+    [result] = _sync_directly(engine, simulator, "acme")
     assert result.sync_status == COMPLETED and created
     invoices = _invoices(engine)
     assert set(invoices) == {d["id"] for d in simulator.documents(api_key)}
@@ -191,10 +195,10 @@ def test_companies_are_isolated(engine, warehouse_url, simulator, instance, fern
     assert set(_invoices(engine, company_id=ids["globex"])) == {d["id"] for d in simulator.documents(globex_key)}
 
 
-def test_disabled_company_is_refused_without_calling_billingo(engine, warehouse_url, simulator, instance, fernet_key):
+def test_disabled_company_is_refused_without_calling_billingo(engine, simulator, fernet_key):
     _add(engine, simulator, "acme", seed=7, documents=10, sync_enabled=False)
     calls_before = len(simulator.requests_log)
-    [result] = _sync(instance, warehouse_url, simulator, "acme")
+    [result] = _sync_directly(engine, simulator, "acme")
     assert not result.success
     assert "BILLINGO_SYNC feature flag off" in result.error
     assert len(simulator.requests_log) == calls_before
@@ -278,7 +282,7 @@ def test_an_invoice_seen_again_loses_its_deleted_mark(engine, warehouse_url, sim
     assert (metadata["restored"], metadata["updated"]) == (2, 1)
 
 
-def test_sync_log_row_is_running_while_billingo_is_being_read(engine, warehouse_url, simulator, instance, fernet_key):
+def test_sync_log_row_is_running_while_billingo_is_being_read(engine, simulator, fernet_key):
     _add(engine, simulator, "acme", seed=12, documents=120)
     seen_while_paging = []
 
@@ -288,6 +292,6 @@ def test_sync_log_row_is_running_while_billingo_is_being_read(engine, warehouse_
                 seen_while_paging.append(conn.execute(sa.select(sync_log.c.status)).scalars().all())
 
     simulator.on_request(look_at_sync_log)
-    [result] = _sync(instance, warehouse_url, simulator, "acme")
+    [result] = _sync_directly(engine, simulator, "acme")
     assert seen_while_paging == [["RUNNING"]] * 3
     assert _log_rows(engine)[-1].status == COMPLETED and result.sync_status == COMPLETED
