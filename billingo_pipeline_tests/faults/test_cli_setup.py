@@ -48,16 +48,44 @@ def _cli(checkout: Path, *args: str, **extra: str) -> subprocess.CompletedProces
     return _run([str(BIN / "billingo-pipeline"), *args], checkout, **extra)
 
 
+def _log_lines(output: str) -> dict[str, list[str]]:
+    table = output.split("Sync log (this demo run):")[1].split("\n\n")[0].splitlines()[1:]
+    rows = [line.split() for line in table if line.strip()]
+    # Skip the header and the "  slug: document …" error lines under the table.
+    return {row[0]: row for row in rows if row[0] != "company" and not row[0].endswith(":")}
+
+
+def _modes(output: str) -> dict[str, str]:
+    lines = output.split("Sync modes:\n")[1].split("\n\n")[0].splitlines()
+    return dict(line.strip().split(": ", 1) for line in lines)
+
+
 def _first_column(stdout: str) -> set[str]:
     return {line.split()[0] for line in stdout.splitlines() if line.strip()}
 
 
 @pytest.mark.slow  # starts a CLI process
-def test_after_the_demo_the_cli_in_the_checkout_sees_its_companies(tmp_path):
-    """SQLite by nature: the demo is the embedded set-up."""
+def test_the_demo_syncs_resyncs_incrementally_and_the_cli_in_the_checkout_sees_its_companies(tmp_path):
+    """SQLite by nature: the demo is the embedded set-up. The first run sweeps every company in
+    full; the second (a fresh simulator with the same history, stamped older than the cursor minus
+    the overlap) fetches only what was modified since: the broken document, edited as the
+    simulator starts, which fails again (PARTIAL)."""
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     demo = _demo(checkout)
+    first = demo.stdout
+    rows = _log_lines(first)
+    assert set(rows) == {"acme-kft", "duna-trade", "balaton-bistro"}
+    assert rows["balaton-bistro"][1] == "PARTIAL" and rows["acme-kft"][1] == rows["duna-trade"][1] == "COMPLETED"
+    assert "balaton-bistro: document" in first and "is not a number" in first
+    # columns: company status date time seconds processed created updated skipped failed fetched api_calls
+    # api calls: Billingo's clock, then one list page per 100 documents.
+    assert rows["acme-kft"][5:12] == ["240", "240", "0", "0", "0", "240", "4"]
+    assert rows["duna-trade"][5:12] == ["130", "130", "0", "0", "0", "130", "3"]
+    assert rows["balaton-bistro"][5:12] == ["60", "59", "0", "0", "1", "60", "2"]
+    assert _modes(first) == {"acme-kft": "full: 240 fetched", "duna-trade": "full: 130 fetched",
+                             "balaton-bistro": "full: 60 fetched"}
+
     env_file = checkout / ".env"
     assert f"wrote {env_file} (" in demo.stdout
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
@@ -89,8 +117,21 @@ def test_after_the_demo_the_cli_in_the_checkout_sees_its_companies(tmp_path):
 
     # The next demo run rewrites its own .env (same settings); the CLI still sees the companies.
     before = env_file.read_text()
-    _demo(checkout)
+    second = _demo(checkout).stdout
     assert env_file.read_text() == before and stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    rows = _log_lines(second)
+    assert rows["acme-kft"][1] == rows["duna-trade"][1] == "COMPLETED" and rows["balaton-bistro"][1] == "PARTIAL"
+    # The clock, then one (empty or one-document) page.
+    assert rows["acme-kft"][5:12] == ["0", "0", "0", "0", "0", "0", "2"]
+    assert rows["duna-trade"][5:12] == ["0", "0", "0", "0", "0", "0", "2"]
+    assert rows["balaton-bistro"][5:12] == ["1", "0", "0", "0", "1", "1", "2"]
+    assert "balaton-bistro: document" in second and "is not a number" in second
+    modes = _modes(second)
+    assert {slug: text.split(" UTC: ")[1] for slug, text in modes.items()} == {
+        "acme-kft": "0 fetched", "duna-trade": "0 fetched", "balaton-bistro": "1 fetched"}
+    assert all(text.startswith("incremental since ") for text in modes.values()), modes
+    assert first.split("Warehouse summary:")[1].split("State kept")[0] == second.split("Warehouse summary:")[1].split("State kept")[0]
+    assert (checkout / ".demo" / "dagster_home").is_dir() and (checkout / ".demo" / "warehouse.db").is_file()
 
 
 @pytest.mark.slow  # starts a CLI process
