@@ -457,6 +457,13 @@ def test_server_faults_fire_the_configured_times(sim, kind, status, message):
     assert [e.fault for e in sim.requests_log[-3:]] == [kind, kind, None]
 
 
+def test_cleared_faults_fire_no_more(sim):
+    sim.inject_fault("server_error", times=3)
+    assert get(sim, "/documents").status_code == 500
+    assert sim.clear_faults() == 1 and sim.clear_faults() == 0
+    assert [get(sim, "/documents").status_code for _ in range(2)] == [200, 200]
+
+
 def test_slow_fault_answers_normally_after_the_delay(sim):
     sim.inject_fault("slow", delay_seconds=0.3)
     started = time.monotonic()

@@ -724,6 +724,12 @@ class BillingoSimulator:
             self._faults.append(fault)
         return fault
 
+    def clear_faults(self) -> int:
+        """Drop the faults still pending (Billingo behaves again); returns how many there were."""
+        with self._lock:
+            pending, self._faults = len(self._faults), []
+        return pending
+
     def on_request(self, callback: Callable[[IncomingRequest], None]) -> None:
         """Call ``callback`` at the start of every request, before it is answered (for mutations
         that must land in the middle of a paged sync)."""
