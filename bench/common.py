@@ -256,15 +256,20 @@ def sync_once(warehouse_url: str, base_url: str, slug: str) -> dict[str, Any]:
     wall = time.perf_counter() - started
     with engine.connect() as conn:
         row = conn.execute(sa.select(sync_log).where(sync_log.c.id == result.sync_id)).mappings().one()
-        # The endpoints after the documents (migration 0010): their API calls, by endpoint.
-        endpoint_calls = {}
+        # The endpoints after the documents (migration 0010): their API calls, by endpoint; and
+        # the documents' own sweep (its pages fetched and written), which the fetch floor and dlt
+        # are compared with: they read the documents only.
+        endpoint_calls, documents_seconds = {}, None
         if sa.inspect(conn).has_table("sync_log_endpoints"):
-            endpoint_calls = dict(conn.execute(sa.text(
-                "SELECT endpoint, api_calls FROM sync_log_endpoints WHERE sync_id = :id AND endpoint <> 'documents' ORDER BY id"
-            ), {"id": result.sync_id}).all())
+            endpoints = conn.execute(sa.text(
+                "SELECT endpoint, api_calls, duration_seconds FROM sync_log_endpoints WHERE sync_id = :id ORDER BY id"
+            ), {"id": result.sync_id}).all()
+            endpoint_calls = {e.endpoint: e.api_calls for e in endpoints if e.endpoint != "documents"}
+            documents_seconds = next((e.duration_seconds for e in endpoints if e.endpoint == "documents"), None)
     figures = {name: row[name] for name in SYNC_LOG_FIGURES}
     figures.update({name: row[name] for name in SYNC_LOG_OPTIONAL if name in row})
-    return {"wall": wall, **figures, "endpoint_calls": endpoint_calls}
+    return {"wall": wall, **figures, "endpoint_calls": endpoint_calls,
+            "documents_seconds": wall if documents_seconds is None else documents_seconds}
 
 
 # -- reporting -----------------------------------------------------------------------------------

@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _whole_sync(sync) -> str:
+    others = ", ".join(f"{name} {calls}" for name, calls in sync.get("endpoint_calls", {}).items())
+    histories = sync.get("payment_history_calls") or 0
+    return (f"{seconds(sync['wall'])} (API calls: documents {sync['api_calls']}"
+            + (f", {others}" if others else "") + f", payment histories {histories})")
+
+
 def first_sync_reports(args, results, floors, dlt_results) -> Report:
     report = Report("First full sync (empty warehouse)")
     for n in args.sizes:
@@ -78,18 +85,23 @@ def first_sync_reports(args, results, floors, dlt_results) -> Report:
         report.add(f"fetch floor, {n:,} documents ({floors[n]['pages']} pages)", seconds(floor))
         for dialect in args.dialects:
             sync = results[dialect][n]
-            report.add(f"{dialect}: sync, {n:,} documents", seconds(sync["wall"]))
-            within = ratio(sync["wall"], floor)
+            # The floor and dlt read the documents only: they are compared with the sync's
+            # documents sweep; the whole first sync also reads the other endpoints and the
+            # payment histories it is due (a row of its own).
+            documents = sync["documents_seconds"]
+            report.add(f"{dialect}: sync, {n:,} documents (the documents sweep)", seconds(documents))
+            report.add(f"{dialect}: whole first sync, {n:,} documents", _whole_sync(sync))
+            within = ratio(documents, floor)
             report.add(f"{dialect}: sync / fetch floor, {n:,}", f"{within:.2f}x", f"<= {MAX_FLOOR_RATIO}x",
                        within <= MAX_FLOOR_RATIO)
             loaded = dlt_results.get(dialect, {}).get(n)
             if loaded is not None:
-                speedup = ratio(loaded["wall"], sync["wall"])
+                speedup = ratio(loaded["wall"], documents)
                 report.add(f"{dialect}: dlt rest_api, {n:,} documents", seconds(loaded["wall"]))
                 report.add(f"{dialect}: dlt / sync, {n:,}", f"{speedup:.2f}x", f">= {MIN_DLT_SPEEDUP}x",
                            speedup >= MIN_DLT_SPEEDUP)
         if set(DIALECTS) <= set(args.dialects):
-            pg = ratio(results["postgresql"][n]["wall"], results["sqlite"][n]["wall"])
+            pg = ratio(results["postgresql"][n]["documents_seconds"], results["sqlite"][n]["documents_seconds"])
             report.add(f"PostgreSQL / SQLite, {n:,}", f"{pg:.2f}x", f"<= {MAX_POSTGRES_RATIO}x", pg <= MAX_POSTGRES_RATIO)
     return report
 

@@ -155,3 +155,15 @@ def test_sync_status_and_disable(cli, engine, acme_key):
     assert "no companies" not in cli("company", "list").output
     nothing = cli("sync", "--all")
     assert nothing.exit_code == 2 and "name one or more companies" in cli_error_line(nothing)
+
+
+def test_commands_that_run_no_dagster_start_without_importing_it():
+    """`status`, `health`, `invoices`, `report`, `company ...` answer in a fraction of a sync's
+    start-up: Dagster (about a second to import) is imported by `sync` and partition set-up only."""
+    import subprocess
+    import sys
+
+    probe = "import sys, billingo_pipeline.cli; print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'dagster_shared'}))"
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"

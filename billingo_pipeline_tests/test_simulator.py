@@ -457,6 +457,18 @@ def test_server_faults_fire_the_configured_times(sim, kind, status, message):
     assert [e.fault for e in sim.requests_log[-3:]] == [kind, kind, None]
 
 
+def test_a_request_the_simulator_fails_to_answer_is_recorded_not_printed(sim, capsys):
+    def broken(_request):
+        raise ZeroDivisionError("a bug in the simulator")
+
+    sim.on_request(broken)
+    with pytest.raises(requests.ConnectionError):
+        get(sim, "/documents")
+    [error] = sim.handler_errors
+    assert "ZeroDivisionError: a bug in the simulator" in error
+    assert capsys.readouterr().err == ""
+
+
 def test_cleared_faults_fire_no_more(sim):
     sim.inject_fault("server_error", times=3)
     assert get(sim, "/documents").status_code == 500

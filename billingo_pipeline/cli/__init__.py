@@ -19,9 +19,6 @@ from .. import settings
 from ..admin import grant_reader, register_company, replace_api_key, rotate_fernet_key, verify_stored_api_key
 from ..billingo_client import BillingoApiError
 from ..credentials import CredentialError, generate_fernet_key
-from ..partitions import ensure_company_partitions
-from ..resources import BillingoResource
-from ..runner import SyncRunResult, dagster_instance, run_company_syncs
 from ..warehouse import companies as company_store
 from ..warehouse.companies import Company, CompanyError, UnknownCompanyError
 from ..warehouse.engine import get_engine, parse_warehouse_url, url_without_password
@@ -108,6 +105,9 @@ def _add_partition(slug: str) -> None:
     if not os.environ.get("DAGSTER_HOME"):
         click.echo(f"note: DAGSTER_HOME is not set; partition '{slug}' is added when the company is first synced.")
         return
+    from ..partitions import ensure_company_partitions
+    from ..runner import dagster_instance
+
     ensure_company_partitions(dagster_instance(), [slug])
     click.echo(f"partition '{slug}' added to the Dagster instance.")
 
@@ -378,6 +378,10 @@ def sync_command(ctx: Context, slugs: tuple[str, ...], sync_all: bool, full: boo
             "will not appear in the Dagster UI; set DAGSTER_HOME (`make demo` writes it to .env) to keep it.",
             err=True,
         )
+    # Dagster is imported by the commands that run it only: the others start in a fraction of the time.
+    from ..resources import BillingoResource
+    from ..runner import SyncRunResult, dagster_instance, run_company_syncs
+
     try:
         with SyncProgressDisplay() as progress:
             results = run_company_syncs(

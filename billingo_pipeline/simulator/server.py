@@ -64,6 +64,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -298,6 +299,10 @@ class BillingoSimulator:
         self._faults: list[Fault] = []
         self._callbacks: list[Callable[[IncomingRequest], None]] = []
         self._scheduled: list[tuple[int, Callable[[], None]]] = []  # (total requests to wait for, action)
+        self.handler_errors: list[str] = []
+        """Tracebacks of requests the simulator failed to answer (its own faults, not injected
+        ones): kept here, and printed on stderr only when ``verbose``, so that they never land
+        in the output of a CLI run in the same process."""
         self._requests_received = 0
         self._windows: dict[str, _RateWindow] = {}
         self._log: list[RequestRecord] = []
@@ -1012,9 +1017,11 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request, client_address) -> None:
         # A client that hangs up mid-answer (a timeout, an interrupted sync) is normal traffic,
         # not a server fault worth a traceback on stderr.
-        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)):
             return
-        super().handle_error(request, client_address)
+        self.simulator.handler_errors.append(traceback.format_exc())
+        if self.simulator.verbose:
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
