@@ -924,23 +924,33 @@ class BillingoSimulator:
         matches = _LIST_FILTERS[path](query, errors)
         if errors.errors:
             return _Reply(422, {"message": "The given data was invalid.", "errors": errors.errors})
+        offset = (page - 1) * per_page
         with self._lock:
             today = self.today().isoformat()
-            if path == "/v3/documents":
-                items: Iterable[Any] = reversed(organization._documents)
+            if path == "/v3/documents" and matches is None:
+                # No filter: the page is a slice counted from the newest, so a page costs the same
+                # at 100,000 documents as at 100 (a real API reads it from an index too).
+                documents = organization._documents
+                total, end = len(documents), max(0, len(documents) - offset)
+                page_items = documents[max(0, end - per_page):end][::-1]
             else:
-                ledger = self._ledger_of(organization)
-                items = {
-                    "/v3/partners": ledger.partners_newest_first,
-                    "/v3/spendings": ledger.spendings_by_due_date,
-                    "/v3/document-blocks": ledger.document_blocks_newest_first,
-                    "/v3/bank-accounts": ledger.bank_accounts_newest_first,
-                }[path]()
-            selected = [item for item in items if matches(item)]
-            offset = (page - 1) * per_page
-            page_items = selected[offset:offset + per_page]
+                if path == "/v3/documents":
+                    items: Iterable[Any] = reversed(organization._documents)
+                else:
+                    ledger = self._ledger_of(organization)
+                    items = {
+                        "/v3/partners": ledger.partners_newest_first,
+                        "/v3/spendings": ledger.spendings_by_due_date,
+                        "/v3/document-blocks": ledger.document_blocks_newest_first,
+                        "/v3/bank-accounts": ledger.bank_accounts_newest_first,
+                    }[path]()
+                selected = [item for item in items if matches is None or matches(item)]
+                total, page_items = len(selected), selected[offset:offset + per_page]
             data = [_presented(s, today) for s in page_items] if path == "/v3/documents" else page_items
-        total = len(selected)
+        return self._envelope(path, query_pairs, data, total=total, page=page, per_page=per_page)
+
+    def _envelope(self, path: str, query_pairs: list[tuple[str, str]], data: list[Any], *, total: int, page: int,
+                  per_page: int) -> _Reply:
         last_page = max(1, math.ceil(total / per_page))
         envelope: dict[str, Any] = {
             "data": data, "total": total, "per_page": per_page, "current_page": page, "last_page": last_page,
@@ -1187,8 +1197,9 @@ def _choice(query: Mapping[str, str], name: str, allowed: Iterable[str], errors:
     return raw
 
 
-def _document_filter(query: Mapping[str, str], errors: _ValidationErrors) -> Callable[[_StoredDocument], bool]:
-    """A predicate for the spec's ``GET /documents`` filters; problems are added to ``errors``."""
+def _document_filter(query: Mapping[str, str], errors: _ValidationErrors) -> Callable[[_StoredDocument], bool] | None:
+    """A predicate for the spec's ``GET /documents`` filters (None: the query filters nothing);
+    problems are added to ``errors``."""
     checks: list[Callable[[_StoredDocument, dict[str, Any]], bool]] = []
 
     def equals(key: str, expected: Any) -> None:
@@ -1239,6 +1250,8 @@ def _document_filter(query: Mapping[str, str], errors: _ValidationErrors) -> Cal
             if modified_since.tzinfo is None:
                 modified_since = modified_since.replace(tzinfo=BUDAPEST)
             checks.append(lambda s, d: s.modified_at >= modified_since)
+    if not checks:
+        return None
     return lambda stored: all(check(stored, stored.document) for check in checks)
 
 
@@ -1331,7 +1344,7 @@ def _no_filter(query: Mapping[str, str], errors: _ValidationErrors) -> Callable[
 
 # The filters of each list endpoint (documents: a predicate over stored documents, else over the
 # served objects); each adds what is wrong with a query value to the request's errors.
-_LIST_FILTERS: dict[str, Callable[[Mapping[str, str], _ValidationErrors], Callable[[Any], bool]]] = {
+_LIST_FILTERS: dict[str, Callable[[Mapping[str, str], _ValidationErrors], Callable[[Any], bool] | None]] = {
     "/v3/documents": _document_filter,
     "/v3/partners": _partner_filter,
     "/v3/spendings": _spending_filter,
