@@ -72,11 +72,27 @@ def postgres_database_url() -> Iterator[str]:
         yield url
 
 
-def _truncate_all(url: str) -> None:
+_EMPTYING_STATEMENTS: dict[str, str] = {}
+
+
+def _empty_all(url: str) -> None:
+    """Every warehouse table emptied and every id sequence restarted: a fresh warehouse for the
+    next test. DELETE, children first, not TRUNCATE: a test leaves a few rows, and TRUNCATE gives
+    each of the tables new files (measured: 75 ms a test, against 9 ms)."""
     engine = get_engine(url)
-    tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    statement = _EMPTYING_STATEMENTS.get(url)
+    if statement is None:
+        with engine.connect() as conn:
+            sequences = conn.execute(sa.text(
+                "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename) FROM pg_sequences"
+                " WHERE schemaname = current_schema()"
+            )).scalars().all()
+        statement = _EMPTYING_STATEMENTS[url] = "; ".join(
+            [f'DELETE FROM "{table.name}"' for table in reversed(metadata.sorted_tables)]
+            + [f"ALTER SEQUENCE {sequence} RESTART" for sequence in sequences]
+        )
     with engine.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        conn.exec_driver_sql(statement)
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +126,7 @@ def warehouse_url(request, tmp_path) -> str:
         get_engine(url)
         return url
     url = request.getfixturevalue("postgres_database_url")
-    _truncate_all(url)
+    _empty_all(url)
     return url
 
 

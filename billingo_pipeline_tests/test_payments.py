@@ -118,7 +118,7 @@ def test_partially_paid_invoices_get_their_payments_and_paid_ones_cost_no_reques
     assert first_rows == len(source)
 
     # An unchanged night: no status row, no payment request.
-    _sync_through_dagster(instance, warehouse_url, simulator, "acme")
+    _sync(engine, simulator, "acme")
     log = _last_log(engine)
     assert (log.mode, log.api_calls, log.payment_history_calls, log.payment_histories_deferred) == (INCREMENTAL, 2, 0, 0)
     assert len(_payment_requests(simulator)) == len(partial)
