@@ -947,10 +947,6 @@ class BillingoSimulator:
                 selected = [item for item in items if matches is None or matches(item)]
                 total, page_items = len(selected), selected[offset:offset + per_page]
             data = [_presented(s, today) for s in page_items] if path == "/v3/documents" else page_items
-        return self._envelope(path, query_pairs, data, total=total, page=page, per_page=per_page)
-
-    def _envelope(self, path: str, query_pairs: list[tuple[str, str]], data: list[Any], *, total: int, page: int,
-                  per_page: int) -> _Reply:
         last_page = max(1, math.ceil(total / per_page))
         envelope: dict[str, Any] = {
             "data": data, "total": total, "per_page": per_page, "current_page": page, "last_page": last_page,
