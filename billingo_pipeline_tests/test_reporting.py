@@ -74,7 +74,7 @@ from billingo_pipeline.warehouse.engine import alembic_config, get_engine
 from billingo_pipeline.warehouse.schema import billingo_invoices, sync_log
 from billingo_pipeline.warehouse.sync_log import utcnow
 
-from .conftest import DIALECTS, sync_directly, sync_through_dagster, warehouse_of_its_own
+from .conftest import DIALECTS, sync_directly, sync_through_dagster, throwaway_instance, warehouse_of_its_own
 
 SLUG = "acme"
 ALFA = {
@@ -201,7 +201,7 @@ def portfolio(request, tmp_path_factory) -> Iterator[Portfolio]:
     """The synced portfolio, in a database of its own on each dialect."""
     with (
         pytest.MonkeyPatch.context() as monkeypatch,
-        dg.instance_for_test() as instance,
+        throwaway_instance() as instance,
         warehouse_of_its_own(request.param, tmp_path_factory, "reporting") as url,
     ):
         monkeypatch.setenv(FERNET_KEY_ENV, generate_fernet_key())
@@ -761,7 +761,7 @@ def test_aging_asset_covers_a_range_of_companies(engine, warehouse_url):
     unknown one fails the run without stopping the others."""
     for slug in ("acme", "globex"):
         company_store.add_company(engine, slug, slug.title(), api_key_encrypted="token", api_key_fingerprint="fp")
-    with dg.instance_for_test() as instance:
+    with throwaway_instance() as instance:
         instance.add_dynamic_partitions(COMPANY_PARTITIONS_NAME, ["acme", "globex", "initech"])
         result = dg.materialize(
             reporting_assets, instance=instance, raise_on_error=False,
@@ -791,7 +791,7 @@ def test_aging_report_follows_every_sync(engine, warehouse_url, simulator, ferne
         "fernet": FernetKeyResource(),
     }
     defs = dg.Definitions(assets=[*billingo_assets, *reporting_assets], resources=resources)
-    with dg.instance_for_test() as instance:
+    with throwaway_instance() as instance:
         instance.add_dynamic_partitions(COMPANY_PARTITIONS_NAME, [SLUG])
         before = dg.evaluate_automation_conditions(defs, instance)
         assert before.total_requested == 0

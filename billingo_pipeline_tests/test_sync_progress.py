@@ -18,7 +18,7 @@ from billingo_pipeline.sync import sync_company
 from billingo_pipeline.warehouse.companies import get_company
 from billingo_pipeline.warehouse.schema import sync_log
 from billingo_pipeline.warehouse.sync_log import COMPLETED, RUNNING, SyncProgress
-from billingo_pipeline_tests.conftest import add_simulated_company
+from billingo_pipeline_tests.conftest import add_simulated_company, write_dagster_home
 from billingo_pipeline_tests.faults.cli_subprocess import wait_until
 
 SLUG = "acme-kft"
@@ -121,8 +121,7 @@ def cli_sync(engine, warehouse_url, simulator, fernet_key, tmp_path, monkeypatch
     add_simulated_company(engine, simulator, "beta-bt", seed="cli-progress-b", documents=5)
     monkeypatch.setenv("BILLINGO_WAREHOUSE_URL", warehouse_url)
     monkeypatch.setenv("BILLINGO_API_BASE_URL", simulator.base_url)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(write_dagster_home(tmp_path / "dagster_home")))
 
     def sync():
         synced = CliRunner().invoke(main, ["sync", SLUG, "beta-bt"], catch_exceptions=False)

@@ -30,7 +30,7 @@ from billingo_pipeline.warehouse.companies import CompanyError, get_company
 from billingo_pipeline.warehouse.engine import get_engine
 from billingo_pipeline.warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
 from billingo_pipeline.warehouse.sync_log import COMPLETED, SyncAlreadyRunningError
-from billingo_pipeline_tests.conftest import in_process_cli
+from billingo_pipeline_tests.conftest import in_process_cli, throwaway_instance
 from billingo_pipeline_tests.pg_cluster import PostgresCluster
 
 SLUG = "acme"
@@ -68,7 +68,7 @@ class FaultRig:
     def instance(self) -> dg.DagsterInstance:
         """A test Dagster instance, made on first use (it costs a second or two)."""
         if self._instance is None:
-            self._instance = self._cleanup.enter_context(dg.instance_for_test())
+            self._instance = self._cleanup.enter_context(throwaway_instance())
         return self._instance
 
     def resource(self, **overrides) -> BillingoResource:
