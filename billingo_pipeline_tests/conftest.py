@@ -6,10 +6,12 @@ need it fail, because a skipped PostgreSQL test would hide exactly what CI is th
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
 import socket
+import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from billingo_pipeline.admin import register_company
 from billingo_pipeline.credentials import generate_fernet_key
@@ -205,12 +208,36 @@ def tests_instance_config(home: Path) -> dict:
     }
 
 
+_instance_template: Path | None = None
+
+
+def dagster_home_template() -> Path:
+    """A Dagster home on ``tests_instance_config`` whose SQLite storages (runs, schedules, event
+    log) exist at Dagster's schema head, made once per process: creating them costs 0.3-0.6 s of
+    schema creation and migration stamps for every new instance, copying them 80 ms."""
+    global _instance_template
+    if _instance_template is None:
+        home = Path(tempfile.mkdtemp(prefix="dagster-home-template-"))
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+        with dg.instance_for_test(overrides=tests_instance_config(home), temp_dir=str(home)) as instance:
+            instance.get_runs(limit=1)
+        _instance_template = home
+    return _instance_template
+
+
+def write_dagster_home(home: Path) -> Path:
+    """``home`` made a Dagster home on ``tests_instance_config``, its storages copied from
+    ``dagster_home_template``."""
+    shutil.copytree(dagster_home_template(), home, dirs_exist_ok=True, ignore=shutil.ignore_patterns("dagster.yaml"))
+    (home / "dagster.yaml").write_text(yaml.safe_dump(tests_instance_config(home)))
+    return home
+
+
 @contextlib.contextmanager
 def throwaway_instance() -> Iterator[dg.DagsterInstance]:
-    """A throwaway Dagster instance (its own temporary DAGSTER_HOME) on ``tests_instance_config``."""
-    import tempfile
-
+    """A throwaway Dagster instance (its own temporary DAGSTER_HOME, see ``write_dagster_home``)."""
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as home:
+        write_dagster_home(Path(home))
         with dg.instance_for_test(overrides=tests_instance_config(Path(home)), temp_dir=home) as instance:
             yield instance
 
@@ -220,15 +247,6 @@ def instance():
     """A throwaway Dagster instance (its own temporary DAGSTER_HOME)."""
     with throwaway_instance() as instance:
         yield instance
-
-
-def write_dagster_home(home: Path) -> Path:
-    """``home`` made a Dagster home on ``tests_instance_config``."""
-    import yaml
-
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(yaml.safe_dump(tests_instance_config(home)))
-    return home
 
 
 @pytest.fixture

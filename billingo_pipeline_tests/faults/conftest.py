@@ -66,7 +66,7 @@ class FaultRig:
 
     @property
     def instance(self) -> dg.DagsterInstance:
-        """A test Dagster instance, made on first use (it costs a second or two)."""
+        """A test Dagster instance, made on first use."""
         if self._instance is None:
             self._instance = self._cleanup.enter_context(throwaway_instance())
         return self._instance
