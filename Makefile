@@ -25,13 +25,18 @@ demo: $(STAMP)
 # (measured on the 2-core machine: 317 s with 2 workers, 257 s with 4).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 
+# Bytecode is written even where the shell sets PYTHONDONTWRITEBYTECODE (this machine's does):
+# without it every worker rewrites the test modules' asserts (6 s each) and every CLI, demo and
+# webserver process a test starts compiles the package again.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest
+
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PYTEST) -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The inner loop: everything but the tests that start processes of their own (the browser, the
 # webserver, CLI subprocesses, the demo, throwaway PostgreSQL clusters), marked `slow`.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 # Speed targets live here, never in the test suite (bench/run.py; figures in docs/performance.md).
 # BENCH_ARGS="--quick" is a smoke run of a few minutes; without it, the full run at the sizes of docs/performance.md.

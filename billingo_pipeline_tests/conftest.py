@@ -34,6 +34,16 @@ from billingo_pipeline.warehouse.engine import (
 )
 from billingo_pipeline.warehouse.schema import metadata
 
+# The tests' temporary files (SQLite warehouses, Dagster homes, demo checkouts, and those of the
+# processes they start) go to /dev/shm when the machine has it and TMPDIR names no other place:
+# they commit many thousands of small SQLite transactions, each a few fsyncs on a disk. Set here,
+# on import, before pytest picks its base temporary directory. Dagster-heavy modules, A/B pairs:
+# 0.83x the wall and half the system time.
+_IN_MEMORY_TMP = Path("/dev/shm")
+if "TMPDIR" not in os.environ and _IN_MEMORY_TMP.is_dir() and os.access(_IN_MEMORY_TMP, os.W_OK):
+    os.environ["TMPDIR"] = str(_IN_MEMORY_TMP)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
 PG_ADMIN_URL = os.environ.get("BILLINGO_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 DIALECTS = ("sqlite", "postgresql")
 
