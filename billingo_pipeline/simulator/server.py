@@ -345,8 +345,13 @@ class BillingoSimulator:
 
     def serve_until_interrupted(self) -> None:
         """Block a command-line process (the simulator CLI, ``make dev``) until Ctrl-C, then stop."""
+        # Woken five times a second: the kernel may hand SIGINT to the serving thread, and then a
+        # main thread blocked without a timeout never runs Python's handler (the CLI test saw a
+        # Ctrl-C ignored for a minute under load).
+        never = threading.Event()
         try:
-            threading.Event().wait()
+            while not never.wait(0.2):
+                pass
         except KeyboardInterrupt:
             pass
         finally:
