@@ -198,12 +198,13 @@ def pytest_runtest_makereport(item, call):
 
 def tests_instance_config(home: Path) -> dict:
     """The instance config of the tests' Dagster homes: telemetry off, and two choices that make
-    a run cheaper without changing what it records (the Dagster-heavy tests: 0.77x the wall). The event log is one SQLite
-    database (Dagster's ``ConsolidatedSqliteEventLogStorage``) instead of one per run: a new run's
-    database costs ~130 ms of schema creation and every event opens two. No compute logs: each
-    step would start two ``tail`` processes and two Python watchers to copy its stdout and stderr,
-    which no test reads. The embedded instance of the checkout's ``dagster.yaml`` keeps Dagster's
-    defaults (per-run databases, captured logs), which the UI test covers."""
+    a run cheaper without changing what it records (the Dagster-heavy tests: 0.77x the wall). The
+    event log is one SQLite database (Dagster's ``ConsolidatedSqliteEventLogStorage``) instead of
+    one per run: a new run's database costs ~130 ms of schema creation and every event opens two
+    connections. No compute logs: each step would start two ``tail`` processes and two Python
+    watchers to copy its stdout and stderr, which no test reads. The embedded instance of the
+    checkout's ``dagster.yaml`` keeps Dagster's defaults (per-run databases, captured logs), which
+    the UI test covers."""
     return {
         "telemetry": {"enabled": False},
         "event_log_storage": {
