@@ -682,11 +682,20 @@ def test_requests_log_counts_calls_and_never_holds_the_key(sim):
     assert KEY not in repr(sim.add_organization(generate_api_key("x"), name="X Kft.", seed=3, document_count=1))
 
 
-def test_cli_prints_url_and_keys_and_stops_on_ctrl_c():
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# As a terminal starts it, and as a non-interactive shell starts a background job (SIGINT
+# ignored, which Python keeps: it then never raises KeyboardInterrupt by itself).
+@pytest.mark.parametrize("stop, preexec", [
+    (signal.SIGINT, None), (signal.SIGINT, _ignore_sigint), (signal.SIGTERM, None),
+], ids=["ctrl_c", "ctrl_c_in_a_background_job", "sigterm"])
+def test_cli_prints_url_and_keys_and_stops_on_ctrl_c(stop, preexec):
     process = subprocess.Popen(
         [sys.executable, "-m", "billingo_pipeline.simulator", "--seed", "7", "--company", "acme:5",
          "--company", "globex:2", "--today", TODAY.isoformat(), "--fault", "server_error,times=1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec,
     )
     try:
         banner = [process.stdout.readline() for _ in range(3)]
@@ -697,7 +706,7 @@ def test_cli_prints_url_and_keys_and_stops_on_ctrl_c():
         assert requests.get(base_url + "/documents", headers=headers, timeout=5).status_code == 500
         assert requests.get(base_url + "/documents", headers=headers, timeout=5).json()["total"] == 5
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         # A deadline, not a timing: a loaded CI machine can take seconds to run the shutdown.
         assert process.wait(timeout=60) == 0
         process.stdout.close()

@@ -60,6 +60,7 @@ import json
 import math
 import random
 import re
+import signal
 import socket
 import sys
 import threading
@@ -344,10 +345,17 @@ class BillingoSimulator:
         self._thread = None
 
     def serve_until_interrupted(self) -> None:
-        """Block a command-line process (the simulator CLI, ``make dev``) until Ctrl-C, then stop."""
-        # Woken five times a second: the kernel may hand SIGINT to the serving thread, and then a
-        # main thread blocked without a timeout never runs Python's handler (the CLI test saw a
-        # Ctrl-C ignored for a minute under load).
+        """Block a command-line process (the simulator CLI, ``make dev``) until Ctrl-C or SIGTERM,
+        then stop."""
+        restore = {}
+        if threading.current_thread() is threading.main_thread():
+            # A process started in the background by a non-interactive shell (a CI script, `cmd &`)
+            # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt: a server
+            # that says Ctrl-C stops it takes both signals itself.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                restore[signum] = signal.signal(signum, _raise_keyboard_interrupt)
+        # Woken five times a second: the kernel may hand the signal to the serving thread, and a
+        # main thread blocked without a timeout would then never run Python's handler.
         never = threading.Event()
         try:
             while not never.wait(0.2):
@@ -356,6 +364,8 @@ class BillingoSimulator:
             pass
         finally:
             self.stop()
+            for signum, handler in restore.items():
+                signal.signal(signum, handler)
 
     def __enter__(self) -> BillingoSimulator:
         if self._server is None:
@@ -1090,6 +1100,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _error(status: int, message: str) -> _Reply:
