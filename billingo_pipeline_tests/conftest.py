@@ -219,6 +219,18 @@ def tests_instance_config(home: Path) -> dict:
     }
 
 
+def in_process_instance_config(home: Path) -> dict:
+    """``tests_instance_config`` with Dagster's SQLite storages keeping one engine each
+    (``dagster_storages``): the instances of this process, never a ``dagster.yaml``."""
+    storages = "billingo_pipeline_tests.dagster_storages"
+    return {
+        **tests_instance_config(home),
+        "run_storage": {"module": storages, "class": "OneEngineRunStorage", "config": {"base_dir": str(home / "history")}},
+        "schedule_storage": {"module": storages, "class": "OneEngineScheduleStorage", "config": {"base_dir": str(home / "schedules")}},
+        "event_log_storage": {"module": storages, "class": "OneEngineEventLogStorage", "config": {"base_dir": str(home / "history")}},
+    }
+
+
 _instance_template: Path | None = None
 
 
@@ -236,11 +248,12 @@ def dagster_home_template() -> Path:
     return _instance_template
 
 
-def write_dagster_home(home: Path) -> Path:
-    """``home`` made a Dagster home on ``tests_instance_config``, its storages copied from
-    ``dagster_home_template``."""
+def write_dagster_home(home: Path, *, in_process: bool = False) -> Path:
+    """``home`` made a Dagster home on ``tests_instance_config`` (``in_process_instance_config``
+    when only this process opens it), its storages copied from ``dagster_home_template``."""
     shutil.copytree(dagster_home_template(), home, dirs_exist_ok=True, ignore=shutil.ignore_patterns("dagster.yaml"))
-    (home / "dagster.yaml").write_text(yaml.safe_dump(tests_instance_config(home)))
+    config = in_process_instance_config(home) if in_process else tests_instance_config(home)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     return home
 
 
@@ -249,7 +262,7 @@ def throwaway_instance() -> Iterator[dg.DagsterInstance]:
     """A throwaway Dagster instance (its own temporary DAGSTER_HOME, see ``write_dagster_home``)."""
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as home:
         write_dagster_home(Path(home))
-        with dg.instance_for_test(overrides=tests_instance_config(Path(home)), temp_dir=home) as instance:
+        with dg.instance_for_test(overrides=in_process_instance_config(Path(home)), temp_dir=home) as instance:
             yield instance
 
 
@@ -262,8 +275,9 @@ def instance():
 
 @pytest.fixture
 def dagster_home(tmp_path, monkeypatch) -> Path:
-    """``DAGSTER_HOME`` set to a folder of this test's own: a CLI sync's run is kept there."""
-    home = write_dagster_home(tmp_path / "dagster_home")
+    """``DAGSTER_HOME`` set to a folder of this test's own: a CLI sync in this process keeps its
+    run there."""
+    home = write_dagster_home(tmp_path / "dagster_home", in_process=True)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
 

@@ -121,7 +121,7 @@ def cli_sync(engine, warehouse_url, simulator, fernet_key, tmp_path, monkeypatch
     add_simulated_company(engine, simulator, "beta-bt", seed="cli-progress-b", documents=5)
     monkeypatch.setenv("BILLINGO_WAREHOUSE_URL", warehouse_url)
     monkeypatch.setenv("BILLINGO_API_BASE_URL", simulator.base_url)
-    monkeypatch.setenv("DAGSTER_HOME", str(write_dagster_home(tmp_path / "dagster_home")))
+    monkeypatch.setenv("DAGSTER_HOME", str(write_dagster_home(tmp_path / "dagster_home", in_process=True)))
 
     def sync():
         synced = CliRunner().invoke(main, ["sync", SLUG, "beta-bt"], catch_exceptions=False)

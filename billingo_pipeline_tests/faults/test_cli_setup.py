@@ -69,7 +69,8 @@ def test_the_demo_syncs_resyncs_incrementally_and_the_cli_in_the_checkout_sees_i
     """SQLite by nature: the demo is the embedded set-up. The first run sweeps every company in
     full; the second (a fresh simulator with the same history, stamped older than the cursor minus
     the overlap) fetches only what was modified since: the broken document, edited as the
-    simulator starts, which fails again (PARTIAL)."""
+    simulator starts, which fails again (PARTIAL). A third run finds a .env it did not write and
+    leaves it alone."""
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     demo = _demo(checkout)
@@ -133,19 +134,14 @@ def test_the_demo_syncs_resyncs_incrementally_and_the_cli_in_the_checkout_sees_i
     assert first.split("Warehouse summary:")[1].split("State kept")[0] == second.split("Warehouse summary:")[1].split("State kept")[0]
     assert (checkout / ".demo" / "dagster_home").is_dir() and (checkout / ".demo" / "warehouse.db").is_file()
 
-
-@pytest.mark.slow  # starts a CLI process
-def test_the_demo_leaves_a_env_it_did_not_write_alone(tmp_path):
-    checkout = tmp_path / "checkout"
-    checkout.mkdir()
+    # A .env the demo did not write is left as it is, and the demo says so.
     own = f"{API_BASE_URL_ENV}=https://example.invalid/v3\n"
-    (checkout / ".env").write_text(own)
-    demo = _demo(checkout)
-    assert (checkout / ".env").read_text() == own
-    assert f"note: {checkout / '.env'} exists and was not written by the demo, so it was left as it is" in demo.stdout
-    assert "move that file away and run `make demo` again" in demo.stdout
-    key = (checkout / ".demo" / "fernet.key").read_text().strip()
-    assert key not in demo.stdout + demo.stderr
+    env_file.write_text(own)
+    third = _demo(checkout)
+    assert env_file.read_text() == own
+    assert f"note: {env_file} exists and was not written by the demo, so it was left as it is" in third.stdout
+    assert "move that file away and run `make demo` again" in third.stdout
+    assert key not in third.stdout + third.stderr
     # The CLI reads that .env (it names no warehouse), so it falls back to the default file: missing.
     health = _cli(checkout, "health")
     assert health.returncode == 2 and "no warehouse at" in health.stderr
