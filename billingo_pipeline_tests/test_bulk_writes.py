@@ -249,6 +249,27 @@ def test_amounts_keep_the_bind_processors_quantization(engine):
     assert [format(v, "f") for v in item_row] == ["1.234568", "27.0001"]
 
 
+def test_values_shared_between_rows_bind_as_each_row_alone_binds_them(engine):
+    """``bound_rows`` converts a value object once for the rows that share it (a page's
+    timestamp): each row still gets what binding it alone gives, and a bad value is still refused."""
+    columns = [billingo_invoices.c.gross_total, billingo_invoices.c.first_seen_at, billingo_invoices.c.comment]
+    shared_amount, shared_time = Decimal("1.0000005"), NOW
+    rows = [
+        {"gross_total": shared_amount, "first_seen_at": shared_time, "comment": "a"},
+        {"gross_total": shared_amount, "first_seen_at": shared_time, "comment": None},
+        {"gross_total": Decimal("2.5"), "first_seen_at": shared_time + dt.timedelta(hours=1), "comment": "c"},
+        {"gross_total": None, "first_seen_at": shared_time, "comment": "a"},
+        {"gross_total": shared_amount, "first_seen_at": NOW.astimezone(dt.timezone(dt.timedelta(hours=1))), "comment": "a"},
+    ]
+    with engine.connect() as conn:
+        together = bulk.bound_rows(conn, columns, rows)
+        alone = [bulk.bound_rows(conn, columns, [row])[0] for row in rows]
+        assert together == alone
+        assert together[0][0] == "1.000001" and together[4][1] == together[0][1]
+        with pytest.raises(sa.exc.StatementError, match="Decimal"):
+            bulk.bound_rows(conn, columns, [rows[0], {**rows[0], "gross_total": 1.5}])
+
+
 def test_a_rollback_of_the_callers_transaction_leaves_nothing(engine):
     documents = _page(10)
     company, sync_id = _company(engine, "acme")

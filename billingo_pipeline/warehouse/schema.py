@@ -53,15 +53,30 @@ class ExactDecimal(TypeDecorator):
             return dialect.type_descriptor(sa.String(self.precision + 2))
         return dialect.type_descriptor(sa.Numeric(self.precision, self.scale, asdecimal=True))
 
+    def exact_value(self, as_text: bool):
+        """The bind step as one function (``bulk`` calls it for every money value of a page):
+        the Decimal rounded to the column's scale, as plain digits when ``as_text`` (SQLite's
+        column, and PostgreSQL's COPY, get ``"0.00000001"``, never ``"1E-8"``)."""
+        quantum = Decimal(1).scaleb(-self.scale)
+
+        def exact(value):
+            if value is None:
+                return None
+            if type(value) is not Decimal and not isinstance(value, Decimal):
+                raise TypeError(f"ExactDecimal takes Decimal values, got {type(value).__name__}")
+            # Rounded here, identically on both dialects: PostgreSQL's NUMERIC would round on its
+            # own while SQLite's text would keep float artefacts such as 0.30000000000000004.
+            value = value.quantize(quantum, rounding=ROUND_HALF_UP)
+            return format(value, "f") if as_text else value
+
+        return exact
+
     def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if not isinstance(value, Decimal):
-            raise TypeError(f"ExactDecimal takes Decimal values, got {type(value).__name__}")
-        # Rounded here, identically on both dialects: PostgreSQL's NUMERIC would round on its own
-        # while SQLite's text would keep float artefacts such as 0.30000000000000004.
-        value = value.quantize(Decimal(1).scaleb(-self.scale), rounding=ROUND_HALF_UP)
-        return format(value, "f") if dialect.name == "sqlite" else value
+        as_text = dialect.name == "sqlite"
+        exact = self.__dict__.get(("exact", as_text))
+        if exact is None:
+            exact = self.__dict__[("exact", as_text)] = self.exact_value(as_text)
+        return exact(value)
 
     def process_result_value(self, value, dialect):
         if value is None:
