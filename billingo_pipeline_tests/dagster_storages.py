@@ -26,10 +26,14 @@ from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from sqlalchemy.pool import NullPool
 
 
-class OneEngineRunStorage(SqliteRunStorage):
+class _OneEngine:
+    """``connect`` on one engine, for Dagster's SQLite run and schedule storages."""
+
+    _conn_string: str
+
     @classmethod
     def from_config_value(cls, inst_data, config_value):
-        # Dagster's classmethod builds a SqliteRunStorage by name, not ``cls``.
+        # Dagster's classmethods build their own class by name, not ``cls``.
         return cls.from_local(inst_data=inst_data, **config_value)
 
     @cached_property
@@ -42,19 +46,12 @@ class OneEngineRunStorage(SqliteRunStorage):
             yield conn
 
 
-class OneEngineScheduleStorage(SqliteScheduleStorage):
-    @classmethod
-    def from_config_value(cls, inst_data, config_value):
-        return cls.from_local(inst_data=inst_data, **config_value)
+class OneEngineRunStorage(_OneEngine, SqliteRunStorage):
+    pass
 
-    @cached_property
-    def _one_engine(self) -> sa.Engine:
-        return sa.create_engine(self._conn_string, poolclass=NullPool)
 
-    @contextmanager
-    def connect(self) -> Iterator[sa.Connection]:
-        with self._one_engine.connect() as conn, conn.begin():
-            yield conn
+class OneEngineScheduleStorage(_OneEngine, SqliteScheduleStorage):
+    pass
 
 
 class OneEngineEventLogStorage(ConsolidatedSqliteEventLogStorage):
