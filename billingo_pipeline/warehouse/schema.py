@@ -44,6 +44,7 @@ class ExactDecimal(TypeDecorator):
         super().__init__()
         self.precision = precision
         self.scale = scale
+        self._bind = {as_text: self.exact_value(as_text) for as_text in (True, False)}
 
     def __repr__(self) -> str:
         return f"ExactDecimal({self.precision}, {self.scale})"
@@ -72,11 +73,7 @@ class ExactDecimal(TypeDecorator):
         return exact
 
     def process_bind_param(self, value, dialect):
-        as_text = dialect.name == "sqlite"
-        exact = self.__dict__.get(("exact", as_text))
-        if exact is None:
-            exact = self.__dict__[("exact", as_text)] = self.exact_value(as_text)
-        return exact(value)
+        return self._bind[dialect.name == "sqlite"](value)
 
     def process_result_value(self, value, dialect):
         if value is None:
