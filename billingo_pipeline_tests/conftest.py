@@ -261,7 +261,7 @@ def write_dagster_home(home: Path, *, in_process: bool = False) -> Path:
 def throwaway_instance() -> Iterator[dg.DagsterInstance]:
     """A throwaway Dagster instance (its own temporary DAGSTER_HOME, see ``write_dagster_home``)."""
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as home:
-        write_dagster_home(Path(home))
+        write_dagster_home(Path(home), in_process=True)
         with dg.instance_for_test(overrides=in_process_instance_config(Path(home)), temp_dir=home) as instance:
             yield instance
 

@@ -14,6 +14,7 @@ Conventions
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 
 import sqlalchemy as sa
@@ -34,6 +35,22 @@ metadata = sa.MetaData(
 )
 
 
+def _exact_value(scale: int, as_text: bool) -> Callable[[Decimal | None], Decimal | str | None]:
+    quantum = Decimal(1).scaleb(-scale)
+
+    def exact(value):
+        if value is None:
+            return None
+        if type(value) is not Decimal and not isinstance(value, Decimal):
+            raise TypeError(f"ExactDecimal takes Decimal values, got {type(value).__name__}")
+        # Rounded here, identically on both dialects: PostgreSQL's NUMERIC would round on its
+        # own while SQLite's text would keep float artefacts such as 0.30000000000000004.
+        value = value.quantize(quantum, rounding=ROUND_HALF_UP)
+        return format(value, "f") if as_text else value
+
+    return exact
+
+
 class ExactDecimal(TypeDecorator):
     """NUMERIC on PostgreSQL; canonical decimal text on SQLite, whose NUMERIC is a binary float."""
 
@@ -44,7 +61,7 @@ class ExactDecimal(TypeDecorator):
         super().__init__()
         self.precision = precision
         self.scale = scale
-        self._bind = {as_text: self.exact_value(as_text) for as_text in (True, False)}
+        self._bind = {as_text: _exact_value(scale, as_text) for as_text in (True, False)}
 
     def __repr__(self) -> str:
         return f"ExactDecimal({self.precision}, {self.scale})"
@@ -54,23 +71,11 @@ class ExactDecimal(TypeDecorator):
             return dialect.type_descriptor(sa.String(self.precision + 2))
         return dialect.type_descriptor(sa.Numeric(self.precision, self.scale, asdecimal=True))
 
-    def exact_value(self, as_text: bool):
+    def exact_value(self, as_text: bool) -> Callable[[Decimal | None], Decimal | str | None]:
         """The bind step as one function (``bulk`` calls it for every money value of a page):
         the Decimal rounded to the column's scale, as plain digits when ``as_text`` (SQLite's
         column, and PostgreSQL's COPY, get ``"0.00000001"``, never ``"1E-8"``)."""
-        quantum = Decimal(1).scaleb(-self.scale)
-
-        def exact(value):
-            if value is None:
-                return None
-            if type(value) is not Decimal and not isinstance(value, Decimal):
-                raise TypeError(f"ExactDecimal takes Decimal values, got {type(value).__name__}")
-            # Rounded here, identically on both dialects: PostgreSQL's NUMERIC would round on its
-            # own while SQLite's text would keep float artefacts such as 0.30000000000000004.
-            value = value.quantize(quantum, rounding=ROUND_HALF_UP)
-            return format(value, "f") if as_text else value
-
-        return exact
+        return self._bind[as_text]
 
     def process_bind_param(self, value, dialect):
         return self._bind[dialect.name == "sqlite"](value)
