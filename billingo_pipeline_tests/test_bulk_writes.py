@@ -18,14 +18,18 @@ import sqlalchemy as sa
 from billingo_pipeline.canonical_json import read_json_text
 from billingo_pipeline.normalize import change_hash, normalize_document
 from billingo_pipeline.simulator.data import generate_documents
+from billingo_pipeline.endpoints import PageContext
+from billingo_pipeline.endpoints.documents import prepare_document_page, write_document_page
 from billingo_pipeline.warehouse import bulk
+from billingo_pipeline.warehouse import payments as payment_store
 from billingo_pipeline.warehouse import companies as company_store
 from billingo_pipeline.warehouse import documents as store
 from billingo_pipeline.warehouse.engine import get_engine
-from billingo_pipeline.warehouse.refusals import is_row_refusal
+from billingo_pipeline.warehouse.refusals import is_row_refusal, write_isolating_refusals
 from billingo_pipeline.warehouse.schema import (
     WAREHOUSE_ROW_LIMITS,
     billingo_documents_raw,
+    billingo_payment_history_state,
     billingo_invoice_items,
     billingo_invoices,
     metadata,
@@ -363,12 +367,27 @@ def test_a_first_load_inserts_and_still_upserts_a_document_stored_after_all(engi
     documents = _page(5)
     company, sync_id = _company(engine, "acme")
     _write_page(engine, company.id, sync_id, documents[:2])
+    before = _stored(engine, company.id)
     documents[0]["comment"] = "changed since"
     raw_rows, invoice_rows, item_rows = _rows(documents)
-    # The caller believes none is stored (new=True), but two are: they are upserted, not refused.
-    with engine.begin() as conn:
-        store.upsert_raw_documents(conn, company.id, sync_id, raw_rows, NOW, new=True)
-        store.write_invoices_with_items(conn, company.id, invoice_rows, item_rows, NOW, new=True)
+    calls = []
+
+    def write(conn, batch, assume_new):
+        calls.append(assume_new)
+        store.upsert_raw_documents(conn, company.id, sync_id, raw_rows, NOW, new=assume_new)
+        store.write_invoices_with_items(conn, company.id, invoice_rows, item_rows, NOW, new=assume_new)
+
+    if engine.dialect.name == "postgresql":
+        # Written alone, the assumption spoils the transaction and says so; nothing of it is kept.
+        with pytest.raises(bulk.AssumedNewKeysExist, match="billingo_documents_raw: a key assumed new exists"):
+            with engine.begin() as conn:
+                store.upsert_raw_documents(conn, company.id, sync_id, raw_rows, NOW, new=True)
+        assert _stored(engine, company.id) == before
+    # The caller believes none is stored (new), but two are: they are upserted, not refused.
+    assert write_isolating_refusals(engine, ["page"], write, lambda element: 0) == {}
+    # PostgreSQL's COPY met the stored keys and the page was written again, as an upsert; SQLite
+    # always upserts.
+    assert calls == ([True, False] if engine.dialect.name == "postgresql" else [True])
     stored = _stored(engine, company.id)
     assert len(stored["billingo_documents_raw"]) == len(stored["billingo_invoices"]) == 5
     assert len(stored["billingo_invoice_items"]) == len(item_rows)
@@ -376,6 +395,32 @@ def test_a_first_load_inserts_and_still_upserts_a_document_stored_after_all(engi
         comment = conn.execute(sa.select(billingo_invoices.c.comment).where(
             billingo_invoices.c.company_id == company.id, billingo_invoices.c.document_id == documents[0]["id"])).scalar_one()
     assert comment == "changed since"
+
+
+def test_a_page_prepared_as_new_is_written_whole_when_another_writer_stored_part_of_it_first(engine):
+    """Between a page's read of what is stored and its write, a concurrent sync of the company
+    stores some of its documents and marks one's payments due: the page is still written whole,
+    as an upsert, with nothing refused and every due mark kept once."""
+    documents = _page(40)
+    company, sync_id = _company(engine, "acme")
+    page = PageContext(company.id, sync_id, NOW)
+    prepared = prepare_document_page(engine, page, [(d["id"], d) for d in documents])
+    assert prepared.first_seen == {d["id"] for d in documents} and prepared.payments_due
+    due = sorted(prepared.payments_due)[0]
+    _write_page(engine, company.id, sync_id, documents[:3])
+    with engine.begin() as conn:
+        payment_store.mark_payments_due(conn, company.id, sync_id, [due], NOW - dt.timedelta(hours=1))
+    outcome = write_document_page(engine, page, prepared)
+    assert (outcome.created, outcome.errors) == (40, [])
+    stored = _stored(engine, company.id)
+    assert len(stored["billingo_documents_raw"]) == len(stored["billingo_invoices"]) == 40
+    assert len(stored["billingo_invoice_items"]) == sum(len(d.items) for d in prepared.to_write)
+    with engine.connect() as conn:
+        marks = dict(conn.execute(sa.select(billingo_payment_history_state.c.document_id, billingo_payment_history_state.c.due_since)
+                                  .where(billingo_payment_history_state.c.company_id == company.id)).all())
+    assert set(marks) == prepared.payments_due
+    assert marks[due] == NOW - dt.timedelta(hours=1)  # an existing mark keeps its earlier time
+    assert all(marks[d] == NOW for d in prepared.payments_due - {due})
 
 
 def test_warehouse_sessions_are_set_up_for_bulk_writes(engine):

@@ -125,17 +125,18 @@ def write_document_page(engine: Engine, page: PageContext, prepared: PreparedDoc
     the unchanged ones marked as seen."""
     outcome = PageOutcome(errors=list(prepared.errors))
 
-    def write(conn: Connection, batch: Sequence[_Document]) -> None:
+    def write(conn: Connection, batch: Sequence[_Document], assume_new: bool) -> None:
         # A first load's pages hold only documents the warehouse has never seen: the writers
         # then insert instead of upserting (and still upsert if one was stored after all).
         store.upsert_raw_documents(
             conn, page.company_id, page.sync_id, [d.raw for d in batch], page.now,
-            new=all(d.document_id in prepared.first_seen for d in batch),
+            new=assume_new and all(d.document_id in prepared.first_seen for d in batch),
         )
         with_invoice = [d for d in batch if d.invoice is not None]
+        new_invoices = assume_new and all(prepared.kinds[d.document_id] == "created" for d in with_invoice)
         store.write_invoices_with_items(
             conn, page.company_id, [d.invoice for d in with_invoice], [i for d in with_invoice for i in d.items], page.now,
-            new=all(prepared.kinds[d.document_id] == "created" for d in with_invoice),
+            new=new_invoices,
         )
         # The status history and the payments-due marks in the invoices' own transaction: no
         # reader sees an invoice's new status without the history row that records the change.
@@ -146,6 +147,7 @@ def write_document_page(engine: Engine, page: PageContext, prepared: PreparedDoc
         payment_store.mark_payments_due(
             conn, page.company_id, page.sync_id,
             [d.document_id for d in with_invoice if d.document_id in prepared.payments_due], page.now,
+            new=new_invoices,
         )
 
     if prepared.unchanged:
@@ -213,7 +215,7 @@ def renormalize_stored_documents(engine: Engine, company_id: int, *, batch_size:
     stale = [s for s in present if s.source_hash != invoice_source_hash(s.content_hash)]
     is_new = {s.document_id: s.source_hash is None for s in stale}
 
-    def write(conn: Connection, batch: Sequence[_Document]) -> None:
+    def write(conn: Connection, batch: Sequence[_Document], assume_new: bool) -> None:
         store.write_invoices_with_items(
             conn, company_id, [d.invoice for d in batch], [i for d in batch for i in d.items], utcnow()
         )

@@ -128,15 +128,15 @@ class EntityEndpoint:
     def write_page(self, engine: Engine, page: PageContext, prepared: PreparedEntityPage) -> PageOutcome:
         outcome = PageOutcome(errors=list(prepared.errors))
 
-        def write(conn: Connection, batch: Sequence[_Entity]) -> None:
+        def write(conn: Connection, batch: Sequence[_Entity], assume_new: bool) -> None:
             store.upsert_raw(
                 conn, self.tables, page.company_id, page.sync_id, [e.raw for e in batch], page.now,
-                new=all(e.entity_id in prepared.first_seen for e in batch),
+                new=assume_new and all(e.entity_id in prepared.first_seen for e in batch),
             )
             rows = [e for e in batch if e.row is not None]
             store.upsert_normalized(
                 conn, self.tables, page.company_id, [e.row for e in rows], page.now,
-                new=all(prepared.kinds[e.entity_id] == "created" for e in rows),
+                new=assume_new and all(prepared.kinds[e.entity_id] == "created" for e in rows),
             )
 
         if prepared.unchanged:

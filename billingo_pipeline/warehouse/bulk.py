@@ -183,6 +183,12 @@ def insert_many(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, A
         conn.exec_driver_sql(statement, bound_rows(conn, columns, rows))
 
 
+class AssumedNewKeysExist(Exception):
+    """A write told that none of its keys existed (``new_keys``) met one that does: the
+    transaction is spoiled; the caller writes the batch again without assuming new keys
+    (``refusals.write_isolating_refusals`` does). Not a row refusal: nothing is wrong with a row."""
+
+
 def upsert_many(
     conn: Connection,
     table: sa.Table,
@@ -196,19 +202,20 @@ def upsert_many(
     ``copy_upsert`` on PostgreSQL; one ``executemany`` of ``INSERT ... ON CONFLICT`` on SQLite.
 
     ``new_keys``: the caller has just read that none of the keys exist (a first load). PostgreSQL
-    then COPYs the rows straight into the table (half the work of staging them first) inside a
-    savepoint, and upserts them after all if a key turns out to exist.
+    then COPYs the rows straight into the table (half the work of staging them first), and raises
+    ``AssumedNewKeysExist`` if the database refuses them (a key stored after all, by a concurrent
+    writer). No savepoint guards the COPY: two round trips more for every table of every page, for
+    a case a first load almost never meets, and one the caller recovers from by writing again.
     """
     if is_postgresql(conn):
         if new_keys and rows:
-            savepoint = conn.begin_nested()
             try:
                 copy_insert(conn, table, rows)
-            except sa.exc.IntegrityError:
-                savepoint.rollback()
-            else:
-                savepoint.commit()
-                return
+            except sa.exc.IntegrityError as exc:
+                # Whatever the constraint: written again as an upsert, a row the database still
+                # refuses is refused as it would have been without the assumption.
+                raise AssumedNewKeysExist(f"{table.name}: a key assumed new exists") from exc
+            return
         copy_upsert(conn, table, rows, conflict_columns=conflict_columns, update_columns=update_columns)
         return
     if not rows:

@@ -210,8 +210,10 @@ def write_invoices_with_items(
         # After the invoices, before the items: see bulk's docstring (a first load otherwise
         # checks each item's foreign key against every invoice of the company).
         bulk.ensure_planner_statistics(conn, (invoices, items))
-    document_ids = [row["document_id"] for row in invoice_rows]
-    conn.execute(items.delete().where(items.c.company_id == company_id, items.c.document_id.in_(document_ids)))
+    if not (new and bulk.is_postgresql(conn)):
+        # Inserted by COPY, new invoices have no items to replace (an item needs its invoice).
+        document_ids = [row["document_id"] for row in invoice_rows]
+        conn.execute(items.delete().where(items.c.company_id == company_id, items.c.document_id.in_(document_ids)))
     if item_rows:
         item_values = [{**row, "company_id": company_id} for row in item_rows]
         bulk.insert_many(conn, items, item_values)

@@ -66,8 +66,11 @@ def insert_status_history(conn: Connection, company_id: int, sync_id: int | None
         bulk.insert_many(conn, history, [{**row, "company_id": company_id, "sync_id": sync_id, "observed_at": now} for row in rows])
 
 
-def mark_payments_due(conn: Connection, company_id: int, sync_id: int, document_ids: Sequence[int], now: dt.datetime) -> None:
-    """Mark these documents' payment histories due (an existing mark keeps its earlier time)."""
+def mark_payments_due(
+    conn: Connection, company_id: int, sync_id: int, document_ids: Sequence[int], now: dt.datetime, *, new: bool = False,
+) -> None:
+    """Mark these documents' payment histories due (an existing mark keeps its earlier time).
+    ``new``: they are invoices just inserted, so none has a state row yet, as far as the caller read."""
     if not document_ids:
         return
     bulk.upsert_many(
@@ -76,7 +79,10 @@ def mark_payments_due(conn: Connection, company_id: int, sync_id: int, document_
         [{"company_id": company_id, "document_id": d, "due_since": now, "due_sync_id": sync_id, "not_found": False} for d in document_ids],
         conflict_columns=("company_id", "document_id"),
         update_columns=("due_sync_id",),
+        new_keys=new,
     )
+    if new and bulk.is_postgresql(conn):
+        return  # inserted as they are: every row has its due_since
     conn.execute(
         state.update()
         .where(state.c.company_id == company_id, state.c.document_id.in_(list(document_ids)), state.c.due_since.is_(None))

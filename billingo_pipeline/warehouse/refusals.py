@@ -8,6 +8,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from .bulk import AssumedNewKeysExist
 from .engine import warehouse_error_summary
 
 T = TypeVar("T")
@@ -27,17 +28,37 @@ def is_row_refusal(exc: BaseException) -> bool:
 def write_isolating_refusals(
     engine: Engine,
     batch: Sequence[T],
-    write: Callable[[Connection, Sequence[T]], None],
+    write: Callable[[Connection, Sequence[T], bool], None],
     document_id_of: Callable[[T], int],
 ) -> dict[int, str]:
     """Write ``batch`` in one transaction; if the database refuses a row, write each element in
     its own transaction instead. Returns ``{document_id: reason}`` of the ones refused (the
-    reason is one line without SQL or values); a lost connection still raises."""
+    reason is one line without SQL or values); a lost connection still raises.
+
+    ``write(conn, elements, assume_new)``: with ``assume_new`` the writer may take keys it read
+    as absent for new (``bulk.upsert_many``'s ``new_keys``); when one exists after all
+    (``bulk.AssumedNewKeysExist``), the whole batch is written again with ``assume_new`` false.
+    Elements already committed alone are then written again: every write is an upsert.
+    """
     if not batch:
         return {}
     try:
+        return _write_isolating_refusals(engine, batch, write, document_id_of, assume_new=True)
+    except AssumedNewKeysExist:
+        return _write_isolating_refusals(engine, batch, write, document_id_of, assume_new=False)
+
+
+def _write_isolating_refusals(
+    engine: Engine,
+    batch: Sequence[T],
+    write: Callable[[Connection, Sequence[T], bool], None],
+    document_id_of: Callable[[T], int],
+    *,
+    assume_new: bool,
+) -> dict[int, str]:
+    try:
         with engine.begin() as conn:
-            write(conn, batch)
+            write(conn, batch, assume_new)
         return {}
     except Exception as exc:
         if not is_row_refusal(exc):
@@ -46,7 +67,7 @@ def write_isolating_refusals(
     for element in batch:
         try:
             with engine.begin() as conn:
-                write(conn, [element])
+                write(conn, [element], assume_new)
         except Exception as exc:
             if not is_row_refusal(exc):
                 raise

@@ -116,7 +116,7 @@ def test_a_sync_where_every_document_fails_is_failed_with_a_message(rig):
 
 def test_a_batch_the_database_refuses_is_written_again_one_document_at_a_time(rig):
     """Whatever the limits miss, the database's refusal of one row costs only that row."""
-    def write(conn, batch):  # an item of an invoice that does not exist breaks the foreign key
+    def write(conn, batch, assume_new):  # an item of an invoice that does not exist breaks the foreign key
         conn.execute(billingo_invoice_items.insert(), [
             {"company_id": rig.company_id, "document_id": d, "position": 1} for d in batch
         ])
