@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import random
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -494,8 +493,19 @@ def _checked_page(
 
 # A JSON number of 19 or more digits before any fraction. orjson reads an integer beyond 64 bits as
 # a float (silently inexact), so a body with one is left to the stdlib, which keeps it exact. A
-# number value always follows ':', ',' or '['; the same text inside a string only costs speed.
-_LONG_NUMBER = re.compile(rb"[:,\[]\s*-?\d{19}")
+# number value always follows ':', ',' or '[' (and maybe whitespace and a minus); the same text
+# inside a string only costs speed. Found by two literal searches in the body with those three
+# bytes made ':', every digit '0' and whitespace dropped: a regular expression that starts with a
+# class of bytes tries every position in Python's engine, and cost twice orjson's whole parse.
+_NUMBER_SHAPES = bytes.maketrans(b",[0123456789", b"::0000000000")
+_JSON_WHITESPACE = b" \t\n\r\f\v"
+_LONG_NUMBER_SHAPES = (b":" + b"0" * 19, b":-" + b"0" * 19)
+
+
+def may_hold_a_long_integer(body: bytes) -> bool:
+    """Whether ``body`` may hold a JSON number of 19 digits or more (never false when it does)."""
+    shapes = body.translate(_NUMBER_SHAPES, _JSON_WHITESPACE)
+    return any(shape in shapes for shape in _LONG_NUMBER_SHAPES)
 
 
 def parse_json_body(response: requests.Response) -> Any:
@@ -512,7 +522,7 @@ def parse_json_body(response: requests.Response) -> Any:
     as ``NonFiniteNumber`` floats, which serializers know not to write as ``null``.
     """
     body = response.content
-    if not _LONG_NUMBER.search(body):
+    if not may_hold_a_long_integer(body):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:

@@ -507,7 +507,7 @@ def normalize_document(payload: Mapping[str, Any], limits: RowLimits | None = No
     invoice_steps, item_steps = _steps(limits)
     try:
         invoice: dict[str, object] = {"document_id": document_id}
-        _fill(invoice, payload, invoice_steps, prefix="", document=payload)
+        _fill(invoice, payload, invoice_steps, document=payload)
         items = _items(payload, item_steps)
     except DocumentError as error:
         raise DocumentError(error.message, document_id) from None
@@ -531,11 +531,12 @@ def _is_object(value: object) -> bool:
 
 
 # One column of a row, resolved once instead of per document: (column, first key of the source
-# path, the rest of it, display path below the row's prefix, converter, column check or None, stored_if).
+# path, the whole path when it is longer than one key (else None), the path as messages name it,
+# converter, column check or None, stored_if).
 _Step = tuple[
     str,
     str,
-    tuple[str, ...],
+    tuple[str, ...] | None,
     str,
     Callable[[object, str], object],
     Callable[[object, str], None] | None,
@@ -548,9 +549,9 @@ def _compile(fields: tuple[FieldMapping, ...], limits: Mapping[str, ColumnLimit]
     for mapping in fields:
         limit = None if limits is None else limits.get(mapping.column)
         check = None if limit is None else limit.check
-        key, *rest = mapping.source
+        path = mapping.source if len(mapping.source) > 1 else None
         display = ".".join(mapping.source)
-        steps.append((mapping.column, key, tuple(rest), display, mapping.convert, check, mapping.stored_if))
+        steps.append((mapping.column, mapping.source[0], path, display, mapping.convert, check, mapping.stored_if))
     return tuple(steps)
 
 
@@ -581,47 +582,43 @@ def _items(document: Mapping[str, Any], steps: tuple[_Step, ...]) -> tuple[dict[
         raise DocumentError(f"items: expected an array, got {_json_type(items)}")
     rows = []
     for index, item in enumerate(items):
-        prefix = f"items[{index}]"
         if not _is_object(item):
-            raise DocumentError(f"{prefix}: expected an object, got {_json_type(item)}")
+            raise DocumentError(f"items[{index}]: expected an object, got {_json_type(item)}")
         row: dict[str, object] = {"position": index + 1}
-        _fill(row, item, steps, prefix=prefix, document=document)
+        try:
+            _fill(row, item, steps, document=document)
+        except DocumentError as error:
+            # Every message starts with the field's path in the item; the item's place goes first.
+            raise DocumentError(f"items[{index}].{error.message}") from None
         rows.append(row)
     return tuple(rows)
 
 
-def _fill(
-    row: dict[str, object],
-    source: Mapping[str, Any],
-    steps: tuple[_Step, ...],
-    *,
-    prefix: str,
-    document: Mapping[str, Any],
-) -> None:
-    """Add the columns of ``steps``, read from ``source`` (the document, or its item at ``prefix``)."""
-    for column, key, rest, display, convert, check, stored_if in steps:
+def _fill(row: dict[str, object], source: Mapping[str, Any], steps: tuple[_Step, ...], *, document: Mapping[str, Any]) -> None:
+    """Add the columns of ``steps``, read from ``source`` (the document, or one of its items).
+    A ``DocumentError`` names the field by its path in ``source``."""
+    get = source.get
+    for column, key, path, display, convert, check, stored_if in steps:
         if stored_if is not None and not stored_if(document):
             row[column] = None
             continue
-        field = f"{prefix}.{display}" if prefix else display
-        value = source.get(key)
-        if rest:
-            value = _descend(value, (key, *rest), prefix)
-        value = convert(value, field)
+        value = get(key)
+        if path is not None:
+            value = _descend(value, path)
+        value = convert(value, display)
         if check is not None and value is not None:
-            check(value, field)
+            check(value, display)
         row[column] = value
 
 
-def _descend(value: object, path: tuple[str, ...], prefix: str) -> object:
+def _descend(value: object, path: tuple[str, ...]) -> object:
     """The value at ``path`` given ``value``, the one at ``path[0]``; an absent or null object on
     the way gives None."""
     for depth in range(1, len(path)):
         if value is None:
             return None
-        if not _is_object(value):
-            walked = ".".join(part for part in (prefix, *path[:depth]) if part)
-            raise DocumentError(f"{walked}: expected an object, got {_json_type(value)}")
+        if type(value) is not dict and not _is_object(value):
+            raise DocumentError(f"{'.'.join(path[:depth])}: expected an object, got {_json_type(value)}")
         value = value.get(path[depth])
     return value
 
@@ -720,7 +717,7 @@ def normalize_entity(payload: Mapping[str, Any], fields: EntityFields) -> dict[s
     entity_id = _object_id(payload, fields.entity)
     row: dict[str, object] = {}
     try:
-        _fill(row, payload, fields._steps, prefix="", document=payload)
+        _fill(row, payload, fields._steps, document=payload)
     except DocumentError as error:
         raise DocumentError(error.message, entity_id) from None
     return row

@@ -5,16 +5,27 @@ Every request the client sends is also checked against the published OpenAPI spe
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
+import random
+import re
 
 import pytest
 import requests
 
-from billingo_pipeline.billingo_client import BillingoApiError, BillingoClient, SweepResult, parse_json_body, sweep_documents
+from billingo_pipeline.billingo_client import (
+    BillingoApiError,
+    BillingoClient,
+    SweepResult,
+    may_hold_a_long_integer,
+    parse_json_body,
+    sweep_documents,
+)
 from billingo_pipeline.credentials import CredentialError
 from billingo_pipeline.simulator import BillingoSimulator, generate_api_key
+from billingo_pipeline.simulator.data import generate_documents
 from billingo_pipeline_tests import spec
 
 API_KEY = generate_api_key(42)
@@ -215,6 +226,7 @@ def _response(body: bytes) -> requests.Response:
         b'{"data": [{"id": 1, "gross_total": 12700.5, "paid": null, "ok": true, "tiny": 5e-324, "neg": -0}]}',
         b'{"id": 123456789012345678901234567890}',  # beyond 64 bits: must stay an exact int
         b'{"a": [1, -98765432109876543210, 3]}',
+        b'{"id":\n\t -1234567890123456789012.5, "b": [ 12345678901234567890 ]}',  # whitespace before them
         b'{"iban": "HU42117730161111101800000000", "n": 12}',  # long digits inside a string
         b'{"amount": NaN, "big": Infinity}',  # not JSON: handed on, the document checks refuse it
         b'{"comment": "lone \\ud800 surrogate"}',
@@ -228,6 +240,21 @@ def test_a_body_is_read_to_exactly_what_the_stdlib_reads(body):
     # Compared with their types, and NaN by its text (it never equals itself).
     assert json.dumps(parsed, sort_keys=True) == json.dumps(expected, sort_keys=True)
     assert repr(parsed) == repr(expected) or any(isinstance(v, float) and math.isnan(v) for v in expected.values())
+
+
+def test_every_body_with_a_long_number_is_found_and_a_realistic_page_is_not():
+    """The detector against its definition, a regular expression: a number value of 19 digits or
+    more (after ':', ',' or '[', whitespace and a minus) is always found; a false alarm only sends
+    a body to the slower stdlib parser, which a page of Billingo documents must not meet."""
+    definition = re.compile(rb"[:,\[]\s*-?\d{19}")
+    rng = random.Random(19)
+    pieces = [b":", b",", b"[", b" ", b"\n", b"\t", b"-", b'"', b"a", b".", b"e", b"0", b"7", b"9" * 10, b"1" * 19]
+    bodies = [b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 30))) for _ in range(20_000)]
+    found = [body for body in bodies if definition.search(body)]
+    assert len(found) > 1_000  # the sample holds plenty of both
+    assert all(may_hold_a_long_integer(body) for body in found)
+    page = json.dumps({"data": generate_documents(3, 100, today=dt.date(2026, 11, 30))}).encode()
+    assert not may_hold_a_long_integer(page)
 
 
 def test_a_body_that_is_not_json_raises_as_the_stdlib_does():
