@@ -334,6 +334,7 @@ def sync_endpoint(
     fetch_errors: list[dict] = []
     seen_ids: set[int] = set()
     fetched = 0
+    nothing_stored = endpoint.stores_nothing is not None and endpoint.stores_nothing(engine, company.id)
     pages = chunked(sweep_documents(client, sweep, path=endpoint.path, **filters), client.page_size)
     # Three stages at once, a page each: the prefetch thread fetches page N+2 while this thread
     # prepares page N+1 (hashing, normalizing) and the writer thread writes page N. Both other
@@ -376,7 +377,7 @@ def sync_endpoint(
                 seen_ids.add(item_id)
             fetched += len(usable)
             handed_on += 1
-            context = PageContext(company.id, sync_id, utcnow())
+            context = PageContext(company.id, sync_id, utcnow(), nothing_stored=nothing_stored)
             prepared = endpoint.prepare_page(engine, context, usable)
             if writing is not None:
                 written(writing)

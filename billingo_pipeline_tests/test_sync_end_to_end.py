@@ -8,11 +8,13 @@ second or more and adds nothing to what they check).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from decimal import Decimal
 
 import dagster as dg
+import requests
 import sqlalchemy as sa
 
 from billingo_pipeline.admin import register_company
@@ -20,8 +22,10 @@ from billingo_pipeline.defs.billingo.assets import billingo_assets
 from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
 from billingo_pipeline.resources import BillingoResource, FernetKeyResource, WarehouseResource
 from billingo_pipeline.simulator import generate_api_key
+from billingo_pipeline.warehouse import documents as store
+from billingo_pipeline.warehouse.companies import get_company
 from billingo_pipeline.warehouse.schema import billingo_documents_raw, billingo_invoice_items, billingo_invoices, sync_log
-from billingo_pipeline.warehouse.sync_log import COMPLETED, FAILED, FULL, INCREMENTAL, PARTIAL
+from billingo_pipeline.warehouse.sync_log import COMPLETED, FAILED, FULL, INCREMENTAL, PARTIAL, utcnow
 
 from .conftest import add_simulated_company as _add
 from .conftest import sync_companies, sync_directly
@@ -295,3 +299,58 @@ def test_sync_log_row_is_running_while_billingo_is_being_read(engine, simulator,
     [result] = _sync_directly(engine, simulator, "acme")
     assert seen_while_paging == [["RUNNING"]] * 3
     assert _log_rows(engine)[-1].status == COMPLETED and result.sync_status == COMPLETED
+
+
+@contextlib.contextmanager
+def _states_reads(engine):
+    """The statements run meanwhile that read stored document states (a page's read)."""
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "billingo_documents_raw.content_hash" in statement:
+            statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_first_sync_never_reads_what_is_stored_of_its_pages_and_a_later_one_does(engine, simulator, fernet_key):
+    _add(engine, simulator, "acme", seed=6, documents=120)
+    with _states_reads(engine) as reads:
+        [first] = _sync_directly(engine, simulator, "acme", full=True)
+        assert (first.sync_status, reads) == (COMPLETED, [])
+        [again] = _sync_directly(engine, simulator, "acme", full=True)
+        assert again.sync_status == COMPLETED and len(reads) == 3  # one a page of 50
+    log = _log_rows(engine)[-1]
+    assert (log.invoices_created, log.invoices_skipped) == (0, 120)
+
+
+def test_a_first_sync_meeting_a_document_stored_meanwhile_stores_every_document_once(engine, simulator, fernet_key):
+    """What a first sync assumes (nothing of the company is stored) fails: after its first page
+    someone stores a document of its last page, which is then written again as an upsert."""
+    api_key = _add(engine, simulator, "acme", seed=7, documents=120)
+    company = get_company(engine, "acme")
+    last_page = requests.get(f"{simulator.base_url}/documents", params={"page": 3, "per_page": 50},
+                             headers={"X-API-KEY": api_key}, timeout=10).json()["data"]
+    later = last_page[0]
+
+    def store_it():
+        with engine.begin() as conn:
+            store.upsert_raw_documents(conn, company.id, None, [store.raw_document(later["id"], later)], utcnow())
+
+    # The sync's first two requests: Billingo's clock and page 1.
+    simulator.schedule(after_requests=len(simulator.requests_log) + 2, action=store_it)
+    [result] = _sync_directly(engine, simulator, "acme")
+    assert result.sync_status == COMPLETED
+    with engine.connect() as conn:
+        sync_ids = conn.execute(sa.select(billingo_documents_raw.c.last_seen_sync_id).where(
+            billingo_documents_raw.c.document_id == later["id"])).scalars().all()
+    assert sync_ids == [_log_rows(engine)[-1].id]  # stored before, then by this sync: one row
+    assert set(_invoices(engine)) == {d["id"] for d in simulator.documents(api_key)}
+    assert _count(engine, billingo_documents_raw) == 120
+    assert _count(engine, billingo_invoice_items) == sum(len(d["items"]) for d in simulator.documents(api_key))
+    log = _log_rows(engine)[-1]
+    assert (log.invoices_processed, log.invoices_failed, log.errors) == (120, 0, [])

@@ -22,6 +22,11 @@ class PageContext:
     company_id: int
     sync_id: int
     now: dt.datetime
+    # Nothing of the company was stored for the endpoint when its sweep began (its first sync;
+    # the company's sync lock keeps anyone else from storing any since), and a sweep yields each
+    # id once: ``prepare_page`` knows that none of the page is stored without reading it. Should
+    # one be stored after all, the write finds it (``bulk.AssumedNewKeysExist``) and upserts.
+    nothing_stored: bool = False
 
 
 @dataclass
@@ -62,6 +67,8 @@ class ListEndpoint:
     mark_vanished: Callable[[Engine, PageContext, Sequence[int]], int]
     # Query filters every request of the sweep carries.
     filters: Mapping[str, str] = field(default_factory=dict)
+    # Whether nothing of a company (by id) is stored for the endpoint yet; None: never assumed.
+    stores_nothing: Callable[[Engine, int], bool] | None = None
     # For an endpoint without a modification filter: what an incremental sync reads instead of
     # everything (spendings: the unpaid ones), and how it finds what left that set since.
     incremental: IncrementalSubset | None = None

@@ -75,8 +75,10 @@ class PreparedDocumentPage:
 def prepare_document_page(engine: Engine, page: PageContext, documents: Sequence[tuple[int, dict]]) -> PreparedDocumentPage:
     """What to do with each document of the page, by its change hash against what is stored;
     normalization of the new and changed ones. Reads the warehouse, writes nothing."""
-    with engine.connect() as conn:
-        states = store.document_states(conn, page.company_id, [document_id for document_id, _ in documents])
+    states = {}
+    if not page.nothing_stored:
+        with engine.connect() as conn:
+            states = store.document_states(conn, page.company_id, [document_id for document_id, _ in documents])
     prepared = PreparedDocumentPage([], [], {}, set(), set(), [])
     for document_id, payload in documents:
         raw = store.raw_document(document_id, payload)
@@ -187,6 +189,11 @@ def mark_vanished_documents(engine: Engine, page: PageContext, vanished_while_pa
         return store.mark_invoices_of_missing_documents(conn, page.company_id, page.now)
 
 
+def stores_no_documents(engine: Engine, company_id: int) -> bool:
+    with engine.connect() as conn:
+        return store.stores_no_raw_documents(conn, company_id)
+
+
 DOCUMENTS = ListEndpoint(
     name="documents",
     path="/documents",
@@ -194,6 +201,7 @@ DOCUMENTS = ListEndpoint(
     prepare_page=prepare_document_page,
     write_page=write_document_page,
     mark_vanished=mark_vanished_documents,
+    stores_nothing=stores_no_documents,
 )
 
 

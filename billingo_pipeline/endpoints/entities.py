@@ -75,10 +75,15 @@ class EntityEndpoint:
             write_page=self.write_page,
             mark_vanished=self.mark_vanished,
             filters=dict(self.filters),
+            stores_nothing=self.stores_nothing,
             incremental=None if self.incremental_filters is None else IncrementalSubset(
                 filters=dict(self.incremental_filters), left_subset=self.left_subset, mark_missing=self.mark_missing,
             ),
         )
+
+    def stores_nothing(self, engine: Engine, company_id: int) -> bool:
+        with engine.connect() as conn:
+            return store.stores_no_raw(conn, self.tables, company_id)
 
     def left_subset(self, engine: Engine, page: PageContext) -> list[int]:
         with engine.connect() as conn:
@@ -96,8 +101,10 @@ class EntityEndpoint:
     def prepare_page(self, engine: Engine, page: PageContext, items: Sequence[tuple[int, dict]]) -> PreparedEntityPage:
         """What to do with each entity of the page, by its change hash against what is stored, and
         the normalized rows of the new and changed ones. Reads the warehouse, writes nothing."""
-        with engine.connect() as conn:
-            states = store.entity_states(conn, self.tables, page.company_id, [entity_id for entity_id, _ in items])
+        states = {}
+        if not page.nothing_stored:
+            with engine.connect() as conn:
+                states = store.entity_states(conn, self.tables, page.company_id, [entity_id for entity_id, _ in items])
         prepared = PreparedEntityPage()
         for entity_id, payload in items:
             raw = raw_document(entity_id, payload)

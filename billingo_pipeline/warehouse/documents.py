@@ -124,6 +124,11 @@ def upsert_raw_documents(
     entities.upsert_raw(conn, DOCUMENT_TABLES, company_id, sync_id, documents, now, new=new)
 
 
+def stores_no_raw_documents(conn: Connection, company_id: int) -> bool:
+    """Whether the company has no raw document at all (missing ones included): its first sync."""
+    return entities.stores_no_raw(conn, DOCUMENT_TABLES, company_id)
+
+
 def mark_unseen_raw_documents(conn: Connection, company_id: int, sync_id: int, now: dt.datetime) -> int:
     """After a complete fetch: documents it did not return are missing in Billingo from now on."""
     return entities.mark_unseen_raw(conn, DOCUMENT_TABLES, company_id, sync_id, now)

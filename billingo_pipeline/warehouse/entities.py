@@ -118,6 +118,11 @@ def touch_raw(conn: Connection, tables: EntityTables, company_id: int, sync_id: 
         )
 
 
+def stores_no_raw(conn: Connection, tables: EntityTables, company_id: int) -> bool:
+    """Whether the company has no raw row at all (missing ones included): its first sync."""
+    return conn.execute(sa.select(sa.exists().where(tables.raw.c.company_id == company_id))).scalar_one() is False
+
+
 def mark_unseen_raw(conn: Connection, tables: EntityTables, company_id: int, sync_id: int, now: dt.datetime) -> int:
     """After a complete sweep: what it did not return is missing in Billingo from now on."""
     raw = tables.raw
