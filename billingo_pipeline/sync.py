@@ -42,6 +42,7 @@ from .endpoints import ListEndpoint, PageContext, PageOutcome
 from .endpoints.documents import NORMALIZATION_REVISION, renormalize_stored_documents
 from .endpoints.payments import PaymentHistoryOutcome, sync_payment_histories
 from .endpoints.registry import SYNC_ENDPOINTS
+from .garbage_collection import fewer_collections
 from .iterables import chunked
 from .warehouse.companies import Company, CompanyError
 from .warehouse.engine import warehouse_error_summary
@@ -535,7 +536,7 @@ def sync_company(
     entity_errors: list[dict] = []  # of the endpoints after documents: each fails alone (PARTIAL)
     swept: dict[str, tuple[FetchOutcome, NormalizeOutcome]] = {}
     try:
-        with SyncHeartbeat(engine, sync_id, settings.sync_heartbeat_seconds(), logger) as beat:
+        with fewer_collections(), SyncHeartbeat(engine, sync_id, settings.sync_heartbeat_seconds(), logger) as beat:
             if open_client is None:
                 renormalized = renormalize_stored_documents(engine, company.id)
                 fetch = payments = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 import logging
 from decimal import Decimal
 
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 
 from billingo_pipeline.admin import register_company
 from billingo_pipeline.defs.billingo.assets import billingo_assets
+from billingo_pipeline.garbage_collection import SYNC_YOUNG_THRESHOLD
 from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME
 from billingo_pipeline.resources import BillingoResource, FernetKeyResource, WarehouseResource
 from billingo_pipeline.simulator import generate_api_key
@@ -354,3 +356,13 @@ def test_a_first_sync_meeting_a_document_stored_meanwhile_stores_every_document_
     assert _count(engine, billingo_invoice_items) == sum(len(d["items"]) for d in simulator.documents(api_key))
     log = _log_rows(engine)[-1]
     assert (log.invoices_processed, log.invoices_failed, log.errors) == (120, 0, [])
+
+
+def test_a_sync_collects_garbage_less_often_while_it_runs(engine, simulator, fernet_key):
+    _add(engine, simulator, "acme", seed=8, documents=60)
+    before = gc.get_threshold()
+    during = []
+    simulator.schedule(after_requests=len(simulator.requests_log) + 2, action=lambda: during.append(gc.get_threshold()))
+    [result] = _sync_directly(engine, simulator, "acme")
+    assert result.sync_status == COMPLETED
+    assert during == [(max(before[0], SYNC_YOUNG_THRESHOLD), *before[1:])] and gc.get_threshold() == before
