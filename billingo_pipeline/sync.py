@@ -20,6 +20,7 @@ interruption (SIGINT, SIGTERM, a terminated Dagster run) finalizes the row FAILE
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import queue
@@ -75,6 +76,13 @@ BUDAPEST = ZoneInfo("Europe/Budapest")
 MAX_DOCUMENT_ID = 2**63 - 1
 # Pages fetched ahead of the writer: fetching overlaps writing, memory stays a page or two.
 PREFETCH_PAGES = 1
+# Page writes in flight at once, each in its own transaction and connection. On PostgreSQL a
+# page's write mostly waits for the server (its COPYs parsed, indexed and logged), so while one
+# page's rows are being processed the next can be sent; 20,000 documents: 7.7 -> 6.8 s, a third
+# writer no better. SQLite takes one writer at a time: a second would only wait for the lock.
+PAGE_WRITES_IN_FLIGHT = {"postgresql": 2}
+# While it waits for Billingo's next page, the sync still reports the page writes that finish.
+WAIT_TICK_SECONDS = 0.2
 # How often a running sync's row gets its progress between pages (status and health show it).
 PROGRESS_EVERY_SECONDS = 1.0
 # The attribute of a progress line's log record that holds its SyncProgress: whoever handles the
@@ -211,8 +219,12 @@ def billingo_wall_time(instant: dt.datetime) -> str:
     return local.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def prefetched(pages: Iterable[T], *, depth: int = PREFETCH_PAGES) -> Iterator[T]:
+def prefetched(
+    pages: Iterable[T], *, depth: int = PREFETCH_PAGES, while_waiting: Callable[[], None] | None = None,
+) -> Iterator[T]:
     """``pages``, produced by a background thread up to ``depth`` ahead of the consumer.
+    ``while_waiting`` is called in the consumer's thread every ``WAIT_TICK_SECONDS`` that it
+    waits for the next page (what it raises is raised to the consumer).
 
     An exception of the producer is raised in the consumer; when the consumer stops (an error,
     an interruption) the producer is told to stop at its next page and is not waited for long
@@ -243,7 +255,11 @@ def prefetched(pages: Iterable[T], *, depth: int = PREFETCH_PAGES) -> Iterator[T
     producer.start()
     try:
         while True:
-            kind, value = handoff.get()
+            try:
+                kind, value = handoff.get(timeout=None if while_waiting is None else WAIT_TICK_SECONDS)
+            except queue.Empty:
+                while_waiting()
+                continue
             if kind == "page":
                 yield value
             elif kind == "end":
@@ -337,10 +353,13 @@ def sync_endpoint(
     fetched = 0
     nothing_stored = endpoint.stores_nothing is not None and endpoint.stores_nothing(engine, company.id)
     pages = chunked(sweep_documents(client, sweep, path=endpoint.path, **filters), client.page_size)
-    # Three stages at once, a page each: the prefetch thread fetches page N+2 while this thread
-    # prepares page N+1 (hashing, normalizing) and the writer thread writes page N. Both other
-    # threads spend most of their time outside the GIL (in the socket, in the database).
-    writing: Future | None = None
+    # Three stages at once: the prefetch thread fetches page N+2 while this thread prepares page
+    # N+1 (hashing, normalizing) and writer threads write page N (and N-1 on PostgreSQL). The
+    # other threads spend most of their time outside the GIL (in the socket, in the database).
+    # Pages are written whole and in any order (each holds other documents); their outcomes are
+    # counted in page order.
+    writing: collections.deque[Future] = collections.deque()
+    writes_in_flight = PAGE_WRITES_IN_FLIGHT.get(engine.dialect.name, 1)
     progress_log = ProgressLog(logger)
 
     handed_on = 0  # pages (batches of a page's size) handed to prepare, counted with `fetched`
@@ -365,8 +384,12 @@ def sync_endpoint(
             keepalive.beat(api_calls=client.stats.api_calls, **now.columns())
         progress_log.report(now)
 
+    def finished_writes() -> None:
+        while writing and writing[0].done():
+            written(writing.popleft())
+
     try:
-        for batch in prefetched(pages):
+        for batch in prefetched(pages, while_waiting=finished_writes):
             usable: list[tuple[int, dict]] = []
             for item in batch:
                 item_id = _usable_document_id(item)
@@ -380,19 +403,21 @@ def sync_endpoint(
             handed_on += 1
             context = PageContext(company.id, sync_id, utcnow(), nothing_stored=nothing_stored)
             prepared = endpoint.prepare_page(engine, context, usable)
-            if writing is not None:
-                written(writing)
-            writing = in_background(f"sync-writer-{sync_id}", endpoint.write_page, engine, context, prepared)
-        if writing is not None:
-            written(writing)
+            finished_writes()
+            while len(writing) >= writes_in_flight:
+                written(writing.popleft())
+            writing.append(in_background(f"sync-writer-{sync_id}", endpoint.write_page, engine, context, prepared))
+        while writing:
+            written(writing.popleft())
         if progress_columns:
             progress_log.report(progress(finished=True), force=True)
     except BaseException:
-        if writing is not None and not writing.done():
-            # The page in the writer was fetched before whatever stopped the sync, and is kept
-            # as a sync that stored each page as it came would keep it; waited for only so long
-            # (one transaction: it lands whole or not at all), the failure is reported either way.
-            futures_wait([writing], timeout=PAGE_WRITE_DRAIN_SECONDS)
+        if writing:
+            # The pages in the writers were fetched before whatever stopped the sync, and are kept
+            # as a sync that stored each page as it came would keep them; waited for only so long
+            # (each is one transaction: it lands whole or not at all), the failure is reported
+            # either way.
+            futures_wait(writing, timeout=PAGE_WRITE_DRAIN_SECONDS)
         raise
 
     marked_deleted = 0

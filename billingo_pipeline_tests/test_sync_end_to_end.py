@@ -12,6 +12,9 @@ import contextlib
 import datetime as dt
 import gc
 import logging
+import math
+import threading
+import time
 from decimal import Decimal
 
 import dagster as dg
@@ -366,3 +369,54 @@ def test_a_sync_collects_garbage_less_often_while_it_runs(engine, simulator, fer
     [result] = _sync_directly(engine, simulator, "acme")
     assert result.sync_status == COMPLETED
     assert during == [(max(before[0], SYNC_YOUNG_THRESHOLD), *before[1:])] and gc.get_threshold() == before
+
+
+@contextlib.contextmanager
+def _writer_transactions(engine):
+    """(start, end) of every transaction the sync's page writers run meanwhile."""
+    spans: list[list[float]] = []
+    open_spans: dict[int, list[float]] = {}
+
+    def begin(conn):
+        if threading.current_thread().name.startswith("sync-writer-"):
+            open_spans[id(conn)] = [time.monotonic(), math.inf]
+
+    def commit(conn):
+        span = open_spans.pop(id(conn), None)
+        if span is not None:
+            span[1] = time.monotonic()
+            spans.append(span)
+
+    sa.event.listen(engine, "begin", begin)
+    sa.event.listen(engine, "commit", commit)
+    try:
+        yield spans
+    finally:
+        sa.event.remove(engine, "begin", begin)
+        sa.event.remove(engine, "commit", commit)
+
+
+def test_postgresql_writes_two_pages_at_once_and_sqlite_one_at_a_time(engine, simulator, fernet_key):
+    api_key = _add(engine, simulator, "acme", seed=9, documents=200)  # four pages of 50
+    postgresql = engine.dialect.name == "postgresql"
+    if postgresql:  # every page's invoices take the server a while: the next page is sent meanwhile
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION test_slow_page() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;"
+                "CREATE TRIGGER test_slow_page AFTER INSERT ON billingo_invoices "
+                "FOR EACH STATEMENT EXECUTE FUNCTION test_slow_page()"
+            )
+    try:
+        with _writer_transactions(engine) as spans:
+            [result] = _sync_directly(engine, simulator, "acme")
+    finally:
+        if postgresql:
+            with engine.begin() as conn:
+                conn.exec_driver_sql("DROP TRIGGER test_slow_page ON billingo_invoices; DROP FUNCTION test_slow_page()")
+    assert result.sync_status == COMPLETED
+    assert set(_invoices(engine)) == {d["id"] for d in simulator.documents(api_key)}
+    page_writes = [span for span in spans if span[1] - span[0] > 0.25] if postgresql else spans
+    assert len(page_writes) >= 4
+    most_at_once = max(sum(1 for other in page_writes if other[0] <= start < other[1]) for start, _ in page_writes)
+    assert most_at_once == (2 if postgresql else 1)

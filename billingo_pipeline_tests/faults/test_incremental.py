@@ -5,6 +5,7 @@ sweeps still run when they must. On SQLite and PostgreSQL, against the simulator
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 import sqlalchemy as sa
@@ -183,3 +184,39 @@ def test_prefetching_hands_over_pages_and_errors_in_order():
     assert next(pages) == 0
     pages.close()  # the consumer stops: so does the producer, a page or two ahead at most
     assert len(produced) <= 4
+
+
+def test_while_it_waits_for_a_slow_page_the_consumer_still_does_its_own_work():
+    """The sync reports finished page writes while Billingo takes its time with the next page;
+    whatever that work raises stops the consumer like an error of the pages."""
+    release = threading.Event()
+    ticks = []
+
+    def slow():
+        yield 1
+        release.wait(5)
+        yield 2
+
+    def waiting():
+        ticks.append(threading.current_thread())
+        if len(ticks) == 3:
+            release.set()
+
+    assert list(prefetched(slow(), while_waiting=waiting)) == [1, 2]
+    assert len(ticks) >= 3 and set(ticks) == {threading.current_thread()}
+
+    def lock_lost():
+        raise RuntimeError("the sync-log row is no longer ours")
+
+    stalled = threading.Event()
+
+    def stalls():
+        yield 1
+        stalled.wait(5)
+
+    got = []
+    with pytest.raises(RuntimeError, match="no longer ours"):
+        for page in prefetched(stalls(), while_waiting=lock_lost):
+            got.append(page)
+    stalled.set()
+    assert got == [1]
