@@ -8,7 +8,9 @@ the schedule does. Every test runs on SQLite and PostgreSQL; none asserts a dura
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import signal
 import threading
 
 import dagster as dg
@@ -272,3 +274,53 @@ def test_an_interrupted_range_run_finalizes_every_company_being_synced(engine, w
     with engine.connect() as conn:
         rows = conn.execute(sa.select(sync_log.c.status, sync_log.c.error_message, sync_log.c.finished_at)).all()
     assert len(rows) == 3 and all(r.status == "FAILED" and r.error_message.startswith(INTERRUPTED) and r.finished_at for r in rows)
+
+
+def test_an_interruption_while_the_workers_start_still_stops_and_waits_for_them():
+    """The caller's thread may get the interpreter back only once the first workers run: an
+    interruption raised then (in its first wait) stops them all and waits for them."""
+    stop = threading.Event()
+    started, finished = [], []
+    main = threading.main_thread().ident
+
+    def work(n: int) -> int:
+        started.append(n)
+        if n == 0:
+            signal.pthread_kill(main, signal.SIGUSR1)  # raises in the caller's thread
+        stop.wait(timeout=10)  # a sync ends at its next request once stop is set
+        finished.append(n)
+        return n
+
+    def interrupted(signo, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGUSR1, interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with contextlib.closing(run_concurrently([0, 1, 2], work, max_workers=3, stop=stop)) as outcomes:
+                for _ in outcomes:
+                    pass
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert stop.is_set() and sorted(finished) == sorted(started) and started
+
+
+def test_a_caller_interrupted_while_it_handles_an_outcome_stops_the_rest_on_closing():
+    stop = threading.Event()
+    started, finished = [], []
+
+    def work(n: int) -> int:
+        started.append(n)
+        if n > 0:
+            stop.wait(timeout=10)
+        finished.append(n)
+        return n
+
+    with pytest.raises(KeyboardInterrupt):
+        with contextlib.closing(run_concurrently([0, 1, 2], work, max_workers=3, stop=stop)) as outcomes:
+            for outcome in outcomes:
+                assert outcome.item == 0
+                raise KeyboardInterrupt  # while the step handles company 0's outcome
+    # Closing waited for the others that had started (the rest never start): each saw stop and
+    # ended before the with block was left.
+    assert stop.is_set() and sorted(finished) == sorted(started) and 0 in finished

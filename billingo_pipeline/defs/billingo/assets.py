@@ -37,6 +37,7 @@ skips a company disabled since the run was requested instead of failing. A run t
 tag) asks every company of it for a full sweep instead of an incremental sync.
 """
 
+import contextlib
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -331,34 +332,37 @@ def billingo_sync(
     workers = min(billingo.max_concurrent_companies, len(slugs))
     if len(slugs) > 1:
         log.info(f"syncing {len(slugs)} companies, {workers} at a time{' (full sweep)' if full else ''}")
-    for outcome in run_concurrently(slugs, sync_one, max_workers=max(workers, 1), stop=stop):
-        slug, error = outcome.item, outcome.error
-        if error is not None:
-            if not isinstance(error, Exception):
-                raise error  # an interruption seen first by a worker still stops the step
-            if skip_unsyncable and isinstance(error, (CompanyNotSyncableError, UnknownCompanyError)):
-                log.warning(f"company '{slug}': skipped, not synced in this run: {error}")
-                skipped += 1
+    # Closed on any way out: an interruption while an outcome is handled here stops the workers
+    # at once (a suspended generator would do it only when garbage collected).
+    with contextlib.closing(run_concurrently(slugs, sync_one, max_workers=max(workers, 1), stop=stop)) as outcomes:
+        for outcome in outcomes:
+            slug, error = outcome.item, outcome.error
+            if error is not None:
+                if not isinstance(error, Exception):
+                    raise error  # an interruption seen first by a worker still stops the step
+                if skip_unsyncable and isinstance(error, (CompanyNotSyncableError, UnknownCompanyError)):
+                    log.warning(f"company '{slug}': skipped, not synced in this run: {error}")
+                    skipped += 1
+                    continue
+                failures[slug] = str(error) if isinstance(error, COMPANY_FAILURES) else _unexpected(error)
+                if isinstance(error, REFUSALS):
+                    refused.add(slug)
+                log.error(f"company '{slug}': sync failed: {failures[slug]}")
                 continue
-            failures[slug] = str(error) if isinstance(error, COMPANY_FAILURES) else _unexpected(error)
-            if isinstance(error, REFUSALS):
-                refused.add(slug)
-            log.error(f"company '{slug}': sync failed: {failures[slug]}")
-            continue
-        synced = outcome.result
-        result = synced.result
-        if result.normalize and result.normalize.errors:
-            log.warning(f"company '{slug}': {len(result.normalize.errors)} document(s) could not be normalized")
-        for note in result.fetch.notes if result.fetch else []:
-            log.warning(f"company '{slug}': {note}")
-        if synced.problem:
-            log.warning(f"company '{slug}': {synced.problem}")
-        statuses[slug] = result.status
-        materializations = list(_materializations(result, synced.operations, synced.figures))
-        if len(slugs) == 1 or not materializations:
-            plan = f" ({result.fetch.mode} sync: {result.fetch.plan_reason})" if result.fetch else ""
-            log.info(f"company '{slug}': sync {result.status}{plan}")
-        yield from materializations
+            synced = outcome.result
+            result = synced.result
+            if result.normalize and result.normalize.errors:
+                log.warning(f"company '{slug}': {len(result.normalize.errors)} document(s) could not be normalized")
+            for note in result.fetch.notes if result.fetch else []:
+                log.warning(f"company '{slug}': {note}")
+            if synced.problem:
+                log.warning(f"company '{slug}': {synced.problem}")
+            statuses[slug] = result.status
+            materializations = list(_materializations(result, synced.operations, synced.figures))
+            if len(slugs) == 1 or not materializations:
+                plan = f" ({result.fetch.mode} sync: {result.fetch.plan_reason})" if result.fetch else ""
+                log.info(f"company '{slug}': sync {result.status}{plan}")
+            yield from materializations
     if len(slugs) > 1:
         # One line for the step: each company's status is on its materializations already, and
         # every event costs the run a write to Dagster's event log.
