@@ -197,7 +197,7 @@ def upsert_many(
     conflict_columns: Sequence[str],
     update_columns: Iterable[str],
     new_keys: bool = False,
-) -> None:
+) -> bool:
     """``rows`` into ``table``; where the unique key exists, overwrite ``update_columns`` only.
     ``copy_upsert`` on PostgreSQL; one ``executemany`` of ``INSERT ... ON CONFLICT`` on SQLite.
 
@@ -206,6 +206,9 @@ def upsert_many(
     ``AssumedNewKeysExist`` if the database refuses them (a key stored after all, by a concurrent
     writer). No savepoint guards the COPY: two round trips more for every table of every page, for
     a case a first load almost never meets, and one the caller recovers from by writing again.
+
+    Returns whether the rows were inserted as new keys, all of them (PostgreSQL's COPY path):
+    the caller then knows nothing of theirs existed before, so nothing needs replacing.
     """
     if is_postgresql(conn):
         if new_keys and rows:
@@ -215,11 +218,11 @@ def upsert_many(
                 # Whatever the constraint: written again as an upsert, a row the database still
                 # refuses is refused as it would have been without the assumption.
                 raise AssumedNewKeysExist(f"{table.name}: a key assumed new exists") from exc
-            return
+            return True
         copy_upsert(conn, table, rows, conflict_columns=conflict_columns, update_columns=update_columns)
-        return
+        return False
     if not rows:
-        return
+        return False
     columns = _columns_of(table, rows)
     names = [c.name for c in columns]
     updates = ", ".join(f'"{name}" = excluded."{name}"' for name in update_columns)
@@ -228,6 +231,7 @@ def upsert_many(
         f'ON CONFLICT ({", ".join(_quoted(conflict_columns))}) DO UPDATE SET {updates}'
     )
     conn.exec_driver_sql(statement, bound_rows(conn, columns, rows))
+    return False
 
 
 def copy_insert(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -203,7 +203,7 @@ def write_invoices_with_items(
         {**row, "company_id": company_id, "first_seen_at": now, "last_changed_at": now, "deleted_in_source_at": None}
         for row in invoice_rows
     ]
-    bulk.upsert_many(
+    inserted_new = bulk.upsert_many(
         conn,
         invoices,
         rows,
@@ -215,8 +215,8 @@ def write_invoices_with_items(
         # After the invoices, before the items: see bulk's docstring (a first load otherwise
         # checks each item's foreign key against every invoice of the company).
         bulk.ensure_planner_statistics(conn, (invoices, items))
-    if not (new and bulk.is_postgresql(conn)):
-        # Inserted by COPY, new invoices have no items to replace (an item needs its invoice).
+    if not inserted_new:
+        # Inserted as new keys, invoices have no items to replace (an item needs its invoice).
         document_ids = [row["document_id"] for row in invoice_rows]
         conn.execute(items.delete().where(items.c.company_id == company_id, items.c.document_id.in_(document_ids)))
     if item_rows:

@@ -73,7 +73,7 @@ def mark_payments_due(
     ``new``: they are invoices just inserted, so none has a state row yet, as far as the caller read."""
     if not document_ids:
         return
-    bulk.upsert_many(
+    inserted_new = bulk.upsert_many(
         conn,
         state,
         [{"company_id": company_id, "document_id": d, "due_since": now, "due_sync_id": sync_id, "not_found": False} for d in document_ids],
@@ -81,7 +81,7 @@ def mark_payments_due(
         update_columns=("due_sync_id",),
         new_keys=new,
     )
-    if new and bulk.is_postgresql(conn):
+    if inserted_new:
         return  # inserted as they are: every row has its due_since
     conn.execute(
         state.update()
