@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 import sqlalchemy as sa
@@ -28,6 +28,7 @@ from billingo_pipeline.warehouse.engine import get_engine
 from billingo_pipeline.warehouse.refusals import is_row_refusal, write_isolating_refusals
 from billingo_pipeline.warehouse.schema import (
     WAREHOUSE_ROW_LIMITS,
+    ExactDecimal,
     billingo_documents_raw,
     billingo_payment_history_state,
     billingo_invoice_items,
@@ -251,6 +252,40 @@ def test_amounts_keep_the_bind_processors_quantization(engine):
         item_row = conn.execute(sa.select(billingo_invoice_items.c.quantity, billingo_invoice_items.c.vat_percent)).one()
     assert [format(v, "f") for v in row] == ["0.000001", "1000.000000", "0.00000001", "-2.500001"]
     assert [format(v, "f") for v in item_row] == ["1.234568", "27.0001"]
+
+
+@pytest.mark.parametrize("scale", [0, 2, 4, 6, 8, 10])
+def test_amounts_bind_as_plain_digits_at_every_scale(scale):
+    """The bind text is ``format(..., "f")`` of the rounded value, whichever way it is written
+    (``str`` up to scale 6, where it writes no exponent): zeros, tiny and huge values, signs."""
+    import random
+
+    exact = ExactDecimal(28, scale).exact_value(as_text=True)
+    generator = random.Random(scale)
+    values = [Decimal(0), Decimal("-0"), Decimal("0E-12"), Decimal("1E+5"), Decimal("-1E-12"), Decimal("123456789012.5")]
+    values += [Decimal(generator.randint(-10**12, 10**12)).scaleb(generator.randint(-14, 6)) for _ in range(2_000)]
+    quantum = Decimal(1).scaleb(-scale)
+    for value in values:
+        expected = format(value.quantize(quantum, rounding=ROUND_HALF_UP), "f")
+        assert exact(value) == expected, value
+        assert "E" not in expected
+
+
+def test_sqlite_dates_bind_as_sqlalchemys_own_processor_binds_them():
+    """The SQLite DATE shortcut (``date.isoformat``) writes what SQLAlchemy's processor writes,
+    and leaves whatever is not a plain date to it (a datetime, and a refusal of text)."""
+    sqlite_engine = sa.create_engine("sqlite://")
+    column = billingo_invoices.c.due_date
+    with sqlite_engine.connect() as conn:
+        convert = bulk._converter(conn, column)
+        process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        days = [dt.date(1, 1, 1), dt.date(999, 12, 31), dt.date(2024, 2, 29), dt.date(9999, 12, 31)]
+        days += [dt.date(2000, 1, 1) + dt.timedelta(days=n * 37) for n in range(500)]
+        for value in [*days, dt.datetime(2024, 5, 6, 7, 8, 9), None]:
+            assert convert(value) == process(value), value
+        with pytest.raises(TypeError):
+            convert("2024-01-01")
+    sqlite_engine.dispose()
 
 
 def test_values_shared_between_rows_bind_as_each_row_alone_binds_them(engine):

@@ -25,6 +25,7 @@ Everything runs on the caller's connection, inside the caller's transaction.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -83,6 +84,10 @@ def _planned_columns(table: sa.Table) -> list[str]:
     return [column.name for column in table.columns if column.name in names]
 
 
+# SQLAlchemy's default storage format of SQLite's DATE: what ``date.isoformat`` writes.
+_SQLITE_DATE_FORMAT = "%(year)04d-%(month)02d-%(day)02d"
+
+
 class JsonText(str):
     """JSON text already serialized for a JSON column: sent as it is, not serialized again."""
 
@@ -93,9 +98,17 @@ def _converter(conn: Connection, column: sa.Column) -> Callable[[Any], Any] | No
         # One call a value instead of SQLAlchemy's chain of three; as plain digits on both
         # dialects ("0.00000001", never "1E-8"): what SQLite stores, and what COPY sends.
         return column.type.exact_value(as_text=True)
-    process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    impl = column.type.dialect_impl(conn.dialect)
+    process = impl.bind_processor(conn.dialect)
     if process is None:
         return None
+    if isinstance(impl, sa.Date) and getattr(impl, "_storage_format", None) == _SQLITE_DATE_FORMAT:
+        # SQLite's DATE text, written by the date itself (3x faster than the format string);
+        # anything but a plain date still goes through SQLAlchemy's own processor.
+        def bound_date(value: Any, process=process) -> Any:
+            return value.isoformat() if type(value) is dt.date else process(value)
+
+        return bound_date
 
     def bound(value: Any, process=process) -> Any:
         return str(value) if type(value) is JsonText else process(value)
