@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import random
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
@@ -258,8 +259,6 @@ def test_amounts_keep_the_bind_processors_quantization(engine):
 def test_amounts_bind_as_plain_digits_at_every_scale(scale):
     """The bind text is ``format(..., "f")`` of the rounded value, whichever way it is written
     (``str`` up to scale 6, where it writes no exponent): zeros, tiny and huge values, signs."""
-    import random
-
     exact = ExactDecimal(28, scale).exact_value(as_text=True)
     generator = random.Random(scale)
     values = [Decimal(0), Decimal("-0"), Decimal("0E-12"), Decimal("1E+5"), Decimal("-1E-12"), Decimal("123456789012.5")]
