@@ -20,6 +20,13 @@ wall, where a company sync's time is its sync-log row's [started_at, finished_at
 intervals, not the sum of ``duration_seconds``, so that concurrent syncs inside a run are not
 counted twice; the sum is reported next to it (equal to the union when syncs run one at a time).
 
+Dagster's floor: the same nightly layout with nothing of ours in it, ``FLOOR_ASSETS`` no-op assets
+partitioned by company (raw documents, invoices and line items: the three the project's shape asks
+of every company), each run a range of ``COMPANIES_PER_RUN`` companies yielding one materialization
+per asset and company, as ``billingo_sync`` does, on the same instance after the nights. No engine
+on this shape can spend less in Dagster, so floor / (floor + the nightly's syncs) is the smallest
+share any sync could reach against this simulator.
+
 Where the rest goes (``--breakdown``, printed under each nightly): the time outside every sync,
 split by the phase of the run it falls in, from the runs' own event timestamps: creating the run
 (Dagster writes a planned event per asset and partition before anything executes), the run and
@@ -44,6 +51,7 @@ from typing import Any
 from bench.common import DIALECTS, SimulatorProcess, make_company, register, run_child, seconds, throwaway_warehouse
 
 MAX_DAGSTER_SHARE = 0.10
+FLOOR_ASSETS = 3  # raw documents, invoices, line items: the assets every company must have
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -86,6 +94,37 @@ def _runner_layout(instance, warehouse_url: str, base_url: str, slugs: Sequence[
 
 
 LAYOUTS: dict[str, Callable[..., list[str]]] = {"schedule": _schedule_layout, "runner": _runner_layout}
+
+
+def dagster_floor(instance, slugs: Sequence[str], asset_count: int = FLOOR_ASSETS) -> dict[str, Any]:
+    """Wall of the nightly's run layout with no work in it: ``asset_count`` no-op assets partitioned
+    by company, materialized for every company of ``slugs`` in runs of ``COMPANIES_PER_RUN``."""
+    import dagster as dg
+
+    from billingo_pipeline.defs.billingo.assets import COMPANIES_PER_RUN
+    from billingo_pipeline.partitions import company_partitions
+
+    specs = [dg.AssetSpec(f"dagster_floor_{number}", skippable=True) for number in range(asset_count)]
+
+    @dg.multi_asset(name="dagster_floor", specs=specs, partitions_def=company_partitions,
+                    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=COMPANIES_PER_RUN))
+    def no_op(context):
+        for slug in context.partition_keys:
+            for spec in specs:
+                yield dg.AssetMaterialization(asset_key=spec.key, partition=slug)
+
+    job = dg.Definitions(assets=[no_op], jobs=[dg.define_asset_job("dagster_floor_job", selection=[no_op])]) \
+        .resolve_job_def("dagster_floor_job")
+    started = time.perf_counter()
+    runs = 0
+    for first in range(0, len(slugs), COMPANIES_PER_RUN):
+        chunk = slugs[first:first + COMPANIES_PER_RUN]
+        tags = {"dagster/asset_partition_range_start": chunk[0], "dagster/asset_partition_range_end": chunk[-1]}
+        result = job.execute_in_process(instance=instance, tags=tags, run_config=QUIET, raise_on_error=False)
+        if not result.success:
+            raise RuntimeError("a run of the Dagster floor failed")
+        runs += 1
+    return {"wall": time.perf_counter() - started, "runs": runs, "assets": asset_count}
 
 
 def _busy_seconds(intervals: list[tuple[dt.datetime, dt.datetime]]) -> float:
@@ -206,6 +245,7 @@ def run_passes(warehouse_url: str, base_url: str, slugs: list[str], layout: str,
                 "outside_syncs": non_sync_breakdown(night_window, syncs_by_run, runs),
                 "events": events, "companies": len(slugs), "cpu": cpu,
             })
+        figures[-1]["dagster_floor"] = dagster_floor(instance, slugs)
     return figures
 
 
@@ -223,6 +263,18 @@ def make_companies(simulator: SimulatorProcess, count: int, documents: int):
 def describe(night: dict[str, Any]) -> str:
     return (f"{seconds(night['wall'])} in {night['runs']} runs, syncs busy {seconds(night['sync_busy'])} "
             f"(sum {seconds(night['sync_sum'])}), Dagster {night['dagster_share']:.0%}")
+
+
+def smallest_share(night: dict[str, Any]) -> float:
+    """The share Dagster would have if the runs cost only its floor: floor / (floor + syncs)."""
+    floor = night["dagster_floor"]["wall"]
+    return floor / (floor + night["sync_busy"])
+
+
+def describe_floor(night: dict[str, Any]) -> str:
+    floor = night["dagster_floor"]
+    return (f"{seconds(floor['wall'])} in {floor['runs']} runs ({floor['assets']} no-op assets per company), "
+            f"so Dagster's share could not be under {smallest_share(night):.0%} with these syncs")
 
 
 def describe_breakdown(night: dict[str, Any]) -> str:
@@ -248,6 +300,7 @@ def main() -> None:
             with throwaway_warehouse(dialect, Path(folder), f"many-{dialect}") as url:
                 first, nightly = measure(url, simulator, companies, args.layout)
             print(f"{dialect}: first load {describe(first)}; nightly {describe(nightly)}")
+            print(f"  Dagster's floor: {describe_floor(nightly)}")
             if args.breakdown:
                 print(f"  nightly {describe_breakdown(nightly)}")
 

@@ -9,11 +9,16 @@ import datetime as dt
 import importlib
 import pkgutil
 
+import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 import bench
 from bench import many_companies
 from bench import run as bench_run
+from billingo_pipeline.partitions import ensure_company_partitions
+
+from .conftest import DIALECTS, throwaway_instance, throwaway_postgres_database
 
 
 def test_every_bench_module_imports_and_the_measurements_run_alone():
@@ -41,6 +46,43 @@ def test_time_outside_the_syncs_is_split_by_the_phase_of_the_run_it_falls_in():
     assert phases == {"run creation": 2 + 1, "run start": 2 + 2, "between syncs": 2, "after last sync": 2 + 5,
                       "outside runs": 1 + 1 + 5}
     assert sum(phases.values()) == 30 - (3 + 2 + 2)  # everything outside the syncs, counted once
+
+
+@pytest.fixture(params=DIALECTS)
+def instance_on_each_storage(request):
+    """A throwaway Dagster instance on embedded SQLite, or on a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        with throwaway_instance() as instance:
+            yield instance
+        return
+    with throwaway_postgres_database("dagster_floor") as url:
+        # dagster-postgres needs psycopg2 (its NOTIFY fails on psycopg 3).
+        postgres_url = sa.make_url(url).set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+        with dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_url": postgres_url}}}) as instance:
+            yield instance
+
+
+def test_dagster_floor_materializes_every_no_op_asset_of_every_company_in_runs_of_the_schedules_size(
+    instance_on_each_storage, monkeypatch
+):
+    instance = instance_on_each_storage
+    monkeypatch.setattr("billingo_pipeline.defs.billingo.assets.COMPANIES_PER_RUN", 2)
+    slugs = ["acme", "bistro", "cafe"]
+    ensure_company_partitions(instance, slugs)
+    floor = many_companies.dagster_floor(instance, slugs, asset_count=3)
+    assert floor["runs"] == 2 and floor["assets"] == 3 and floor["wall"] > 0
+    ranges = {(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]): r.run_id
+              for r in instance.get_runs()}
+    assert sorted(ranges) == [("acme", "bistro"), ("cafe", "cafe")]
+    for number in range(3):
+        assert instance.get_materialized_partitions(dg.AssetKey(f"dagster_floor_{number}")) == set(slugs)
+    # One planned event per asset and company of the run, as the sync's runs write them.
+    for (first, last), run_id in ranges.items():
+        planned = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=100)
+        assert len(planned.records) == 3 * (2 if first != last else 1)
+    # The smallest share: what the floor alone would be of a night whose syncs took this long.
+    night = {"dagster_floor": floor, "sync_busy": 3 * floor["wall"]}
+    assert many_companies.smallest_share(night) == pytest.approx(0.25)
 
 
 def test_write_docs_replaces_its_own_profile_section_and_keeps_the_rest(tmp_path, monkeypatch):
