@@ -75,7 +75,7 @@ def test_dagster_floor_materializes_every_no_op_asset_of_every_company_in_runs_o
               for r in instance.get_runs()}
     assert sorted(ranges) == [("acme", "bistro"), ("cafe", "cafe")]
     for number in range(3):
-        assert instance.get_materialized_partitions(dg.AssetKey(f"dagster_floor_{number}")) == set(slugs)
+        assert instance.get_materialized_partitions(dg.AssetKey(f"dagster_floor_{number}_of_3")) == set(slugs)
     # One planned event per asset and company of the run, as the sync's runs write them.
     for (first, last), run_id in ranges.items():
         planned = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=100)
