@@ -111,7 +111,7 @@ def dagster_floor(instance, slugs: Sequence[str], asset_count: int = FLOOR_ASSET
     import dagster as dg
 
     from billingo_pipeline.defs.billingo.assets import COMPANIES_PER_RUN
-    from billingo_pipeline.partitions import company_partitions
+    from billingo_pipeline.partitions import COMPANY_PARTITIONS_NAME, company_partitions, plan_sync_chunks
 
     specs = [dg.AssetSpec(f"dagster_floor_{number}_of_{asset_count}", skippable=True) for number in range(asset_count)]
 
@@ -124,16 +124,14 @@ def dagster_floor(instance, slugs: Sequence[str], asset_count: int = FLOOR_ASSET
 
     job = dg.Definitions(assets=[no_op], jobs=[dg.define_asset_job("dagster_floor_job", selection=[no_op])]) \
         .resolve_job_def("dagster_floor_job")
+    # The schedule's own chunks: partition ranges of at most COMPANIES_PER_RUN companies.
+    chunks = plan_sync_chunks(instance.get_dynamic_partitions(COMPANY_PARTITIONS_NAME), slugs, COMPANIES_PER_RUN)
     started = time.perf_counter()
-    runs = 0
-    for first in range(0, len(slugs), COMPANIES_PER_RUN):
-        chunk = slugs[first:first + COMPANIES_PER_RUN]
-        tags = {"dagster/asset_partition_range_start": chunk[0], "dagster/asset_partition_range_end": chunk[-1]}
-        result = job.execute_in_process(instance=instance, tags=tags, run_config=QUIET, raise_on_error=False)
+    for chunk in chunks:
+        result = job.execute_in_process(instance=instance, tags=chunk.tags, run_config=QUIET, raise_on_error=False)
         if not result.success:
             raise RuntimeError("a run of the Dagster floor failed")
-        runs += 1
-    return {"wall": time.perf_counter() - started, "runs": runs, "assets": asset_count}
+    return {"wall": time.perf_counter() - started, "runs": len(chunks), "assets": asset_count}
 
 
 def _busy_seconds(intervals: list[tuple[dt.datetime, dt.datetime]]) -> float:
@@ -215,10 +213,10 @@ def _run_figures(instance, run_ids: list[str]) -> tuple[dict[str, tuple[float, f
 
 
 def run_passes(warehouse_url: str, base_url: str, slugs: list[str], layout: str, passes: int = 2,
-               floor_assets: Sequence[int] = (FLOOR_ASSETS,)) -> list[dict[str, Any]]:
+               floor_assets: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Child: ``passes`` nights of ``slugs`` through ``layout``; wall, sync time and runs of each;
-    then Dagster's floor with each of ``floor_assets`` no-op assets a company (the first is the one
-    ``smallest_share`` uses)."""
+    then Dagster's floor with each of ``floor_assets`` no-op assets a company (by default
+    ``FLOOR_ASSETS`` and ``sync_asset_count()``; the first is the one ``smallest_share`` uses)."""
     import dagster as dg
     import sqlalchemy as sa
 
@@ -257,17 +255,16 @@ def run_passes(warehouse_url: str, base_url: str, slugs: list[str], layout: str,
                 "outside_syncs": non_sync_breakdown(night_window, syncs_by_run, runs),
                 "events": events, "companies": len(slugs), "cpu": cpu,
             })
-        floors = [dagster_floor(instance, slugs, count) for count in floor_assets]
-        figures[-1]["dagster_floor"], figures[-1]["dagster_floors"] = floors[0], floors
+        counts = floor_assets or (FLOOR_ASSETS, sync_asset_count())
+        figures[-1]["dagster_floors"] = [dagster_floor(instance, slugs, count) for count in counts]
     return figures
 
 
 def measure(warehouse_url: str, simulator: SimulatorProcess, companies, layout: str,
-            floor_assets: Sequence[int] = (FLOOR_ASSETS,)) -> list[dict[str, Any]]:
+            floor_assets: Sequence[int] | None = None) -> list[dict[str, Any]]:
     register(warehouse_url, simulator, companies)
     child = run_child("bench.many_companies:run_passes", warehouse_url=warehouse_url, base_url=simulator.base_url,
-                      slugs=[c.slug for c in companies], layout=layout,
-                      floor_assets=list(floor_assets))
+                      slugs=[c.slug for c in companies], layout=layout, floor_assets=floor_assets)
     return child.value
 
 
@@ -282,14 +279,14 @@ def describe(night: dict[str, Any]) -> str:
 
 def smallest_share(night: dict[str, Any]) -> float:
     """The share Dagster would have if the runs cost only its floor: floor / (floor + syncs)."""
-    floor = night["dagster_floor"]["wall"]
+    floor = night["dagster_floors"][0]["wall"]
     return floor / (floor + night["sync_busy"])
 
 
 def describe_floor(night: dict[str, Any]) -> str:
     floors = ", ".join(f"{seconds(floor['wall'])} in {floor['runs']} runs with {floor['assets']} no-op assets a company"
                        for floor in night["dagster_floors"])
-    return (f"{floors}; with {night['dagster_floor']['assets']}, Dagster's share could not be under "
+    return (f"{floors}; with {night['dagster_floors'][0]['assets']}, Dagster's share could not be under "
             f"{smallest_share(night):.0%} with these syncs")
 
 
@@ -317,8 +314,7 @@ def main() -> None:
         companies = make_companies(simulator, args.companies, args.documents)
         for dialect in args.dialects:
             with throwaway_warehouse(dialect, Path(folder), f"many-{dialect}") as url:
-                first, nightly = measure(url, simulator, companies, args.layout,
-                                         args.floor_assets or (FLOOR_ASSETS, sync_asset_count()))
+                first, nightly = measure(url, simulator, companies, args.layout, args.floor_assets)
             print(f"{dialect}: first load {describe(first)}; nightly {describe(nightly)}")
             print(f"  Dagster's floor: {describe_floor(nightly)}")
             if args.breakdown:

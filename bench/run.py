@@ -232,9 +232,7 @@ def run(args, failures: Failures) -> list[Report]:
             for dialect in args.dialects:
                 with throwaway_warehouse(dialect, folder, f"many-{dialect}") as url, \
                         failures.recorded("many_companies", dialect):
-                    many[dialect] = many_companies.measure(
-                        url, simulator, tenants, args.layout,
-                        (many_companies.FLOOR_ASSETS, many_companies.sync_asset_count()))
+                    many[dialect] = many_companies.measure(url, simulator, tenants, args.layout)
                     print(f"{dialect}: {args.companies} companies, nightly {many_companies.describe(many[dialect][1])}",
                           flush=True)
     print(flush=True)

@@ -81,7 +81,7 @@ def test_dagster_floor_materializes_every_no_op_asset_of_every_company_in_runs_o
         planned = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=100)
         assert len(planned.records) == 3 * (2 if first != last else 1)
     # The smallest share: what the floor alone would be of a night whose syncs took this long.
-    night = {"dagster_floor": floor, "sync_busy": 3 * floor["wall"]}
+    night = {"dagster_floors": [floor], "sync_busy": 3 * floor["wall"]}
     assert many_companies.smallest_share(night) == pytest.approx(0.25)
 
 
